@@ -1,0 +1,56 @@
+//! Command-line interface: one module per subcommand (SPEC §1).
+//!
+//! Exit codes: 0 ok, 1 user error (bad config, regression found), 2 usage
+//! error (clap's own errors exit 2 too).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+pub mod check;
+pub mod demo;
+pub mod hash;
+pub mod mock_backend;
+pub mod serve;
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_USER: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cutover",
+    version,
+    about = "A reverse proxy for shipping new LLM agent versions safely: shadow, canary, ramp-up, rollback."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy.
+    Serve(serve::Args),
+    /// Parse and validate a config; print a summary and lint warnings.
+    Check(check::Args),
+    /// Print the bucket (0..9999) of a sticky key and the version it maps to.
+    Hash(hash::Args),
+    /// Run an OpenAI-compatible fake agent backend (for demos and tests).
+    MockBackend(mock_backend::Args),
+    /// Start mock backends and the proxy on loopback and show what happens.
+    Demo(demo::Args),
+}
+
+/// `--config FILE`, defaulting to `$CUTOVER_CONFIG`, then `cutover.toml`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConfigArg {
+    /// Config file (default: $CUTOVER_CONFIG, then cutover.toml).
+    #[arg(
+        long,
+        short = 'c',
+        env = "CUTOVER_CONFIG",
+        default_value = "cutover.toml"
+    )]
+    pub config: PathBuf,
+}

@@ -1,0 +1,18 @@
+//! `cutover`: CLI dispatch only. Each subcommand lives in `cutover::cli`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use cutover::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Serve(args) => cutover::cli::serve::run(args),
+        Command::Check(args) => cutover::cli::check::run(args),
+        Command::Hash(args) => cutover::cli::hash::run(args),
+        Command::MockBackend(args) => cutover::cli::mock_backend::run(args),
+        Command::Demo(args) => cutover::cli::demo::run(args),
+    };
+    ExitCode::from(code)
+}

@@ -1,0 +1,150 @@
+//! Sticky key extraction: the first present source in the route's `sticky`
+//! list. Keys are borrowed from the request; nothing is allocated.
+
+use std::io::Write as _;
+use std::net::IpAddr;
+
+use http::HeaderMap;
+
+use crate::config::StickySource;
+
+/// A sticky key, borrowed from the request where possible.
+#[derive(Debug)]
+pub enum StickyKey<'a> {
+    Borrowed(&'a [u8]),
+    /// A client IP rendered as text ("192.0.2.1", "2001:db8::1").
+    Ip {
+        buf: [u8; 48],
+        len: usize,
+    },
+}
+
+impl StickyKey<'_> {
+    #[inline]
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            StickyKey::Borrowed(b) => b,
+            StickyKey::Ip { buf, len } => &buf[..*len],
+        }
+    }
+}
+
+/// The first non-empty source, in order. `query` is the raw query string
+/// (without `?`); values are compared and hashed as sent, not
+/// percent-decoded, so every replica hashes the same bytes.
+pub fn sticky_key<'a>(
+    sources: &[StickySource],
+    headers: &'a HeaderMap,
+    query: Option<&'a str>,
+    client_ip: IpAddr,
+) -> Option<StickyKey<'a>> {
+    for source in sources {
+        let found = match source {
+            StickySource::Header(name) => headers
+                .get(name)
+                .map(|v| v.as_bytes())
+                .filter(|v| !v.is_empty()),
+            StickySource::Cookie(name) => cookie(headers, name),
+            StickySource::Query(name) => query.and_then(|q| query_param(q, name)),
+            StickySource::ClientIp => {
+                let mut buf = [0u8; 48];
+                let mut cursor = &mut buf[..];
+                // An IPv6 address is at most 45 characters: this cannot fail.
+                if write!(cursor, "{client_ip}").is_ok() {
+                    let len = 48 - cursor.len();
+                    return Some(StickyKey::Ip { buf, len });
+                }
+                None
+            }
+        };
+        if let Some(bytes) = found {
+            return Some(StickyKey::Borrowed(bytes));
+        }
+    }
+    None
+}
+
+/// The value of cookie `name` in any `Cookie` header.
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
+    for value in headers.get_all(http::header::COOKIE) {
+        for pair in value.as_bytes().split(|&b| b == b';') {
+            let pair = trim(pair);
+            if let Some(eq) = pair.iter().position(|&b| b == b'=')
+                && &pair[..eq] == name.as_bytes()
+            {
+                let v = trim(&pair[eq + 1..]);
+                if !v.is_empty() {
+                    return Some(v);
+                }
+            }
+        }
+    }
+    None
+}
+
+fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a [u8]> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == name && !v.is_empty()).then_some(v.as_bytes())
+    })
+}
+
+fn trim(b: &[u8]) -> &[u8] {
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    &b[start..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn sources() -> Vec<StickySource> {
+        vec![
+            StickySource::Header(http::HeaderName::from_static("x-session-id")),
+            StickySource::Cookie("uid".into()),
+            StickySource::Query("user".into()),
+            StickySource::ClientIp,
+        ]
+    }
+
+    fn key(headers: &HeaderMap, query: Option<&str>) -> Vec<u8> {
+        let ip: IpAddr = "192.0.2.7".parse().expect("ip");
+        sticky_key(&sources(), headers, query, ip)
+            .map(|k| k.as_bytes().to_vec())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn sources_in_order() {
+        let mut h = HeaderMap::new();
+        assert_eq!(key(&h, None), b"192.0.2.7");
+        assert_eq!(key(&h, Some("a=1&user=bob")), b"bob");
+        h.insert("cookie", HeaderValue::from_static("a=b; uid=alice ; c=d"));
+        assert_eq!(key(&h, Some("user=bob")), b"alice");
+        h.insert("x-session-id", HeaderValue::from_static("s-1"));
+        assert_eq!(key(&h, Some("user=bob")), b"s-1");
+    }
+
+    #[test]
+    fn empty_values_are_absent() {
+        let mut h = HeaderMap::new();
+        h.insert("x-session-id", HeaderValue::from_static(""));
+        h.insert("cookie", HeaderValue::from_static("uid="));
+        assert_eq!(key(&h, Some("user=")), b"192.0.2.7");
+    }
+
+    #[test]
+    fn no_source_no_key() {
+        let h = HeaderMap::new();
+        let ip: IpAddr = "::1".parse().expect("ip");
+        assert!(sticky_key(&[StickySource::Query("u".into())], &h, None, ip).is_none());
+    }
+}
