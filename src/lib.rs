@@ -3,14 +3,24 @@
 //! The crate is split along the two planes of `docs/architecture.md`:
 //!
 //! * control plane: [`config`] (load, validate) → [`runtime`] (compile into
-//!   an immutable snapshot, swapped atomically);
+//!   an immutable snapshot) held by [`gateway`], which swaps it atomically;
+//!   [`admin`] serves health, readiness and metrics on its own listener.
 //! * data plane: [`server`] (listeners, TLS, shutdown) → [`proxy`] (the
-//!   request pipeline) using [`routing`] (route, sticky key, split) and
-//!   [`upstream`] (pooled clients per upstream).
+//!   request pipeline) using [`routing`] (route, sticky key, split),
+//!   [`upstream`] (pooled clients per upstream), [`resilience`] (refusal)
+//!   and [`telemetry`] (metric handles, access log).
 //!
 //! [`mock`] is the fake agent backend used by the demo, tests and benches.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod gateway;
 pub mod mock;
+pub mod proxy;
+pub mod resilience;
 pub mod routing;
+pub mod runtime;
+pub mod server;
+pub mod telemetry;
+pub mod upstream;

@@ -13,14 +13,28 @@ pub const BUCKETS: u16 = 10_000;
 /// The bucket of a sticky key under a salt.
 #[inline]
 pub fn bucket(salt: &[u8], key: &[u8]) -> u16 {
+    bucket_and_tag(salt, key).0
+}
+
+/// The bucket, and a 64-bit tag from the same hash (bytes 8..16) that the
+/// access log shows instead of the raw key: it correlates one user's
+/// requests without revealing who they are, and costs no second hash.
+#[inline]
+pub fn bucket_and_tag(salt: &[u8], key: &[u8]) -> (u16, u64) {
     let mut hasher = blake3::Hasher::new();
     hasher.update(salt);
     hasher.update(&[0]);
     hasher.update(key);
     let hash = hasher.finalize();
+    let bytes = hash.as_bytes();
     let mut first = [0u8; 8];
-    first.copy_from_slice(&hash.as_bytes()[..8]);
-    (u64::from_le_bytes(first) % u64::from(BUCKETS)) as u16
+    first.copy_from_slice(&bytes[..8]);
+    let mut second = [0u8; 8];
+    second.copy_from_slice(&bytes[8..16]);
+    (
+        (u64::from_le_bytes(first) % u64::from(BUCKETS)) as u16,
+        u64::from_le_bytes(second),
+    )
 }
 
 /// Cumulative upper bounds of each version's bucket range.

@@ -1,0 +1,207 @@
+//! `Exchange`: everything known about one request, finished exactly once.
+//!
+//! Like Pingora's `logging` phase, every exit path, errors included, ends
+//! in `finish`: it records the metrics, writes the access-log line and
+//! releases the in-flight slot. If a request is abandoned before a body
+//! takes the exchange over (the client hung up while waiting), `Drop` does
+//! it.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use http::{HeaderValue, Method, Uri};
+
+use crate::gateway::Gateway;
+use crate::runtime::{Runtime, Upstream};
+use crate::telemetry::AccessRecord;
+use crate::upstream::InFlight;
+
+/// How a request assigned its version (SPEC §3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Assignment {
+    Sticky,
+    Unsticky,
+    Pinned,
+}
+
+impl Assignment {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Assignment::Sticky => "sticky",
+            Assignment::Unsticky => "unsticky",
+            Assignment::Pinned => "pinned",
+        }
+    }
+}
+
+/// How a request ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    Complete,
+    /// The upstream's stream broke after the response was committed.
+    UpstreamError,
+    /// The client went away before the last byte.
+    ClientAborted,
+}
+
+impl End {
+    fn as_str(self) -> &'static str {
+        match self {
+            End::Complete => "complete",
+            End::UpstreamError => "upstream_error",
+            End::ClientAborted => "client_aborted",
+        }
+    }
+}
+
+/// Who produced the response.
+pub enum Responder {
+    /// Not decided yet (the request is still being handled).
+    Pending,
+    Upstream(Arc<Upstream>),
+    Refusal,
+    /// cutover itself (404, 413, 400).
+    Local,
+}
+
+pub struct Exchange {
+    gateway: Arc<Gateway>,
+    pub rt: Arc<Runtime>,
+    start: Instant,
+    pub request_id: HeaderValue,
+    method: Method,
+    uri: Uri,
+    pub route: Option<usize>,
+    pub version: Option<usize>,
+    pub assignment: Option<Assignment>,
+    pub key_hash: Option<u64>,
+    pub responder: Responder,
+    pub status: u16,
+    /// `v2>v1-backup`: set only once a fallback was taken.
+    pub fallback_path: Option<String>,
+    ttfb: Option<Duration>,
+    bytes: u64,
+    /// Holds a slot of `server.max_in_flight`.
+    admitted: bool,
+    /// Holds a slot of the responding upstream's in-flight count.
+    pub upstream_slot: Option<InFlight>,
+    finished: bool,
+}
+
+impl Exchange {
+    pub fn new(
+        gateway: Arc<Gateway>,
+        rt: Arc<Runtime>,
+        request_id: HeaderValue,
+        method: Method,
+        uri: Uri,
+    ) -> Exchange {
+        Exchange {
+            gateway,
+            rt,
+            start: Instant::now(),
+            request_id,
+            method,
+            uri,
+            route: None,
+            version: None,
+            assignment: None,
+            key_hash: None,
+            responder: Responder::Pending,
+            status: 0,
+            fallback_path: None,
+            ttfb: None,
+            bytes: 0,
+            admitted: false,
+            upstream_slot: None,
+            finished: false,
+        }
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// Take a slot of `server.max_in_flight`; `false` means shed.
+    pub fn admit(&mut self, limit: usize) -> bool {
+        let prev = self.gateway.in_flight.fetch_add(1, Ordering::AcqRel);
+        if prev >= limit {
+            self.gateway.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        self.admitted = true;
+        true
+    }
+
+    #[inline]
+    pub fn on_data(&mut self, len: usize) {
+        if self.ttfb.is_none() && len > 0 {
+            self.ttfb = Some(self.start.elapsed());
+        }
+        self.bytes += len as u64;
+    }
+
+    pub fn finish(&mut self, end: End) {
+        if std::mem::replace(&mut self.finished, true) {
+            return;
+        }
+        let duration = self.start.elapsed();
+        // A client gone before any status was sent: nginx's 499.
+        let status = if self.status == 0 { 499 } else { self.status };
+        let rt = &*self.rt;
+        let route = self.route.map(|i| &rt.routes[i]);
+        let version = route.zip(self.version).map(|(r, v)| &r.versions[v]);
+
+        if let Some(route) = route {
+            let m = version.map_or(&route.unassigned_metrics, |v| &v.metrics);
+            m.request(status);
+            m.duration.record(duration);
+            if let Some(t) = self.ttfb {
+                m.ttfb.record(t);
+            }
+        }
+
+        if self.gateway.access_log.enabled() {
+            let upstream = match &self.responder {
+                Responder::Upstream(u) => &*u.name,
+                Responder::Refusal => "refusal",
+                Responder::Local | Responder::Pending => "",
+            };
+            let version_name = version.map_or("", |v| &*v.target.name);
+            let rec = AccessRecord {
+                request_id: self.request_id.to_str().unwrap_or(""),
+                method: self.method.as_str(),
+                path: self.uri.path(),
+                route: route.map_or("", |r| &*r.name),
+                version: version_name,
+                deps_json: version.map_or("", |v| &*v.target.deps_json),
+                upstream,
+                assignment: self.assignment.map_or("", Assignment::as_str),
+                key_hash: self.key_hash,
+                status,
+                duration,
+                ttfb: self.ttfb,
+                bytes: self.bytes,
+                cache: "",
+                fallback_path: self.fallback_path.as_deref().unwrap_or(version_name),
+                input_tokens: None,
+                output_tokens: None,
+                cost_usd: None,
+                end: end.as_str(),
+            };
+            self.gateway.access_log.write(&rec);
+        }
+
+        if std::mem::take(&mut self.admitted) {
+            self.gateway.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.upstream_slot = None;
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        self.finish(End::ClientAborted);
+    }
+}

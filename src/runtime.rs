@@ -1,0 +1,222 @@
+//! `Runtime`: the compiled, immutable snapshot a request runs on.
+//!
+//! A request loads the current `Arc<Runtime>` once and keeps it to its end,
+//! so in-flight requests finish on the config they started with. A reload
+//! builds a whole new `Runtime` (fallible) and swaps it in with one store
+//! (infallible): route tables and weights can never tear.
+//!
+//! Everything the hot path needs is resolved here: bucket tables, header
+//! values, pre-rendered refusals, metric handles.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderName, HeaderValue};
+
+use crate::config::{
+    self, Config, FallbackConfig, RouteMatch, StickySource, TargetConfig, UpstreamConfig,
+};
+use crate::resilience::Refusal;
+use crate::routing::BucketTable;
+use crate::telemetry::VersionMetrics;
+use crate::upstream::{UpstreamRegistry, UpstreamState};
+
+pub struct Runtime {
+    pub generation: u64,
+    pub loaded_at: SystemTime,
+    pub config: Arc<Config>,
+    pub routes: Box<[Route]>,
+    pub upstreams: Box<[Arc<Upstream>]>,
+}
+
+/// One upstream as this generation sees it: its settings plus the shared,
+/// long-lived state from the registry.
+pub struct Upstream {
+    pub name: Arc<str>,
+    /// `x-cutover-upstream` value.
+    pub name_header: HeaderValue,
+    pub config: UpstreamConfig,
+    pub state: Arc<UpstreamState>,
+    pub scheme: Scheme,
+    pub authority: Authority,
+    /// Sent as `Host`: the upstream's own authority, as nginx does by default.
+    pub host_header: HeaderValue,
+    /// `None` when the URL has no path prefix (the request path is reused
+    /// without copying).
+    pub path_prefix: Option<Arc<str>>,
+}
+
+impl Upstream {
+    /// The absolute URI for a request path, with the prefix prepended.
+    pub fn uri(&self, path_and_query: Option<&PathAndQuery>) -> Result<http::Uri, http::Error> {
+        let pq = match (&self.path_prefix, path_and_query) {
+            (None, Some(pq)) => pq.clone(),
+            (None, None) => PathAndQuery::from_static("/"),
+            (Some(prefix), pq) => {
+                let rest = pq.map_or("/", |p| p.as_str());
+                let mut joined = String::with_capacity(prefix.len() + rest.len());
+                joined.push_str(prefix);
+                joined.push_str(rest);
+                PathAndQuery::try_from(joined)?
+            }
+        };
+        http::Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(pq)
+            .build()
+    }
+}
+
+/// Something a request can be sent to: a version, a fallback or a shadow.
+pub struct Target {
+    pub name: Arc<str>,
+    /// `x-cutover-version` value.
+    pub name_header: HeaderValue,
+    pub upstream: Arc<Upstream>,
+    pub set_headers: Box<[(HeaderName, HeaderValue)]>,
+    /// `None` when empty: the body is forwarded untouched.
+    pub set_json: Option<serde_json::Map<String, serde_json::Value>>,
+    pub cost: config::Cost,
+    /// The deps table as JSON, for the access log.
+    pub deps_json: Box<str>,
+}
+
+pub struct Version {
+    pub target: Target,
+    pub weight: config::WeightBps,
+    pub metrics: VersionMetrics,
+}
+
+pub struct Route {
+    pub name: Arc<str>,
+    pub matcher: RouteMatch,
+    pub sticky: Box<[StickySource]>,
+    pub salt: Box<[u8]>,
+    pub pin_header: Option<HeaderName>,
+    pub versions: Box<[Version]>,
+    pub table: BucketTable,
+    pub fallbacks: Box<[Target]>,
+    pub refusal: Refusal,
+    /// Handles for responses that never reached a version (shed, 413).
+    pub unassigned_metrics: VersionMetrics,
+}
+
+impl Route {
+    /// A version by the bytes of its name (the pin header's value).
+    pub fn version_index(&self, name: &[u8]) -> Option<usize> {
+        self.versions
+            .iter()
+            .position(|v| v.target.name.as_bytes() == name)
+    }
+}
+
+impl Runtime {
+    /// Compile a validated config. Fails only on what validation cannot see
+    /// (e.g. a TLS client that cannot be built).
+    pub fn compile(
+        config: Config,
+        registry: &UpstreamRegistry,
+        generation: u64,
+    ) -> Result<Runtime, String> {
+        let states = registry.reconcile(&config.upstreams)?;
+        let upstreams: Vec<Arc<Upstream>> = config
+            .upstreams
+            .iter()
+            .zip(states)
+            .map(|(u, state)| compile_upstream(u, state).map(Arc::new))
+            .collect::<Result<_, _>>()?;
+        let find = |name: &str| {
+            upstreams
+                .iter()
+                .find(|u| &*u.name == name)
+                .cloned()
+                .ok_or_else(|| format!("unknown upstream {name:?}"))
+        };
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for r in &config.routes {
+            let versions: Vec<Version> = r
+                .versions
+                .iter()
+                .map(|v| {
+                    Ok(Version {
+                        target: compile_target(&v.target, find(&v.target.upstream)?)?,
+                        weight: v.weight,
+                        metrics: VersionMetrics::new(&r.name, &v.target.name),
+                    })
+                })
+                .collect::<Result<_, String>>()?;
+            let fallbacks = r
+                .fallbacks
+                .iter()
+                .map(|f| {
+                    let t = match f {
+                        FallbackConfig::Target(t) => t,
+                        FallbackConfig::Version(name) => {
+                            &r.version(name)
+                                .ok_or_else(|| format!("unknown fallback version {name:?}"))?
+                                .target
+                        }
+                    };
+                    compile_target(t, find(&t.upstream)?)
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            routes.push(Route {
+                name: r.name.as_str().into(),
+                matcher: r.matcher.clone(),
+                sticky: r.sticky.clone().into_boxed_slice(),
+                salt: r.salt.as_bytes().into(),
+                pin_header: r.pin_header.clone(),
+                table: BucketTable::new(versions.iter().map(|v| v.weight)),
+                versions: versions.into_boxed_slice(),
+                fallbacks: fallbacks.into_boxed_slice(),
+                refusal: Refusal::render(&r.refusal),
+                unassigned_metrics: VersionMetrics::new(&r.name, ""),
+            });
+        }
+        metrics::gauge!(crate::telemetry::names::CONFIG_GENERATION).set(generation as f64);
+        Ok(Runtime {
+            generation,
+            loaded_at: SystemTime::now(),
+            config: Arc::new(config),
+            routes: routes.into_boxed_slice(),
+            upstreams: upstreams.into_boxed_slice(),
+        })
+    }
+}
+
+fn header_value(s: &str) -> Result<HeaderValue, String> {
+    HeaderValue::from_str(s).map_err(|_| format!("{s:?} is not a valid header value"))
+}
+
+fn compile_upstream(u: &UpstreamConfig, state: Arc<UpstreamState>) -> Result<Upstream, String> {
+    let scheme = match u.url.scheme {
+        config::Scheme::Http => Scheme::HTTP,
+        config::Scheme::Https => Scheme::HTTPS,
+    };
+    Ok(Upstream {
+        name: u.name.as_str().into(),
+        name_header: header_value(&u.name)?,
+        config: u.clone(),
+        state,
+        scheme,
+        authority: u.url.authority.clone(),
+        host_header: header_value(u.url.authority.as_str())?,
+        path_prefix: (!u.url.path_prefix.is_empty()).then(|| u.url.path_prefix.as_str().into()),
+    })
+}
+
+fn compile_target(t: &TargetConfig, upstream: Arc<Upstream>) -> Result<Target, String> {
+    Ok(Target {
+        name: t.name.as_str().into(),
+        name_header: header_value(&t.name)?,
+        upstream,
+        set_headers: t.set_headers.clone().into_boxed_slice(),
+        set_json: (!t.set_json.is_empty()).then(|| t.set_json.clone()),
+        cost: t.cost,
+        deps_json: serde_json::Value::Object(t.deps.clone())
+            .to_string()
+            .into_boxed_str(),
+    })
+}

@@ -1,0 +1,146 @@
+//! Listeners: the traffic listener (HTTP/1.1, h2c prior knowledge, TLS with
+//! ALPN) and the admin listener, with graceful shutdown.
+//!
+//! `run` takes already-bound listeners and a shutdown future (as
+//! mini-redis does), so tests bind port 0 and the demo runs in-process.
+
+mod tls;
+
+pub use tls::server_tls_config;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use crate::admin;
+use crate::gateway::Gateway;
+use crate::proxy::{self, ConnInfo};
+
+/// Serve traffic and admin until `shutdown` resolves, then drain: `/readyz`
+/// turns 503, the listeners close, and in-flight requests get up to
+/// `server.shutdown_grace` to finish.
+pub async fn run(
+    gateway: Arc<Gateway>,
+    traffic: TcpListener,
+    admin_listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let rt = gateway.runtime.load_full();
+    let server = &rt.config.server;
+    let tls = match &server.tls {
+        Some(t) => Some(tokio_rustls::TlsAcceptor::from(
+            server_tls_config(t).map_err(std::io::Error::other)?,
+        )),
+        None => None,
+    };
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(server.request_header_timeout)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
+    let handshake_timeout = server.request_header_timeout;
+    let grace = server.shutdown_grace;
+    drop(rt);
+
+    let graceful = GracefulShutdown::new();
+    let admin_task = tokio::spawn(admin::serve(Arc::clone(&gateway), admin_listener));
+    // The Prometheus recorder buffers histogram samples until upkeep folds
+    // them into buckets: without this, memory grows between scrapes.
+    let upkeep = {
+        let handle = gateway.prometheus.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                handle.run_upkeep();
+            }
+        })
+    };
+    tokio::pin!(shutdown);
+
+    loop {
+        let (stream, peer) = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = traffic.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let gateway = Arc::clone(&gateway);
+        let builder = Arc::clone(&builder);
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let info = ConnInfo {
+                peer,
+                tls: tls.is_some(),
+            };
+            let service = service_fn(move |req| {
+                let gateway = Arc::clone(&gateway);
+                async move { Ok::<_, Infallible>(proxy::handle(gateway, info, req).await) }
+            });
+            let result =
+                match tls {
+                    None => {
+                        let conn = builder.serve_connection(TokioIo::new(stream), service);
+                        watcher.watch(conn.into_owned()).await
+                    }
+                    Some(acceptor) => {
+                        let tls_stream =
+                            match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
+                                .await
+                            {
+                                Ok(Ok(s)) => s,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::debug!(%peer, "TLS handshake timed out");
+                                    return;
+                                }
+                            };
+                        let conn = builder.serve_connection(TokioIo::new(tls_stream), service);
+                        watcher.watch(conn.into_owned()).await
+                    }
+                };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+
+    // Drain: readiness first, so load balancers stop sending; then stop
+    // accepting; then wait for in-flight requests within the grace period.
+    gateway.draining.store(true, Ordering::Release);
+    drop(traffic);
+    tracing::info!(in_flight = gateway.in_flight.load(Ordering::Relaxed), grace = ?grace, "draining");
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown grace elapsed with requests still in flight");
+    }
+    admin_task.abort();
+    upkeep.abort();
+    gateway.access_log.flush(Duration::from_secs(2));
+    Ok(())
+}

@@ -1,0 +1,285 @@
+//! The access log: one line per request, on every path, written by a
+//! dedicated thread.
+//!
+//! The request path formats its line and hands it over with `try_send`: when
+//! the writer falls behind (a blocked stdout, a slow disk) lines are dropped
+//! and counted, never waited for. Bodies, raw sticky keys and credentials
+//! are never part of a record.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::time::{Duration, SystemTime};
+
+use metrics::Counter;
+
+use crate::config::LogFormat;
+
+use super::names;
+
+/// Lines queued ahead of the writer before new ones are dropped.
+const QUEUE: usize = 16 * 1024;
+
+enum Msg {
+    Line(String),
+    Flush(mpsc::Sender<()>),
+}
+
+/// Everything one access-log line says. Borrowed: building one allocates
+/// nothing; formatting allocates the line.
+#[derive(Debug, Default)]
+pub struct AccessRecord<'a> {
+    pub request_id: &'a str,
+    pub method: &'a str,
+    /// Path only: the query may carry a sticky key (`query:user`).
+    pub path: &'a str,
+    pub route: &'a str,
+    pub version: &'a str,
+    /// The version's deps as a JSON object, rendered once per generation.
+    pub deps_json: &'a str,
+    pub upstream: &'a str,
+    /// sticky | unsticky | pinned (empty before assignment).
+    pub assignment: &'a str,
+    /// blake3-derived tag of the sticky key, never the key itself.
+    pub key_hash: Option<u64>,
+    pub status: u16,
+    pub duration: Duration,
+    pub ttfb: Option<Duration>,
+    pub bytes: u64,
+    /// hit | miss | bypass, empty when the route does not cache.
+    pub cache: &'a str,
+    /// Targets tried, `v2>v1-backup>small-model`.
+    pub fallback_path: &'a str,
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    pub cost_usd: Option<f64>,
+    /// complete | upstream_error | client_aborted | local
+    pub end: &'a str,
+}
+
+pub struct AccessLog {
+    tx: Option<SyncSender<Msg>>,
+    format: LogFormat,
+    dropped: Counter,
+}
+
+impl AccessLog {
+    /// A log that writes to stdout from its own thread; `enabled = false`
+    /// makes `write` a no-op.
+    pub fn stdout(format: LogFormat, enabled: bool) -> AccessLog {
+        let dropped = metrics::counter!(names::ACCESS_LOG_DROPPED_TOTAL);
+        if !enabled {
+            return AccessLog {
+                tx: None,
+                format,
+                dropped,
+            };
+        }
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let spawned = std::thread::Builder::new()
+            .name("cutover-access-log".into())
+            .spawn(move || writer(rx, std::io::stdout()));
+        AccessLog {
+            tx: spawned.ok().map(|_| tx),
+            format,
+            dropped,
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    pub fn write(&self, rec: &AccessRecord<'_>) {
+        let Some(tx) = &self.tx else { return };
+        let line = match self.format {
+            LogFormat::Json => json_line(rec),
+            LogFormat::Text => text_line(rec),
+        };
+        match tx.try_send(Msg::Line(line)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.dropped.increment(1)
+            }
+        }
+    }
+
+    /// Wait (up to `timeout`) until every line queued so far is written.
+    /// Used at shutdown, so the last requests' lines are not lost.
+    pub fn flush(&self, timeout: Duration) {
+        let Some(tx) = &self.tx else { return };
+        let (done_tx, done_rx) = mpsc::channel();
+        if tx.send(Msg::Flush(done_tx)).is_ok() {
+            let _ = done_rx.recv_timeout(timeout);
+        }
+    }
+}
+
+fn writer(rx: Receiver<Msg>, out: std::io::Stdout) {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out.lock());
+    while let Ok(msg) = rx.recv() {
+        let mut next = Some(msg);
+        // Drain what is queued, then flush once: one write(2) per burst.
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Line(line) => {
+                    let _ = out.write_all(line.as_bytes());
+                }
+                Msg::Flush(done) => {
+                    let _ = out.flush();
+                    let _ = done.send(());
+                }
+            }
+            next = rx.try_recv().ok();
+        }
+        let _ = out.flush();
+    }
+}
+
+fn json_line(r: &AccessRecord<'_>) -> String {
+    let mut s = String::with_capacity(512);
+    s.push_str("{\"ts\":\"");
+    let _ = write!(s, "{}", humantime::format_rfc3339_millis(SystemTime::now()));
+    s.push_str("\",\"request_id\":");
+    json_str(&mut s, r.request_id);
+    s.push_str(",\"method\":");
+    json_str(&mut s, r.method);
+    s.push_str(",\"path\":");
+    json_str(&mut s, r.path);
+    s.push_str(",\"route\":");
+    json_str(&mut s, r.route);
+    s.push_str(",\"version\":");
+    json_str(&mut s, r.version);
+    s.push_str(",\"deps\":");
+    s.push_str(if r.deps_json.is_empty() {
+        "{}"
+    } else {
+        r.deps_json
+    });
+    s.push_str(",\"upstream\":");
+    json_str(&mut s, r.upstream);
+    s.push_str(",\"assignment\":");
+    json_str(&mut s, r.assignment);
+    s.push_str(",\"key_hash\":");
+    match r.key_hash {
+        Some(h) => {
+            let _ = write!(s, "\"{h:016x}\"");
+        }
+        None => s.push_str("null"),
+    }
+    let _ = write!(
+        s,
+        ",\"status\":{},\"duration_ms\":{:.3},\"ttfb_ms\":",
+        r.status,
+        r.duration.as_secs_f64() * 1000.0
+    );
+    match r.ttfb {
+        Some(t) => {
+            let _ = write!(s, "{:.3}", t.as_secs_f64() * 1000.0);
+        }
+        None => s.push_str("null"),
+    }
+    let _ = write!(s, ",\"bytes\":{}", r.bytes);
+    s.push_str(",\"cache\":");
+    json_str(&mut s, r.cache);
+    s.push_str(",\"fallback_path\":");
+    json_str(&mut s, r.fallback_path);
+    s.push_str(",\"input_tokens\":");
+    opt_num(&mut s, r.input_tokens);
+    s.push_str(",\"output_tokens\":");
+    opt_num(&mut s, r.output_tokens);
+    s.push_str(",\"cost_usd\":");
+    match r.cost_usd {
+        Some(c) => {
+            let _ = write!(s, "{c}");
+        }
+        None => s.push_str("null"),
+    }
+    s.push_str(",\"end\":");
+    json_str(&mut s, r.end);
+    s.push_str("}\n");
+    s
+}
+
+fn text_line(r: &AccessRecord<'_>) -> String {
+    let mut s = String::with_capacity(256);
+    let _ = write!(
+        s,
+        "{} {} {} {} route={} version={} upstream={} assignment={} status={} duration_ms={:.3} path={} end={}",
+        humantime::format_rfc3339_millis(SystemTime::now()),
+        r.request_id,
+        r.method,
+        r.path,
+        r.route,
+        r.version,
+        r.upstream,
+        r.assignment,
+        r.status,
+        r.duration.as_secs_f64() * 1000.0,
+        r.fallback_path,
+        r.end,
+    );
+    if let Some(h) = r.key_hash {
+        let _ = write!(s, " key_hash={h:016x}");
+    }
+    s.push('\n');
+    s
+}
+
+fn opt_num(s: &mut String, n: Option<u64>) {
+    match n {
+        Some(n) => {
+            let _ = write!(s, "{n}");
+        }
+        None => s.push_str("null"),
+    }
+}
+
+/// Append `v` as a JSON string literal.
+pub fn json_str(s: &mut String, v: &str) {
+    s.push('"');
+    for c in v.chars() {
+        match c {
+            '"' => s.push_str("\\\""),
+            '\\' => s.push_str("\\\\"),
+            '\n' => s.push_str("\\n"),
+            '\r' => s.push_str("\\r"),
+            '\t' => s.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(s, "\\u{:04x}", c as u32);
+            }
+            c => s.push(c),
+        }
+    }
+    s.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_line_is_valid_json() {
+        let rec = AccessRecord {
+            request_id: "abc\"\n",
+            method: "POST",
+            path: "/v1/chat",
+            route: "chat",
+            version: "v1",
+            deps_json: r#"{"model":"m"}"#,
+            key_hash: Some(0xdead_beef),
+            status: 200,
+            duration: Duration::from_millis(12),
+            ttfb: Some(Duration::from_millis(3)),
+            end: "complete",
+            ..Default::default()
+        };
+        let line = json_line(&rec);
+        let v: serde_json::Value = serde_json::from_str(&line).expect("valid JSON");
+        assert_eq!(v["request_id"], "abc\"\n");
+        assert_eq!(v["deps"]["model"], "m");
+        assert_eq!(v["key_hash"], "00000000deadbeef");
+        assert_eq!(v["status"], 200);
+        assert!(line.ends_with('\n'));
+    }
+}

@@ -1,0 +1,53 @@
+//! Every metric name cutover exports (SPEC §7), with its HELP text.
+
+pub const REQUESTS_TOTAL: &str = "cutover_requests_total";
+pub const REQUEST_DURATION_SECONDS: &str = "cutover_request_duration_seconds";
+pub const TIME_TO_FIRST_BYTE_SECONDS: &str = "cutover_time_to_first_byte_seconds";
+pub const UPSTREAM_REQUESTS_TOTAL: &str = "cutover_upstream_requests_total";
+pub const FALLBACKS_TOTAL: &str = "cutover_fallbacks_total";
+pub const REFUSALS_TOTAL: &str = "cutover_refusals_total";
+pub const CONFIG_GENERATION: &str = "cutover_config_generation";
+pub const ACCESS_LOG_DROPPED_TOTAL: &str = "cutover_access_log_dropped_total";
+
+/// (name, help) for every metric, registered once at start.
+pub const DESCRIPTIONS: &[(&str, &str)] = &[
+    (
+        REQUESTS_TOTAL,
+        "Downstream responses by route, version and status class.",
+    ),
+    (
+        REQUEST_DURATION_SECONDS,
+        "Time from request start to the last response byte.",
+    ),
+    (
+        TIME_TO_FIRST_BYTE_SECONDS,
+        "Time from request start to the first response body byte.",
+    ),
+    (
+        UPSTREAM_REQUESTS_TOTAL,
+        "Upstream attempts by upstream and result.",
+    ),
+    (
+        FALLBACKS_TOTAL,
+        "Moves along a route's fallback chain, by the target failed from and the one tried next.",
+    ),
+    (
+        REFUSALS_TOTAL,
+        "Polite refusals served, by route and reason (exhausted, overload).",
+    ),
+    (
+        CONFIG_GENERATION,
+        "Generation of the config in force; increases by one on every successful reload.",
+    ),
+    (
+        ACCESS_LOG_DROPPED_TOTAL,
+        "Access-log lines dropped because the writer fell behind (the proxy never blocks on logging).",
+    ),
+];
+
+/// Histogram buckets for LLM latencies: a few ms (cache hits, refusals) to
+/// minutes (long generations).
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
+    120.0, 300.0,
+];
