@@ -1,0 +1,108 @@
+//! Lint warnings: valid but risky settings (SPEC §2). `cutover check`
+//! prints them; they never stop a load.
+
+use super::Lint;
+use super::model::{Config, FallbackConfig, TargetConfig};
+use super::spans::KeyPath;
+
+/// Whether a model id looks like a floating alias that the provider can
+/// repoint (`gpt-4o`, `claude-3-5-sonnet`, `*-latest`).
+///
+/// Heuristic: a model is *pinned* when it carries a snapshot marker, that is
+/// an `@` (`model@2024-05-13`) or a segment of three or more digits when the
+/// id is split on `-`, `_`, `.`, `:` and `/` (`gpt-4o-2024-08-06`,
+/// `claude-3-5-sonnet-20241022`, `gpt-4-0613`, `gemini-1.5-pro-002`).
+/// Anything else (`gpt-4`, `gpt-3.5-turbo`, `gpt-4o-mini`, `o1`) is treated
+/// as floating, and so is anything ending in `-latest` whatever it carries.
+/// A few pinned ids without a number (rare) will be flagged; a lint may err
+/// on that side.
+pub fn is_floating_model(model: &str) -> bool {
+    let m = model.trim().to_ascii_lowercase();
+    if m.ends_with("-latest") || m.ends_with(":latest") {
+        return true;
+    }
+    if m.contains('@') {
+        return false;
+    }
+    !m.split(['-', '_', '.', ':', '/'])
+        .any(|seg| seg.len() >= 3 && seg.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn lint_model(target: &TargetConfig, path: KeyPath, out: &mut Vec<Lint>) {
+    if let Some(model) = target.deps.get("model").and_then(|m| m.as_str())
+        && is_floating_model(model)
+    {
+        out.push(Lint {
+            path: path.key("deps").key("model").to_string(),
+            message: format!(
+                "`{model}` looks like a floating model alias: the provider can change the model behind it, which breaks reproducibility and cache keys; pin a dated snapshot (like `gpt-4o-2024-08-06`)"
+            ),
+        });
+    }
+}
+
+pub fn lints(config: &Config) -> Vec<Lint> {
+    let mut out = Vec::new();
+    for (i, route) in config.routes.iter().enumerate() {
+        let rp = KeyPath::root().key("routes").index(i);
+        for (j, v) in route.versions.iter().enumerate() {
+            lint_model(&v.target, rp.key("versions").index(j), &mut out);
+        }
+        for (j, s) in route.shadows.iter().enumerate() {
+            let sp = rp.key("shadows").index(j);
+            lint_model(&s.target, sp.clone(), &mut out);
+            if s.max_in_flight.is_none() {
+                out.push(Lint {
+                    path: sp.to_string(),
+                    message: "shadow has no `max_in_flight`: the runtime caps mirrors at 64; set it to what the shadow backend can take".into(),
+                });
+            }
+        }
+        for (k, f) in route.fallbacks.iter().enumerate() {
+            if let FallbackConfig::Target(t) = f {
+                lint_model(t, rp.key("fallbacks").index(k), &mut out);
+            }
+        }
+        if let Some(r) = &route.rollout
+            && r.rollback.is_none()
+        {
+            out.push(Lint {
+                path: rp.key("rollout").to_string(),
+                message: "rollout has no [routes.rollout.rollback] section: a failing canary is only caught when its step is judged, not at once; add one".into(),
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_floating_model;
+
+    #[test]
+    fn floating_aliases() {
+        for m in [
+            "gpt-4",
+            "gpt-4o",
+            "gpt-4o-mini",
+            "gpt-3.5-turbo",
+            "claude-3-5-sonnet",
+            "claude-3-5-sonnet-latest",
+            "o1",
+            "gpt-4o-2024-08-06-latest",
+        ] {
+            assert!(is_floating_model(m), "{m}");
+        }
+        for m in [
+            "gpt-4-0125-preview",
+            "gpt-4o-2024-08-06",
+            "gpt-4o-mini-2024-07-18",
+            "claude-3-5-sonnet-20241022",
+            "gemini-1.5-pro-002",
+            "mistral-large-2407",
+            "my-model@3",
+        ] {
+            assert!(!is_floating_model(m), "{m}");
+        }
+    }
+}
