@@ -10,10 +10,10 @@
 use std::hint::black_box;
 use std::net::SocketAddr;
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{Criterion, criterion_group, criterion_main};
 use cutover::config::{StickySource, WeightBps};
 use cutover::proxy::headers;
-use cutover::routing::{bucket, sticky_key, BucketTable};
+use cutover::routing::{BucketTable, bucket, sticky_key};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 fn chat_headers() -> HeaderMap {
@@ -28,10 +28,7 @@ fn chat_headers() -> HeaderMap {
         ("connection", "keep-alive"),
         ("content-length", "190"),
     ] {
-        h.insert(
-            HeaderName::from_static(k),
-            HeaderValue::from_static(v),
-        );
+        h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
     }
     h
 }
@@ -43,8 +40,13 @@ fn split(c: &mut Criterion) {
         StickySource::Header(HeaderName::from_static("x-user-id")),
         StickySource::ClientIp,
     ];
-    let table = BucketTable::new([WeightBps::new(9000).unwrap_or_default(), WeightBps::new(1000).unwrap_or_default()]);
-    let ip = "10.1.2.3".parse().unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    let table = BucketTable::new([
+        WeightBps::new(9000).unwrap_or_default(),
+        WeightBps::new(1000).unwrap_or_default(),
+    ]);
+    let ip = "10.1.2.3"
+        .parse()
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
     c.bench_function("sticky_key_to_version", |b| {
         b.iter(|| {
             let key = sticky_key(black_box(&sources), black_box(&headers), None, ip);
@@ -61,7 +63,9 @@ fn split(c: &mut Criterion) {
                 .unwrap_or("");
             let salted = format!("chat\0{key}");
             let hex = blake3::hash(salted.as_bytes()).to_hex();
-            let first = u64::from_str_radix(&hex[..16], 16).unwrap_or(0).swap_bytes();
+            let first = u64::from_str_radix(&hex[..16], 16)
+                .unwrap_or(0)
+                .swap_bytes();
             black_box(table.index_of((first % 10_000) as u16))
         })
     });
@@ -69,7 +73,9 @@ fn split(c: &mut Criterion) {
 
 fn head_rewrite(c: &mut Criterion) {
     let template = chat_headers();
-    let peer: SocketAddr = "10.1.2.3:40000".parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 1)));
+    let peer: SocketAddr = "10.1.2.3:40000"
+        .parse()
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 1)));
     c.bench_function("request_head_rewrite", |b| {
         b.iter_batched(
             || template.clone(),

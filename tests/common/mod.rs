@@ -1,0 +1,184 @@
+//! Test fixtures: a proxy started in-process on 127.0.0.1:0 from config
+//! text, mock backends named for their behaviour, and small clients.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cutover::gateway::Gateway;
+use cutover::mock::{self, MockArgs, MockHandle};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub gateway: Arc<Gateway>,
+    pub config_path: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Proxy {
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.admin)
+    }
+
+    /// Rewrite the config file and reload it.
+    pub async fn reload_with(&self, toml: &str) -> u64 {
+        std::fs::write(&self.config_path, toml).expect("write config");
+        self.gateway.reload().await.expect("reload")
+    }
+
+    /// Trigger graceful shutdown and wait for it.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    pub fn begin_shutdown(&mut self) -> JoinHandle<std::io::Result<()>> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.take().expect("running")
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Start a proxy from config text. Listen addresses in the text are
+/// ignored: both listeners are bound on 127.0.0.1:0.
+pub async fn start_proxy(toml: &str) -> Proxy {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config_path = dir.path().join("cutover.toml");
+    std::fs::write(&config_path, toml).expect("write config");
+    let loaded =
+        cutover::config::load(&config_path).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+    let traffic = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = traffic.local_addr().expect("addr");
+    let admin_addr = admin.local_addr().expect("addr");
+    let gateway = Gateway::new(loaded.config).expect("gateway");
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(cutover::server::run(
+        Arc::clone(&gateway),
+        traffic,
+        admin,
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    Proxy {
+        addr,
+        admin: admin_addr,
+        gateway,
+        config_path,
+        stop: Some(stop_tx),
+        task: Some(task),
+        _dir: dir,
+    }
+}
+
+/// A healthy mock that answers at once.
+pub async fn healthy_backend(name: &str) -> MockHandle {
+    mock::spawn(MockArgs {
+        name: name.into(),
+        ..MockArgs::new(loopback0())
+    })
+    .await
+    .expect("mock")
+}
+
+pub async fn backend(args: MockArgs) -> MockHandle {
+    mock::spawn(args).await.expect("mock")
+}
+
+pub fn loopback0() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// A plain HTTP client (HTTP/1.1, keep-alive).
+pub fn client() -> reqwest::Client {
+    // reqwest is built without a bundled crypto provider (we use ring).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+pub const CHAT: &str = r#"{"model":"m","messages":[{"role":"user","content":"hello there"}]}"#;
+pub const CHAT_STREAM: &str =
+    r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hello there"}]}"#;
+
+/// A two-version route config (v1 on `a`, v2 on `b`) with the given
+/// weights and extra route-level keys.
+pub fn two_versions(a: &str, b: &str, w1: f64, w2: f64, route_extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+shutdown_grace = "5s"
+[admin]
+listen = "127.0.0.1:0"
+[log]
+access_log = false
+[[upstreams]]
+name = "a"
+url = "{a}"
+[[upstreams]]
+name = "b"
+url = "{b}"
+[[routes]]
+name = "chat"
+match = {{ path_prefix = "/v1/" }}
+sticky = ["header:x-user-id"]
+pin_header = "x-cutover-version"
+{route_extra}
+[[routes.versions]]
+name = "v1"
+upstream = "a"
+weight = {w1:.2}
+[[routes.versions]]
+name = "v2"
+upstream = "b"
+weight = {w2:.2}
+"#
+    )
+}
+
+/// Poll `check` until it holds or `timeout` passes.
+pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
