@@ -182,3 +182,48 @@ pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> b
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Send raw bytes on a fresh connection and read what comes back until the
+/// server closes or `wait` passes.
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8], wait: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request).await.expect("write");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// One-version route on `url` with extra `[server]` keys.
+pub fn one_version(url: &str, server_extra: &str, route_extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+shutdown_grace = "5s"
+{server_extra}
+[admin]
+listen = "127.0.0.1:0"
+[log]
+access_log = false
+[[upstreams]]
+name = "a"
+url = "{url}"
+[[routes]]
+name = "chat"
+{route_extra}
+[[routes.versions]]
+name = "v1"
+upstream = "a"
+weight = 100.0
+"#
+    )
+}

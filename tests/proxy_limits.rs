@@ -1,0 +1,122 @@
+//! Limits and bad input over real sockets: body size, shedding, malformed
+//! and ambiguous HTTP, slow request heads.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use cutover::mock::MockArgs;
+
+#[tokio::test]
+async fn oversized_content_length_body_gets_413_and_nothing_is_forwarded() {
+    let a = healthy_backend("a").await;
+    let proxy = start_proxy(&one_version(&a.url(), "max_body = 1024", "")).await;
+    // Declared too large: refused before the body is read.
+    let head = "POST /v1/chat HTTP/1.1\r\nhost: x\r\ncontent-length: 5000\r\n\r\n";
+    let out = raw_exchange(proxy.addr, head.as_bytes(), Duration::from_secs(2)).await;
+    assert!(out.starts_with("HTTP/1.1 413"), "{out}");
+    assert!(out.contains("body_too_large"));
+    // Exactly at the limit is fine.
+    let ok = client()
+        .post(format!("{}/v1/chat", proxy.url()))
+        .body(vec![b'x'; 1024])
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(ok.status(), 200);
+    assert_eq!(a.stats().requests(), 1, "only the in-limit request was forwarded");
+}
+
+#[tokio::test]
+async fn chunked_body_growing_past_the_limit_gets_413_and_nothing_is_forwarded() {
+    let a = healthy_backend("a").await;
+    let proxy = start_proxy(&one_version(&a.url(), "max_body = 1024", "")).await;
+    let mut req = b"POST /v1/chat HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..3 {
+        req.extend_from_slice(b"200\r\n");
+        req.extend_from_slice(&[b'y'; 0x200]);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    let out = raw_exchange(proxy.addr, &req, Duration::from_secs(2)).await;
+    assert!(out.starts_with("HTTP/1.1 413"), "{out}");
+    assert_eq!(a.stats().requests(), 0);
+}
+
+#[tokio::test]
+async fn ambiguous_or_malformed_requests_are_refused_never_forwarded() {
+    let a = healthy_backend("a").await;
+    let proxy = start_proxy(&one_version(&a.url(), "", "")).await;
+    let cases: [&[u8]; 6] = [
+        // Both framings: a request-smuggling vector.
+        b"POST /v1/chat HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+        // Two different lengths.
+        b"POST /v1/chat HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\ncontent-length: 5\r\n\r\nabcde",
+        // obs-fold (a header continued on the next line).
+        b"POST /v1/chat HTTP/1.1\r\nhost: x\r\nx-folded: a\r\n  b\r\ncontent-length: 2\r\n\r\n{}",
+        // Not HTTP at all.
+        b"\x16\x03\x01garbage that is not http\r\n\r\n",
+        // A bad request line.
+        b"POST /v1/chat HTTP/9.9 extra\r\nhost: x\r\n\r\n",
+        // A header name with a space.
+        b"POST /v1/chat HTTP/1.1\r\nhost: x\r\nbad header: 1\r\ncontent-length: 2\r\n\r\n{}",
+    ];
+    for case in cases {
+        let out = raw_exchange(proxy.addr, case, Duration::from_secs(2)).await;
+        assert!(
+            out.is_empty() || out.starts_with("HTTP/1.1 4"),
+            "{:?} got {out:?}",
+            String::from_utf8_lossy(case)
+        );
+    }
+    assert_eq!(a.stats().requests(), 0, "nothing reached the upstream");
+    // And the proxy still serves well-formed requests.
+    let ok = client().post(format!("{}/v1/chat", proxy.url())).body(CHAT).send().await.expect("response");
+    assert_eq!(ok.status(), 200);
+}
+
+#[tokio::test]
+async fn slow_request_head_times_out() {
+    let a = healthy_backend("a").await;
+    let proxy = start_proxy(&one_version(&a.url(), r#"request_header_timeout = "500ms""#, "")).await;
+    let start = Instant::now();
+    // A head that never completes: the connection must not be held open.
+    let out = raw_exchange(proxy.addr, b"POST /v1/chat HTTP/1.1\r\nhost: x\r\nx-slow: ", Duration::from_secs(5)).await;
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(4), "connection held for {took:?}");
+    assert!(out.is_empty() || out.starts_with("HTTP/1.1 408"), "{out:?}");
+    assert_eq!(a.stats().requests(), 0);
+}
+
+#[tokio::test]
+async fn requests_over_max_in_flight_are_shed_with_the_refusal() {
+    let slow = backend(MockArgs {
+        latency: Duration::from_millis(800),
+        ..MockArgs::new(loopback0())
+    })
+    .await;
+    let proxy = start_proxy(&one_version(&slow.url(), "max_in_flight = 2", "")).await;
+    let url = format!("{}/v1/chat", proxy.url());
+    let c = client();
+    let first = tokio::spawn(c.post(&url).body(CHAT).send());
+    let second = tokio::spawn(c.post(&url).body(CHAT).send());
+    assert!(eventually(Duration::from_secs(2), || slow.stats().requests() == 2).await);
+
+    let start = Instant::now();
+    let shed = c.post(&url).body(CHAT).send().await.expect("response");
+    assert!(start.elapsed() < Duration::from_millis(400), "shedding must not wait");
+    assert_eq!(shed.status(), 503);
+    assert_eq!(shed.headers()["x-cutover-upstream"], "refusal");
+    assert_eq!(shed.headers()["retry-after"], "30");
+    let body: serde_json::Value = shed.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "cutover_refusal");
+
+    for r in [first, second] {
+        assert_eq!(r.await.expect("join").expect("response").status(), 200);
+    }
+    // Slots are released once the responses end.
+    let after = c.post(&url).body(CHAT).send().await.expect("response");
+    assert_eq!(after.status(), 200);
+    assert_eq!(slow.stats().requests(), 3);
+}
