@@ -13,7 +13,9 @@ use proptest::prelude::*;
 const EXAMPLE: &str = include_str!("../config/example.toml");
 
 fn env(name: &str) -> Option<String> {
-    (name.len() % 2 == 0).then(|| format!("value-of-{name}"))
+    name.len()
+        .is_multiple_of(2)
+        .then(|| format!("value-of-{name}"))
 }
 
 fn check(text: &str) {
