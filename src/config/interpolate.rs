@@ -29,19 +29,15 @@ pub fn interpolate_tree(
     errors: &mut Vec<InterpolationError>,
 ) {
     match value {
-        toml::Value::String(s) => {
-            if s.contains('$') {
-                match interpolate_str(s, env) {
-                    Ok(new) => *s = new,
-                    Err(messages) => {
-                        errors.extend(messages.into_iter().map(|message| InterpolationError {
-                            path: path.clone(),
-                            message,
-                        }))
-                    }
-                }
+        toml::Value::String(s) if s.contains('$') => match interpolate_str(s, env) {
+            Ok(new) => *s = new,
+            Err(messages) => {
+                errors.extend(messages.into_iter().map(|message| InterpolationError {
+                    path: path.clone(),
+                    message,
+                }))
             }
-        }
+        },
         toml::Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
                 interpolate_tree(item, &path.index(i), env, errors);

@@ -13,6 +13,9 @@ mod spans;
 mod units;
 mod validate;
 
+#[cfg(test)]
+mod tests;
+
 pub use lint::is_floating_model;
 pub use validate::parse_url;
 

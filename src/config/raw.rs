@@ -347,7 +347,7 @@ pub fn de_unit<T: DeserializeOwned>(
                 .and_then(|r| r.strip_suffix('`'))
             {
                 Some(field) => format!("missing required key `{field}`"),
-                None => format!("{inner}"),
+                None => inner.to_string(),
             };
             issues.push(Issue::at(path, message));
             None

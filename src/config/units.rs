@@ -69,7 +69,7 @@ fn parse_size_str(text: &str) -> Result<u64, String> {
         let scale = 10u128.checked_pow(digits).ok_or_else(bad)?;
         let frac: u128 = frac_part.parse().map_err(|_| bad())?;
         let extra = frac * u128::from(multiplier);
-        if extra % scale != 0 {
+        if !extra.is_multiple_of(scale) {
             return Err(format!(
                 "size {text:?} is not a whole number of bytes; {SIZE_HINT}"
             ));
