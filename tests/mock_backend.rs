@@ -614,3 +614,26 @@ mod binary {
         Ok(())
     }
 }
+
+#[tokio::test]
+async fn http1_connection_is_kept_alive_across_requests() -> TestResult {
+    let mock = start(args()).await?;
+    let stream = tokio::net::TcpStream::connect(mock.addr()).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    let driver = tokio::spawn(connection);
+    // Both requests go over this one socket; a server closing after the
+    // first response makes the second fail.
+    for _ in 0..2 {
+        sender.ready().await?;
+        let request = http::Request::post("/v1/chat/completions")
+            .header("host", mock.addr().to_string())
+            .body(Full::new(Bytes::from(chat(false).to_string())))?;
+        let response = sender.send_request(request).await?;
+        assert_eq!(response.status(), 200);
+        response.into_body().collect().await?;
+    }
+    assert_eq!(mock.stats().requests(), 2);
+    driver.abort();
+    Ok(())
+}

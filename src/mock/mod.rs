@@ -348,9 +348,9 @@ async fn handle(
         tokio::time::sleep(latency).await;
     }
     let status = match opts.status {
-        Some(status) if status.as_u16() >= 400 => return Ok(shared.error_response(status)),
+        Some(status) if status.as_u16() >= 400 => return Ok(shared.injected_error(status)),
         Some(status) => status,
-        None if opts.roll_error() => return Ok(shared.error_response(opts.error_status)),
+        None if opts.roll_error() => return Ok(shared.injected_error(opts.error_status)),
         None => StatusCode::OK,
     };
 
@@ -407,8 +407,14 @@ impl Shared {
         response
     }
 
-    fn error_response(&self, status: StatusCode) -> Response<MockBody> {
+    /// An error from `--status` or `--error-rate` (counted as injected).
+    fn injected_error(&self, status: StatusCode) -> Response<MockBody> {
         self.stats.count_injected_error();
+        self.error_response(status)
+    }
+
+    /// An OpenAI-style JSON error response.
+    fn error_response(&self, status: StatusCode) -> Response<MockBody> {
         let mut response = self.response(status, full(reply::error_json(&self.opts.name, status)));
         response
             .headers_mut()
