@@ -25,14 +25,19 @@ async fn oversized_content_length_body_gets_413_and_nothing_is_forwarded() {
         .await
         .expect("response");
     assert_eq!(ok.status(), 200);
-    assert_eq!(a.stats().requests(), 1, "only the in-limit request was forwarded");
+    assert_eq!(
+        a.stats().requests(),
+        1,
+        "only the in-limit request was forwarded"
+    );
 }
 
 #[tokio::test]
 async fn chunked_body_growing_past_the_limit_gets_413_and_nothing_is_forwarded() {
     let a = healthy_backend("a").await;
     let proxy = start_proxy(&one_version(&a.url(), "max_body = 1024", "")).await;
-    let mut req = b"POST /v1/chat HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+    let mut req =
+        b"POST /v1/chat HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
     for _ in 0..3 {
         req.extend_from_slice(b"200\r\n");
         req.extend_from_slice(&[b'y'; 0x200]);
@@ -48,9 +53,10 @@ async fn chunked_body_growing_past_the_limit_gets_413_and_nothing_is_forwarded()
 async fn ambiguous_or_malformed_requests_are_refused_never_forwarded() {
     let a = healthy_backend("a").await;
     let proxy = start_proxy(&one_version(&a.url(), "", "")).await;
-    let cases: [&[u8]; 6] = [
-        // Both framings: a request-smuggling vector.
+    let cases: [&[u8]; 7] = [
+        // Both framings, in either order: request-smuggling vectors.
         b"POST /v1/chat HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST /v1/chat HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\ncontent-length: 4\r\n\r\n0\r\n\r\n",
         // Two different lengths.
         b"POST /v1/chat HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\ncontent-length: 5\r\n\r\nabcde",
         // obs-fold (a header continued on the next line).
@@ -72,19 +78,37 @@ async fn ambiguous_or_malformed_requests_are_refused_never_forwarded() {
     }
     assert_eq!(a.stats().requests(), 0, "nothing reached the upstream");
     // And the proxy still serves well-formed requests.
-    let ok = client().post(format!("{}/v1/chat", proxy.url())).body(CHAT).send().await.expect("response");
+    let ok = client()
+        .post(format!("{}/v1/chat", proxy.url()))
+        .body(CHAT)
+        .send()
+        .await
+        .expect("response");
     assert_eq!(ok.status(), 200);
 }
 
 #[tokio::test]
 async fn slow_request_head_times_out() {
     let a = healthy_backend("a").await;
-    let proxy = start_proxy(&one_version(&a.url(), r#"request_header_timeout = "500ms""#, "")).await;
+    let proxy = start_proxy(&one_version(
+        &a.url(),
+        r#"request_header_timeout = "500ms""#,
+        "",
+    ))
+    .await;
     let start = Instant::now();
     // A head that never completes: the connection must not be held open.
-    let out = raw_exchange(proxy.addr, b"POST /v1/chat HTTP/1.1\r\nhost: x\r\nx-slow: ", Duration::from_secs(5)).await;
+    let out = raw_exchange(
+        proxy.addr,
+        b"POST /v1/chat HTTP/1.1\r\nhost: x\r\nx-slow: ",
+        Duration::from_secs(5),
+    )
+    .await;
     let took = start.elapsed();
-    assert!(took < Duration::from_secs(4), "connection held for {took:?}");
+    assert!(
+        took < Duration::from_secs(4),
+        "connection held for {took:?}"
+    );
     assert!(out.is_empty() || out.starts_with("HTTP/1.1 408"), "{out:?}");
     assert_eq!(a.stats().requests(), 0);
 }
@@ -105,7 +129,10 @@ async fn requests_over_max_in_flight_are_shed_with_the_refusal() {
 
     let start = Instant::now();
     let shed = c.post(&url).body(CHAT).send().await.expect("response");
-    assert!(start.elapsed() < Duration::from_millis(400), "shedding must not wait");
+    assert!(
+        start.elapsed() < Duration::from_millis(400),
+        "shedding must not wait"
+    );
     assert_eq!(shed.status(), 503);
     assert_eq!(shed.headers()["x-cutover-upstream"], "refusal");
     assert_eq!(shed.headers()["retry-after"], "30");

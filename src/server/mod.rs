@@ -4,7 +4,10 @@
 //! `run` takes already-bound listeners and a shutdown future (as
 //! mini-redis does), so tests bind port 0 and the demo runs in-process.
 
+mod sniff;
 mod tls;
+
+pub use sniff::Sniffed;
 
 pub use tls::server_tls_config;
 
@@ -100,7 +103,8 @@ pub async fn run(
             let result =
                 match tls {
                     None => {
-                        let conn = builder.serve_connection(TokioIo::new(stream), service);
+                        let conn =
+                            builder.serve_connection(TokioIo::new(Sniffed::new(stream)), service);
                         watcher.watch(conn.into_owned()).await
                     }
                     Some(acceptor) => {
@@ -118,7 +122,13 @@ pub async fn run(
                                     return;
                                 }
                             };
-                        let conn = builder.serve_connection(TokioIo::new(tls_stream), service);
+                        let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                        let io = if h2 {
+                            Sniffed::passthrough(tls_stream)
+                        } else {
+                            Sniffed::new(tls_stream)
+                        };
+                        let conn = builder.serve_connection(TokioIo::new(io), service);
                         watcher.watch(conn.into_owned()).await
                     }
                 };
