@@ -447,3 +447,52 @@ async fn sse_reaches_the_client_chunk_by_chunk() {
     );
     assert!(arrivals.len() >= 4, "{} reads", arrivals.len());
 }
+
+/// An upstream that counts the TCP connections it accepts.
+async fn counting_upstream() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = std::sync::Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from_static(b"{\"ok\":true}")),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (format!("http://{addr}"), accepted)
+}
+
+#[tokio::test]
+async fn upstream_connections_are_pooled_and_kept_alive() {
+    let (url, accepted) = counting_upstream().await;
+    let proxy = start_proxy(&one_version(&url, "", "")).await;
+    let c = client();
+    for _ in 0..30 {
+        let resp = c
+            .post(format!("{}/v1/chat", proxy.url()))
+            .body(CHAT)
+            .send()
+            .await
+            .expect("response");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.bytes().await.expect("body").as_ref(), b"{\"ok\":true}");
+    }
+    let n = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        n, 1,
+        "30 sequential requests should reuse one upstream connection, saw {n}"
+    );
+}
