@@ -194,3 +194,53 @@ impl Driver {
             .map_err(|_| format!("no response within {:?}", self.timeout))?
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(pairs: &[(&str, &str)]) -> Observations {
+        let mut o = Observations::default();
+        for (user, version) in pairs {
+            o.requests += 1;
+            *o.by_version.entry((*version).to_owned()).or_insert(0) += 1;
+            o.per_user
+                .entry((*user).to_owned())
+                .or_default()
+                .insert((*version).to_owned());
+        }
+        o
+    }
+
+    #[test]
+    fn a_user_with_one_version_is_counted_under_it() {
+        let o = seen(&[("a", "v1"), ("a", "v1"), ("b", "v2")]);
+        assert_eq!(o.version_of("a"), Some("v1"));
+        assert_eq!(o.version_of("b"), Some("v2"));
+        assert_eq!(o.version_of("nobody"), None);
+        assert!(o.changed_users().is_empty());
+        let users = o.users_by_version();
+        assert_eq!(users.get("v1"), Some(&1));
+        assert_eq!(users.get("v2"), Some(&1));
+    }
+
+    #[test]
+    fn a_user_with_two_versions_is_reported_and_not_counted() {
+        let o = seen(&[("a", "v1"), ("a", "v2"), ("b", "v1")]);
+        assert_eq!(o.version_of("a"), None);
+        let changed = o.changed_users();
+        assert_eq!(changed.len(), 1);
+        assert_eq!(changed[0].0, "a");
+        assert_eq!(o.users_by_version().get("v1"), Some(&1));
+        assert_eq!(o.users_by_version().get("v2"), None);
+    }
+
+    #[test]
+    fn shares_are_per_request() {
+        let o = seen(&[("a", "v1"), ("a", "v1"), ("a", "v1"), ("b", "v2")]);
+        assert!((o.share("v1") - 75.0).abs() < 1e-9);
+        assert!((o.share("v2") - 25.0).abs() < 1e-9);
+        assert_eq!(o.share("v3"), 0.0);
+        assert_eq!(Observations::default().share("v1"), 0.0);
+    }
+}

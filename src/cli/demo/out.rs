@@ -134,7 +134,7 @@ impl Out {
         }
         let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stdout());
         if let Ok(style) =
-            ProgressStyle::with_template("   {msg} [{bar:32.cyan/blue}] {pos}/{len} ({per_sec})")
+            ProgressStyle::with_template("   {msg} [{bar:32.cyan/blue}] {pos}/{len} requests")
         {
             bar.set_style(style.progress_chars("=> "));
         }

@@ -254,3 +254,56 @@ impl Drop for ScratchDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_config_is_patched_and_still_valid() {
+        let mut doc: DocumentMut = DEMO_TOML.parse().expect("demo.toml is TOML");
+        set_upstream_url(&mut doc, "agent-v1", "http://127.0.0.1:41001").expect("v1 url");
+        set_upstream_url(&mut doc, "agent-v2", "http://127.0.0.1:41002").expect("v2 url");
+        set_version_weight(&mut doc, "v1", 75.0).expect("v1 weight");
+        set_version_weight(&mut doc, "v2", 25.0).expect("v2 weight");
+        let text = doc.to_string();
+        assert!(
+            !text.contains("\"http://127.0.0.1:9101\"")
+                && !text.contains("\"http://127.0.0.1:9102\""),
+            "{text}"
+        );
+        let loaded = crate::config::load_str(&text, Path::new("demo.toml"), &|_| None)
+            .unwrap_or_else(|e| panic!("patched demo config invalid:\n{e}"));
+        let route = &loaded.config.routes[0];
+        let weights: Vec<u16> = route.versions.iter().map(|v| v.weight.get()).collect();
+        assert_eq!(weights, [7500, 2500]);
+        let urls: Vec<String> = loaded
+            .config
+            .upstreams
+            .iter()
+            .map(|u| u.url.raw.clone())
+            .collect();
+        assert!(
+            urls[0].contains("41001") && urls[1].contains("41002"),
+            "{urls:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_names_are_errors_not_silent() {
+        let mut doc: DocumentMut = DEMO_TOML.parse().expect("demo.toml is TOML");
+        assert!(set_upstream_url(&mut doc, "agent-v9", "http://x").is_err());
+        assert!(set_version_weight(&mut doc, "v9", 1.0).is_err());
+    }
+
+    #[test]
+    fn scratch_dirs_are_unique_and_removed() {
+        let a = ScratchDir::create().expect("a");
+        let b = ScratchDir::create().expect("b");
+        assert_ne!(a.path(), b.path());
+        let path = a.path().to_path_buf();
+        assert!(path.is_dir());
+        drop(a);
+        assert!(!path.exists());
+    }
+}
