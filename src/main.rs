@@ -2,6 +2,12 @@
 
 use std::process::ExitCode;
 
+/// mimalloc: the proxy allocates many small, short-lived buffers per
+/// request; glibc's malloc showed up as ~10 % of CPU in profiles.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use cutover::cli::{Cli, Command};
 

@@ -8,7 +8,7 @@
 
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::time::{Duration, SystemTime};
 
 use metrics::Counter;
@@ -17,8 +17,9 @@ use crate::config::LogFormat;
 
 use super::names;
 
-/// Lines queued ahead of the writer before new ones are dropped.
-const QUEUE: usize = 16 * 1024;
+/// Lines queued ahead of the writer before new ones are dropped: at 20 ms
+/// drains, room for 3 M lines/s.
+const QUEUE: usize = 64 * 1024;
 
 enum Msg {
     Line(String),
@@ -115,22 +116,31 @@ impl AccessLog {
     }
 }
 
+/// How often the writer wakes to drain the queue. It never blocks in
+/// `recv`: a blocked receiver would make every `try_send` pay for a futex
+/// wake-up and a context switch (a quarter of the proxy's CPU in profiles).
+/// Instead it sleeps, drains in a batch and writes once.
+const DRAIN_EVERY: Duration = Duration::from_millis(20);
+
 fn writer(rx: Receiver<Msg>, out: std::io::Stdout) {
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out.lock());
-    while let Ok(msg) = rx.recv() {
-        let mut next = Some(msg);
-        // Drain what is queued, then flush once: one write(2) per burst.
-        while let Some(msg) = next.take() {
-            match msg {
-                Msg::Line(line) => {
+    let mut out = std::io::BufWriter::with_capacity(256 * 1024, out.lock());
+    loop {
+        std::thread::sleep(DRAIN_EVERY);
+        loop {
+            match rx.try_recv() {
+                Ok(Msg::Line(line)) => {
                     let _ = out.write_all(line.as_bytes());
                 }
-                Msg::Flush(done) => {
+                Ok(Msg::Flush(done)) => {
                     let _ = out.flush();
                     let _ = done.send(());
                 }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    let _ = out.flush();
+                    return;
+                }
             }
-            next = rx.try_recv().ok();
         }
         let _ = out.flush();
     }
@@ -167,16 +177,11 @@ fn json_line(r: &AccessRecord<'_>) -> String {
         }
         None => s.push_str("null"),
     }
-    let _ = write!(
-        s,
-        ",\"status\":{},\"duration_ms\":{:.3},\"ttfb_ms\":",
-        r.status,
-        r.duration.as_secs_f64() * 1000.0
-    );
+    let _ = write!(s, ",\"status\":{},\"duration_ms\":", r.status);
+    push_ms(&mut s, r.duration);
+    s.push_str(",\"ttfb_ms\":");
     match r.ttfb {
-        Some(t) => {
-            let _ = write!(s, "{:.3}", t.as_secs_f64() * 1000.0);
-        }
+        Some(t) => push_ms(&mut s, t),
         None => s.push_str("null"),
     }
     let _ = write!(s, ",\"bytes\":{}", r.bytes);
@@ -238,6 +243,12 @@ fn opt_num(s: &mut String, n: Option<u64>) {
 /// Append `v` as a JSON string literal.
 pub fn json_str(s: &mut String, v: &str) {
     s.push('"');
+    // Fast path: ids, names and paths rarely need escaping.
+    if !v.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        s.push_str(v);
+        s.push('"');
+        return;
+    }
     for c in v.chars() {
         match c {
             '"' => s.push_str("\\\""),
@@ -252,6 +263,12 @@ pub fn json_str(s: &mut String, v: &str) {
         }
     }
     s.push('"');
+}
+
+/// Milliseconds with microsecond precision, without float formatting.
+fn push_ms(s: &mut String, d: Duration) {
+    let micros = d.as_micros();
+    let _ = write!(s, "{}.{:03}", micros / 1000, micros % 1000);
 }
 
 #[cfg(test)]
