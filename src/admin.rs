@@ -55,7 +55,9 @@ fn route(gateway: &Gateway, req: Request<Incoming>) -> Response<ProxyBody> {
             }
         }
         (&Method::GET, "/metrics") => {
-            let mut r = Response::new(ProxyBody::plain(Bytes::from(gateway.prometheus.render())));
+            let mut r = Response::new(ProxyBody::plain(Bytes::from(crate::telemetry::render(
+                &gateway.prometheus,
+            ))));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

@@ -3,14 +3,16 @@
 //! in-flight count, the access log, and the drain flag.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::config::{self, Config};
 use crate::runtime::Runtime;
+use crate::telemetry::feedback::FeedbackIndex;
 use crate::telemetry::{self, AccessLog};
 use crate::upstream::UpstreamRegistry;
 
@@ -25,11 +27,32 @@ pub struct Gateway {
     pub draining: AtomicBool,
     pub access_log: AccessLog,
     pub prometheus: PrometheusHandle,
+    /// Request id → version, for outcome feedback. Survives reloads.
+    pub feedback: FeedbackIndex,
     /// The file reloads read.
     pub config_path: PathBuf,
     generation: AtomicU64,
     /// Reloads run one at a time (prepare, then swap).
     reload_lock: tokio::sync::Mutex<()>,
+    /// What the last reload attempts left behind, for `/status`. A
+    /// control-plane lock: never taken on the request path.
+    reload_state: Mutex<ReloadState>,
+}
+
+/// The outcome of reloads so far, as `/status` shows it.
+#[derive(Clone, Debug, Default)]
+pub struct ReloadState {
+    /// The last failed reload's error, cleared by the next success.
+    pub last_error: Option<ReloadFailure>,
+    /// Keys changed in the file that only take effect after a restart
+    /// (`server.listen`, `admin.listen`, ...), since the process started.
+    pub restart_required: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ReloadFailure {
+    pub at: SystemTime,
+    pub error: String,
 }
 
 /// Why a reload did not take effect.
@@ -56,9 +79,11 @@ impl Gateway {
             draining: AtomicBool::new(false),
             access_log,
             prometheus,
+            feedback: FeedbackIndex::default(),
             config_path,
             generation: AtomicU64::new(1),
             reload_lock: tokio::sync::Mutex::new(()),
+            reload_state: Mutex::new(ReloadState::default()),
         }))
     }
 
@@ -67,22 +92,96 @@ impl Gateway {
     }
 
     /// Re-read the config file and swap it in if it is valid. The running
-    /// config stays on any error. Returns the new generation.
+    /// config stays on any error; the error is logged, counted and kept for
+    /// `/status`. Returns the new generation.
     pub async fn reload(&self) -> Result<u64, ReloadError> {
         let _one_at_a_time = self.reload_lock.lock().await;
+        let result = self.prepare_and_swap().await;
+        let mut state = self.reload_state.lock().unwrap_or_else(|p| p.into_inner());
+        match &result {
+            Ok(generation) => {
+                state.last_error = None;
+                metrics::counter!(telemetry::names::CONFIG_RELOADS_TOTAL, "result" => "ok")
+                    .increment(1);
+                tracing::info!(generation, "config reloaded");
+            }
+            Err(e) => {
+                state.last_error = Some(ReloadFailure {
+                    at: SystemTime::now(),
+                    error: e.to_string(),
+                });
+                metrics::counter!(telemetry::names::CONFIG_RELOADS_TOTAL, "result" => "error")
+                    .increment(1);
+                tracing::error!(error = %e, "config reload rejected; the running config stays");
+            }
+        }
+        result
+    }
+
+    /// Fallible prepare (load, validate, compile), then one infallible store.
+    async fn prepare_and_swap(&self) -> Result<u64, ReloadError> {
         let path = self.config_path.clone();
         let loaded = tokio::task::spawn_blocking(move || config::load(&path))
             .await
             .map_err(|e| ReloadError::Compile(format!("reload task failed: {e}")))??;
+        let current = self.runtime.load_full();
+        let restart = restart_required(&current.config, &loaded.config);
         let next = self.generation() + 1;
         let runtime =
             Runtime::compile(loaded.config, &self.registry, next).map_err(ReloadError::Compile)?;
         self.runtime.store(Arc::new(runtime));
         self.generation.store(next, Ordering::Release);
+        if !restart.is_empty() {
+            tracing::warn!(keys = ?restart, "these settings changed and take effect only after a restart");
+            let mut state = self.reload_state.lock().unwrap_or_else(|p| p.into_inner());
+            for key in restart {
+                if !state.restart_required.contains(&key) {
+                    state.restart_required.push(key);
+                }
+            }
+        }
         Ok(next)
+    }
+
+    pub fn reload_state(&self) -> ReloadState {
+        self.reload_state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
     }
+}
+
+/// Settings bound at start (listeners, TLS, threads, the header timeout of
+/// the connection builder) that a reload cannot change.
+fn restart_required(running: &Config, next: &Config) -> Vec<String> {
+    let mut keys = Vec::new();
+    if running.server.listen != next.server.listen {
+        keys.push("server.listen".to_string());
+    }
+    if running.admin.listen != next.admin.listen {
+        keys.push("admin.listen".to_string());
+    }
+    if running.server.workers != next.server.workers {
+        keys.push("server.workers".to_string());
+    }
+    let tls = |c: &Config| {
+        c.server
+            .tls
+            .as_ref()
+            .map(|t| (t.cert_pem.clone(), t.key_pem.clone()))
+    };
+    if tls(running) != tls(next) {
+        keys.push("server.tls".to_string());
+    }
+    if running.server.request_header_timeout != next.server.request_header_timeout {
+        keys.push("server.request_header_timeout".to_string());
+    }
+    if running.log.format != next.log.format || running.log.access_log != next.log.access_log {
+        keys.push("log".to_string());
+    }
+    keys
 }

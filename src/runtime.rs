@@ -19,7 +19,7 @@ use crate::config::{
 };
 use crate::resilience::Refusal;
 use crate::routing::BucketTable;
-use crate::telemetry::VersionMetrics;
+use crate::telemetry::{RouteMetrics, UpstreamMetrics, VersionMetrics, names};
 use crate::upstream::{UpstreamRegistry, UpstreamState};
 
 pub struct Runtime {
@@ -45,6 +45,7 @@ pub struct Upstream {
     /// `None` when the URL has no path prefix (the request path is reused
     /// without copying).
     pub path_prefix: Option<Arc<str>>,
+    pub metrics: UpstreamMetrics,
 }
 
 impl Upstream {
@@ -86,7 +87,8 @@ pub struct Target {
 pub struct Version {
     pub target: Target,
     pub weight: config::WeightBps,
-    pub metrics: VersionMetrics,
+    /// Shared with the feedback index, which counts outcomes on it later.
+    pub metrics: Arc<VersionMetrics>,
 }
 
 pub struct Route {
@@ -101,6 +103,7 @@ pub struct Route {
     pub refusal: Refusal,
     /// Handles for responses that never reached a version (shed, 413).
     pub unassigned_metrics: VersionMetrics,
+    pub metrics: RouteMetrics,
 }
 
 impl Route {
@@ -143,7 +146,7 @@ impl Runtime {
                     Ok(Version {
                         target: compile_target(&v.target, find(&v.target.upstream)?)?,
                         weight: v.weight,
-                        metrics: VersionMetrics::new(&r.name, &v.target.name),
+                        metrics: Arc::new(VersionMetrics::new(&r.name, &v.target.name)),
                     })
                 })
                 .collect::<Result<_, String>>()?;
@@ -173,9 +176,16 @@ impl Runtime {
                 fallbacks: fallbacks.into_boxed_slice(),
                 refusal: Refusal::render(&r.refusal),
                 unassigned_metrics: VersionMetrics::new(&r.name, ""),
+                metrics: RouteMetrics::new(&r.name),
             });
         }
-        metrics::gauge!(crate::telemetry::names::CONFIG_GENERATION).set(generation as f64);
+        for route in &routes {
+            for v in route.versions.iter() {
+                metrics::gauge!(names::ROUTE_WEIGHT, "route" => route.name.to_string(), "version" => v.target.name.to_string())
+                    .set(v.weight.percent());
+            }
+        }
+        metrics::gauge!(names::CONFIG_GENERATION).set(generation as f64);
         Ok(Runtime {
             generation,
             loaded_at: SystemTime::now(),
@@ -204,6 +214,7 @@ fn compile_upstream(u: &UpstreamConfig, state: Arc<UpstreamState>) -> Result<Ups
         authority: u.url.authority.clone(),
         host_header: header_value(u.url.authority.as_str())?,
         path_prefix: (!u.url.path_prefix.is_empty()).then(|| u.url.path_prefix.as_str().into()),
+        metrics: UpstreamMetrics::new(&u.name),
     })
 }
 

@@ -126,7 +126,7 @@ impl Body for ProxyBody {
             Inner::Full(bytes) => match bytes.take() {
                 Some(b) => {
                     if let Some(ex) = &mut this.exchange {
-                        ex.on_data(b.len());
+                        ex.on_data(&b);
                     }
                     Poll::Ready(Some(Ok(Frame::data(b))))
                 }
@@ -139,7 +139,7 @@ impl Body for ProxyBody {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(Some(Ok(frame))) => {
                     if let (Some(data), Some(ex)) = (frame.data_ref(), &mut this.exchange) {
-                        ex.on_data(data.len());
+                        ex.on_data(data);
                     }
                     Poll::Ready(Some(Ok(frame)))
                 }

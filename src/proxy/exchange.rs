@@ -12,9 +12,11 @@ use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Method, Uri};
 
+use bytes::Bytes;
+
 use crate::gateway::Gateway;
 use crate::runtime::{Runtime, Upstream};
-use crate::telemetry::AccessRecord;
+use crate::telemetry::{AccessRecord, AttemptResult, UsageScanner};
 use crate::upstream::InFlight;
 
 /// How a request assigned its version (SPEC §3).
@@ -86,6 +88,12 @@ pub struct Exchange {
     admitted: bool,
     /// Holds a slot of the responding upstream's in-flight count.
     pub upstream_slot: Option<InFlight>,
+    /// Reads token usage from the response as it streams.
+    pub usage: UsageScanner,
+    /// Time spent in cutover itself so far, and when the current stretch
+    /// of it began (`None` while waiting on the client or an upstream).
+    overhead: Duration,
+    working_since: Option<Instant>,
     finished: bool,
 }
 
@@ -97,10 +105,11 @@ impl Exchange {
         method: Method,
         uri: Uri,
     ) -> Exchange {
+        let start = Instant::now();
         Exchange {
             gateway,
             rt,
-            start: Instant::now(),
+            start,
             request_id,
             method,
             uri,
@@ -115,8 +124,29 @@ impl Exchange {
             bytes: 0,
             admitted: false,
             upstream_slot: None,
+            usage: UsageScanner::off(),
+            overhead: Duration::ZERO,
+            working_since: Some(start),
             finished: false,
         }
+    }
+
+    /// A wait on the client or an upstream begins: stop the overhead clock.
+    pub fn wait(&mut self) {
+        if let Some(since) = self.working_since.take() {
+            self.overhead += since.elapsed();
+        }
+    }
+
+    /// The wait is over: cutover works again.
+    pub fn work(&mut self) {
+        if self.working_since.is_none() {
+            self.working_since = Some(Instant::now());
+        }
+    }
+
+    pub fn gateway(&self) -> &Gateway {
+        &self.gateway
     }
 
     pub fn elapsed(&self) -> Duration {
@@ -135,11 +165,12 @@ impl Exchange {
     }
 
     #[inline]
-    pub fn on_data(&mut self, len: usize) {
-        if self.ttfb.is_none() && len > 0 {
+    pub fn on_data(&mut self, data: &Bytes) {
+        if self.ttfb.is_none() && !data.is_empty() {
             self.ttfb = Some(self.start.elapsed());
         }
-        self.bytes += len as u64;
+        self.bytes += data.len() as u64;
+        self.usage.observe(data);
     }
 
     pub fn finish(&mut self, end: End) {
@@ -147,19 +178,35 @@ impl Exchange {
             return;
         }
         let duration = self.start.elapsed();
+        self.wait();
         // A client gone before any status was sent: nginx's 499.
         let status = if self.status == 0 { 499 } else { self.status };
-        let rt = &*self.rt;
+        let rt = Arc::clone(&self.rt);
+        let rt = &*rt;
         let route = self.route.map(|i| &rt.routes[i]);
         let version = route.zip(self.version).map(|(r, v)| &r.versions[v]);
 
+        if end == End::UpstreamError
+            && let Responder::Upstream(u) = &self.responder
+        {
+            u.metrics.attempt(AttemptResult::StreamError);
+        }
+        let usage = self.usage.finish();
+        let mut cost_usd = None;
         if let Some(route) = route {
-            let m = version.map_or(&route.unassigned_metrics, |v| &v.metrics);
+            let m = version.map_or(&route.unassigned_metrics, |v| &*v.metrics);
             m.request(status);
             m.duration.record(duration);
             if let Some(t) = self.ttfb {
                 m.ttfb.record(t);
             }
+            if let (Some(v), Responder::Upstream(_)) = (version, &self.responder) {
+                // Tokens are priced at the version's rates even when a
+                // fallback answered: the route's spend stays on the version
+                // the user was assigned.
+                cost_usd = v.metrics.usage(usage, &v.target.cost);
+            }
+            route.metrics.overhead.record(self.overhead);
         }
 
         if self.gateway.access_log.enabled() {
@@ -185,9 +232,9 @@ impl Exchange {
                 bytes: self.bytes,
                 cache: "",
                 fallback_path: self.fallback_path.as_deref().unwrap_or(version_name),
-                input_tokens: None,
-                output_tokens: None,
-                cost_usd: None,
+                input_tokens: usage.input,
+                output_tokens: usage.output,
+                cost_usd,
                 end: end.as_str(),
             };
             self.gateway.access_log.write(&rec);

@@ -7,6 +7,7 @@
 
 pub mod body;
 pub mod exchange;
+pub mod feedback;
 pub mod headers;
 pub mod json;
 pub mod service;

@@ -12,11 +12,14 @@ use hyper::body::Incoming;
 
 use super::body::{BodyError, ProxyBody, read_bounded};
 use super::exchange::{Assignment, Exchange, Responder};
+use super::feedback;
 use super::headers::{self, X_CUTOVER_UPSTREAM, X_CUTOVER_VERSION, X_REQUEST_ID};
 use super::json;
+
 use crate::gateway::Gateway;
 use crate::routing::{self, matcher};
 use crate::runtime::{Route, Target};
+use crate::telemetry::{AttemptResult, Outcome, OutcomeSource, RefusalReason, UsageScanner, names};
 use crate::upstream::InFlight;
 
 /// What the listener knows about a connection.
@@ -59,6 +62,13 @@ pub async fn handle(
         );
     }
 
+    // The feedback endpoint is cutover's own, ahead of every route.
+    if let Some(path) = &rt.config.server.feedback_path
+        && parts.uri.path() == path
+    {
+        return feedback::handle(ex, parts, body).await;
+    }
+
     // Phase: route match. First match in file order wins.
     let host = matcher::request_host(&parts.uri, &parts.headers);
     let Some(route_index) = rt.routes.iter().position(|r| {
@@ -84,11 +94,14 @@ pub async fn handle(
     // Phase: admission. Shed before reading the body: shedding exists to
     // protect the process, so it must stay cheap.
     if !ex.admit(server.max_in_flight) {
-        return refuse(ex, route, false);
+        return refuse(ex, route, false, RefusalReason::Overload);
     }
 
     // Phase: body. Bounded, whole, before anything is forwarded.
-    let body = match read_bounded(body, &parts.headers, server.max_body).await {
+    ex.wait();
+    let body = read_bounded(body, &parts.headers, server.max_body).await;
+    ex.work();
+    let body = match body {
         Ok(b) => b,
         Err(BodyError::TooLarge) => {
             return local(
@@ -139,6 +152,14 @@ pub async fn handle(
     let mut previous: Option<&Target> = None;
     for (i, target) in chain.enumerate() {
         if let Some(prev) = previous {
+            // Rare: label the counter here rather than keep a handle per pair.
+            metrics::counter!(
+                names::FALLBACKS_TOTAL,
+                "route" => route.name.to_string(),
+                "from" => prev.name.to_string(),
+                "to" => target.name.to_string()
+            )
+            .increment(1);
             let path = ex
                 .fallback_path
                 .get_or_insert_with(|| prev.name.to_string());
@@ -151,10 +172,10 @@ pub async fn handle(
         } else {
             base_headers.clone().unwrap_or_default()
         };
-        match attempt(target, &parts, attempt_headers, &body).await {
+        match attempt(&mut ex, target, &parts, attempt_headers, &body).await {
             Ok((response, slot)) => {
                 ex.upstream_slot = Some(slot);
-                return respond(ex, version.target.name_header.clone(), target, response);
+                return respond(ex, route, target, response);
             }
             Err(e) => {
                 tracing::debug!(target = %target.name, error = ?e, "attempt failed");
@@ -163,7 +184,7 @@ pub async fn handle(
         }
     }
     let wants_stream = json::wants_stream(&body);
-    refuse(ex, route, wants_stream)
+    refuse(ex, route, wants_stream, RefusalReason::Exhausted)
 }
 
 /// Pin header, then sticky key, then random by weight.
@@ -189,6 +210,7 @@ fn assign(
 }
 
 async fn attempt(
+    ex: &mut Exchange,
     target: &Target,
     parts: &Parts,
     mut headers: HeaderMap,
@@ -227,40 +249,68 @@ async fn attempt(
     *req.headers_mut() = headers;
 
     let slot = InFlight::new(&upstream.state);
-    match tokio::time::timeout(
+    ex.wait();
+    let sent = tokio::time::timeout(
         upstream.config.header_timeout,
         upstream.state.client.request(req),
     )
-    .await
-    {
-        Err(_) => Err(AttemptError::Timeout),
-        Ok(Err(_)) => Err(AttemptError::ConnectError),
+    .await;
+    ex.work();
+    let (result, outcome) = match sent {
+        Err(_) => (AttemptResult::Timeout, Err(AttemptError::Timeout)),
+        Ok(Err(_)) => (AttemptResult::ConnectError, Err(AttemptError::ConnectError)),
         Ok(Ok(response))
             if upstream
                 .config
                 .failure_statuses
                 .contains(&response.status()) =>
         {
-            Err(AttemptError::FailureStatus)
+            (
+                AttemptResult::FailureStatus,
+                Err(AttemptError::FailureStatus),
+            )
         }
-        Ok(Ok(response)) => Ok((response, slot)),
-    }
+        Ok(Ok(response)) => (AttemptResult::Ok, Ok((response, slot))),
+    };
+    upstream.metrics.attempt(result);
+    outcome
 }
 
 fn respond(
     mut ex: Exchange,
-    version_header: HeaderValue,
+    route: &Route,
     target: &Target,
     response: Response<Incoming>,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
+    let version = ex.version.map(|v| &route.versions[v]);
+    if let Some(version) = version {
+        // The upstream's own verdict on the task: counted, then stripped
+        // with the rest of the x-cutover-* headers.
+        if let Some(outcome) = parts
+            .headers
+            .get(&headers::X_CUTOVER_OUTCOME)
+            .and_then(|v| Outcome::parse(v.as_bytes()))
+        {
+            version.metrics.outcome(OutcomeSource::Header, outcome);
+        }
+        if ex.rt.config.server.feedback_path.is_some() {
+            ex.gateway()
+                .feedback
+                .record(ex.request_id.as_bytes(), &version.metrics);
+        }
+    }
+    ex.usage = UsageScanner::for_content_type(parts.headers.get(header::CONTENT_TYPE));
     headers::prepare_response(&mut parts.headers);
     parts
         .headers
         .insert(X_REQUEST_ID.clone(), ex.request_id.clone());
-    parts
-        .headers
-        .insert(X_CUTOVER_VERSION.clone(), version_header);
+    if let Some(version) = version {
+        parts.headers.insert(
+            X_CUTOVER_VERSION.clone(),
+            version.target.name_header.clone(),
+        );
+    }
     parts.headers.insert(
         X_CUTOVER_UPSTREAM.clone(),
         target.upstream.name_header.clone(),
@@ -270,7 +320,13 @@ fn respond(
     Response::from_parts(parts, ProxyBody::upstream(body, ex))
 }
 
-fn refuse(mut ex: Exchange, route: &Route, wants_stream: bool) -> Response<ProxyBody> {
+fn refuse(
+    mut ex: Exchange,
+    route: &Route,
+    wants_stream: bool,
+    reason: RefusalReason,
+) -> Response<ProxyBody> {
+    route.metrics.refusal(reason);
     let rendered = route.refusal.for_request(wants_stream);
     let mut response = Response::new(ProxyBody::plain(Bytes::new()));
     *response.status_mut() = rendered.status;
@@ -295,7 +351,12 @@ fn refuse(mut ex: Exchange, route: &Route, wants_stream: bool) -> Response<Proxy
 }
 
 /// A JSON error answered by cutover itself.
-fn local(mut ex: Exchange, status: StatusCode, code: &str, message: &str) -> Response<ProxyBody> {
+pub(super) fn local(
+    mut ex: Exchange,
+    status: StatusCode,
+    code: &str,
+    message: &str,
+) -> Response<ProxyBody> {
     let body =
         serde_json::json!({"error": {"message": message, "type": "cutover_error", "code": code}})
             .to_string();

@@ -5,12 +5,15 @@
 //! (route, version) gets its handles when a `Runtime` is compiled, and a
 //! request only touches atomics.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use metrics::{Counter, Histogram, Label};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use super::float::{self, FloatCounter};
 use super::names;
+use super::usage::Usage;
+use crate::config::Cost;
 
 /// Install the Prometheus recorder once per process and return its handle.
 /// Later calls (tests run several servers in one process) share it.
@@ -29,6 +32,7 @@ pub fn install_recorder() -> PrometheusHandle {
             for (name, help) in names::DESCRIPTIONS {
                 metrics::describe_counter!(*name, *help);
             }
+            float::registry().describe(names::COST_USD_TOTAL, names::COST_USD_TOTAL_HELP);
             handle
         })
         .clone()
@@ -64,9 +68,41 @@ impl StatusClass {
 
 /// Handles for one (route, version).
 pub struct VersionMetrics {
+    pub route: Arc<str>,
+    pub version: Arc<str>,
     requests: [Counter; 5],
     pub duration: Histogram,
     pub ttfb: Histogram,
+    input_tokens: Counter,
+    output_tokens: Counter,
+    cost: FloatCounter,
+    /// [source][outcome]: source header|feedback, outcome success|failure.
+    outcomes: [[Counter; 2]; 2],
+}
+
+/// Where a task outcome came from (the `source` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutcomeSource {
+    Header,
+    Feedback,
+}
+
+/// A task outcome (the `outcome` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    Failure,
+}
+
+impl Outcome {
+    /// `success` or `failure`, exactly; anything else is not an outcome.
+    pub fn parse(v: &[u8]) -> Option<Outcome> {
+        match v {
+            b"success" => Some(Outcome::Success),
+            b"failure" => Some(Outcome::Failure),
+            _ => None,
+        }
+    }
 }
 
 impl VersionMetrics {
@@ -75,20 +111,145 @@ impl VersionMetrics {
             Label::new("route", route.to_string()),
             Label::new("version", version.to_string()),
         ];
-        let requests = StatusClass::LABELS.map(|class| {
+        let with = |extra: &[(&'static str, &'static str)]| {
             let mut labels = base.to_vec();
-            labels.push(Label::new("status", class));
-            metrics::counter!(names::REQUESTS_TOTAL, labels)
-        });
+            labels.extend(extra.iter().map(|(k, v)| Label::new(*k, *v)));
+            labels
+        };
+        let requests = StatusClass::LABELS
+            .map(|class| metrics::counter!(names::REQUESTS_TOTAL, with(&[("status", class)])));
+        let outcome = |source: &'static str, outcome: &'static str| {
+            metrics::counter!(
+                names::OUTCOMES_TOTAL,
+                with(&[("outcome", outcome), ("source", source)])
+            )
+        };
         VersionMetrics {
+            route: route.into(),
+            version: version.into(),
             requests,
             duration: metrics::histogram!(names::REQUEST_DURATION_SECONDS, base.to_vec()),
             ttfb: metrics::histogram!(names::TIME_TO_FIRST_BYTE_SECONDS, base.to_vec()),
+            input_tokens: metrics::counter!(names::TOKENS_TOTAL, with(&[("kind", "input")])),
+            output_tokens: metrics::counter!(names::TOKENS_TOTAL, with(&[("kind", "output")])),
+            cost: float::registry().counter(
+                names::COST_USD_TOTAL,
+                &[("route", route), ("version", version)],
+            ),
+            outcomes: [
+                [outcome("header", "success"), outcome("header", "failure")],
+                [
+                    outcome("feedback", "success"),
+                    outcome("feedback", "failure"),
+                ],
+            ],
         }
     }
 
     #[inline]
     pub fn request(&self, status: u16) {
         self.requests[StatusClass::of(status).index()].increment(1);
+    }
+
+    /// Count tokens and their cost; returns the cost in USD.
+    pub fn usage(&self, usage: Usage, cost: &Cost) -> Option<f64> {
+        if usage.is_empty() {
+            return None;
+        }
+        let input = usage.input.unwrap_or(0);
+        let output = usage.output.unwrap_or(0);
+        self.input_tokens.increment(input);
+        self.output_tokens.increment(output);
+        let usd = (input as f64 * cost.input_per_mtok + output as f64 * cost.output_per_mtok)
+            / 1_000_000.0;
+        self.cost.add(usd);
+        Some(usd)
+    }
+
+    pub fn outcome(&self, source: OutcomeSource, outcome: Outcome) {
+        let s = match source {
+            OutcomeSource::Header => 0,
+            OutcomeSource::Feedback => 1,
+        };
+        let o = match outcome {
+            Outcome::Success => 0,
+            Outcome::Failure => 1,
+        };
+        self.outcomes[s][o].increment(1);
+    }
+}
+
+/// Handles for one route.
+pub struct RouteMetrics {
+    pub overhead: Histogram,
+    refusals_exhausted: Counter,
+    refusals_overload: Counter,
+}
+
+/// Why a refusal was served (the `reason` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefusalReason {
+    Exhausted,
+    Overload,
+}
+
+impl RouteMetrics {
+    pub fn new(route: &str) -> RouteMetrics {
+        let refusal = |reason: &'static str| metrics::counter!(names::REFUSALS_TOTAL, "route" => route.to_string(), "reason" => reason);
+        RouteMetrics {
+            overhead: metrics::histogram!(names::OVERHEAD_SECONDS, "route" => route.to_string()),
+            refusals_exhausted: refusal("exhausted"),
+            refusals_overload: refusal("overload"),
+        }
+    }
+
+    pub fn refusal(&self, reason: RefusalReason) {
+        match reason {
+            RefusalReason::Exhausted => self.refusals_exhausted.increment(1),
+            RefusalReason::Overload => self.refusals_overload.increment(1),
+        }
+    }
+}
+
+/// The result of one upstream attempt (the `result` label of
+/// `cutover_upstream_requests_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttemptResult {
+    Ok,
+    FailureStatus,
+    Timeout,
+    ConnectError,
+    Rejected,
+    StreamError,
+}
+
+impl AttemptResult {
+    const LABELS: [&'static str; 6] = [
+        "ok",
+        "failure_status",
+        "timeout",
+        "connect_error",
+        "rejected",
+        "stream_error",
+    ];
+}
+
+/// Handles for one upstream.
+pub struct UpstreamMetrics {
+    results: [Counter; 6],
+}
+
+impl UpstreamMetrics {
+    pub fn new(upstream: &str) -> UpstreamMetrics {
+        UpstreamMetrics {
+            results: AttemptResult::LABELS.map(|result| {
+                metrics::counter!(names::UPSTREAM_REQUESTS_TOTAL, "upstream" => upstream.to_string(), "result" => result)
+            }),
+        }
+    }
+
+    #[inline]
+    pub fn attempt(&self, result: AttemptResult) {
+        self.results[result as usize].increment(1);
     }
 }

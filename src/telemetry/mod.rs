@@ -5,8 +5,22 @@
 //! or from closed sets (status class), so no client input can mint a series.
 
 pub mod access_log;
+pub mod feedback;
+pub mod float;
 pub mod metrics;
 pub mod names;
+pub mod usage;
 
 pub use access_log::{AccessLog, AccessRecord};
-pub use metrics::{StatusClass, VersionMetrics, install_recorder};
+pub use metrics::{
+    AttemptResult, Outcome, OutcomeSource, RefusalReason, RouteMetrics, StatusClass,
+    UpstreamMetrics, VersionMetrics, install_recorder,
+};
+pub use usage::{Usage, UsageScanner};
+
+/// The whole `/metrics` text: the recorder's series, then the float counters.
+pub fn render(handle: &metrics_exporter_prometheus::PrometheusHandle) -> String {
+    let mut out = handle.render();
+    float::registry().render(&mut out);
+    out
+}

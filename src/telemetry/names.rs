@@ -7,6 +7,14 @@ pub const UPSTREAM_REQUESTS_TOTAL: &str = "cutover_upstream_requests_total";
 pub const FALLBACKS_TOTAL: &str = "cutover_fallbacks_total";
 pub const REFUSALS_TOTAL: &str = "cutover_refusals_total";
 pub const CONFIG_GENERATION: &str = "cutover_config_generation";
+pub const CONFIG_RELOADS_TOTAL: &str = "cutover_config_reloads_total";
+pub const TOKENS_TOTAL: &str = "cutover_tokens_total";
+pub const COST_USD_TOTAL: &str = "cutover_cost_usd_total";
+pub const OUTCOMES_TOTAL: &str = "cutover_outcomes_total";
+pub const ROUTE_WEIGHT: &str = "cutover_route_weight";
+pub const OVERHEAD_SECONDS: &str = "cutover_overhead_seconds";
+pub const COST_USD_TOTAL_HELP: &str =
+    "Cost in USD of the tokens each version used, from its configured per-million-token prices.";
 pub const ACCESS_LOG_DROPPED_TOTAL: &str = "cutover_access_log_dropped_total";
 
 /// (name, help) for every metric, registered once at start.

@@ -1,0 +1,106 @@
+//! The feedback endpoint (`server.feedback_path`): a client reports a
+//! task's outcome for a request id it was given, within an hour, once.
+//!
+//! `POST {"request_id": "...", "outcome": "success" | "failure"}` answers
+//! 200 when counted, 400 for a malformed body, 404 for an unknown or
+//! expired id, 409 for a repeat, 405 for other methods and 413 past 64 KiB.
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderValue, Method, Response, StatusCode, header};
+use hyper::body::Incoming;
+use serde::Deserialize;
+
+use super::body::{BodyError, ProxyBody, read_bounded};
+use super::exchange::{Exchange, Responder};
+use super::service::local;
+use crate::telemetry::feedback::FeedbackError;
+use crate::telemetry::{Outcome, OutcomeSource};
+
+/// Feedback bodies are tiny; anything larger is not feedback.
+const MAX_FEEDBACK_BODY: u64 = 64 * 1024;
+
+/// Extra fields (a comment, a score) are ignored.
+#[derive(Deserialize)]
+struct Feedback {
+    request_id: String,
+    outcome: String,
+}
+
+pub async fn handle(mut ex: Exchange, parts: Parts, body: Incoming) -> Response<ProxyBody> {
+    if parts.method != Method::POST {
+        let mut r = local(
+            ex,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "the feedback endpoint takes POST",
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return r;
+    }
+    ex.wait();
+    let body = read_bounded(body, &parts.headers, MAX_FEEDBACK_BODY).await;
+    ex.work();
+    let body = match body {
+        Ok(b) => b,
+        Err(BodyError::TooLarge) => {
+            return local(
+                ex,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "feedback bodies are at most 64 KiB",
+            );
+        }
+        Err(_) => {
+            return local(
+                ex,
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                "the feedback body could not be read",
+            );
+        }
+    };
+    let Ok(feedback) = serde_json::from_slice::<Feedback>(&body) else {
+        return local(
+            ex,
+            StatusCode::BAD_REQUEST,
+            "bad_feedback",
+            r#"expected {"request_id": "...", "outcome": "success" | "failure"}"#,
+        );
+    };
+    let Some(outcome) = Outcome::parse(feedback.outcome.as_bytes()) else {
+        return local(
+            ex,
+            StatusCode::BAD_REQUEST,
+            "bad_feedback",
+            r#"outcome must be "success" or "failure""#,
+        );
+    };
+    match ex.gateway().feedback.claim(feedback.request_id.as_bytes()) {
+        Ok(metrics) => {
+            metrics.outcome(OutcomeSource::Feedback, outcome);
+            let mut r = Response::new(ProxyBody::plain(Bytes::new()));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            ex.status = 200;
+            ex.responder = Responder::Local;
+            *r.body_mut() = ProxyBody::full(Bytes::from_static(br#"{"status":"recorded"}"#), ex);
+            r
+        }
+        Err(FeedbackError::Unknown) => local(
+            ex,
+            StatusCode::NOT_FOUND,
+            "unknown_request_id",
+            "no request with this id was served in the last hour",
+        ),
+        Err(FeedbackError::Repeat) => local(
+            ex,
+            StatusCode::CONFLICT,
+            "feedback_already_recorded",
+            "feedback for this request id was already counted",
+        ),
+    }
+}

@@ -1,0 +1,152 @@
+//! The feedback index: request id → the version that served it, so a
+//! client can report the task's outcome later (SPEC §7: within an hour,
+//! each request id counts once).
+//!
+//! Bounded in memory: 16 shards, each holding two generations of at most
+//! `SHARD_GENERATION` entries. A shard rotates (dropping its older
+//! generation) when its current generation is full or an hour old, so an id
+//! is kept at least until either happens and never beyond two hours. At
+//! ~30 bytes an entry the index tops out near 8 MiB. Keys are the ids'
+//! SipHash under a per-process random key: fixed size, and not predictable
+//! by clients.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::metrics::VersionMetrics;
+
+const SHARDS: usize = 16;
+const SHARD_GENERATION: usize = 8 * 1024;
+
+/// How long feedback is accepted after the request.
+pub const FEEDBACK_WINDOW: Duration = Duration::from_secs(3600);
+
+struct Entry {
+    /// Seconds since the index was created.
+    at: u32,
+    metrics: Arc<VersionMetrics>,
+    used: bool,
+}
+
+#[derive(Default)]
+struct Shard {
+    current: HashMap<u64, Entry>,
+    previous: HashMap<u64, Entry>,
+    rotated_at: u32,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum FeedbackError {
+    /// Never seen, expired, or evicted.
+    Unknown,
+    /// Feedback for this id was already counted.
+    Repeat,
+}
+
+pub struct FeedbackIndex {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: RandomState,
+    epoch: Instant,
+}
+
+impl Default for FeedbackIndex {
+    fn default() -> Self {
+        FeedbackIndex {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            hasher: RandomState::new(),
+            epoch: Instant::now(),
+        }
+    }
+}
+
+impl FeedbackIndex {
+    fn now(&self) -> u32 {
+        u32::try_from(self.epoch.elapsed().as_secs()).unwrap_or(u32::MAX)
+    }
+
+    fn shard(&self, key: u64) -> &Mutex<Shard> {
+        &self.shards[(key as usize) % SHARDS]
+    }
+
+    /// Remember which version served `request_id`.
+    pub fn record(&self, request_id: &[u8], metrics: &Arc<VersionMetrics>) {
+        let key = self.hasher.hash_one(request_id);
+        let now = self.now();
+        let window = FEEDBACK_WINDOW.as_secs() as u32;
+        let mut shard = self.shard(key).lock().unwrap_or_else(|p| p.into_inner());
+        if shard.current.len() >= SHARD_GENERATION || now.saturating_sub(shard.rotated_at) >= window
+        {
+            shard.previous = std::mem::take(&mut shard.current);
+            shard.rotated_at = now;
+        }
+        shard.current.insert(
+            key,
+            Entry {
+                at: now,
+                metrics: Arc::clone(metrics),
+                used: false,
+            },
+        );
+    }
+
+    /// Claim the one feedback allowed for `request_id`: the version's
+    /// metrics to count it on.
+    pub fn claim(&self, request_id: &[u8]) -> Result<Arc<VersionMetrics>, FeedbackError> {
+        let key = self.hasher.hash_one(request_id);
+        let now = self.now();
+        let mut shard = self.shard(key).lock().unwrap_or_else(|p| p.into_inner());
+        let shard = &mut *shard;
+        let entry = match shard.current.get_mut(&key) {
+            Some(e) => e,
+            None => shard.previous.get_mut(&key).ok_or(FeedbackError::Unknown)?,
+        };
+        if u64::from(now.saturating_sub(entry.at)) > FEEDBACK_WINDOW.as_secs() {
+            return Err(FeedbackError::Unknown);
+        }
+        if std::mem::replace(&mut entry.used, true) {
+            return Err(FeedbackError::Repeat);
+        }
+        Ok(Arc::clone(&entry.metrics))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn once_per_id_and_unknown_ids() {
+        let index = FeedbackIndex::default();
+        let m = Arc::new(VersionMetrics::new("r", "v"));
+        index.record(b"req-1", &m);
+        assert!(index.claim(b"req-1").is_ok());
+        assert_eq!(index.claim(b"req-1").err(), Some(FeedbackError::Repeat));
+        assert_eq!(index.claim(b"req-2").err(), Some(FeedbackError::Unknown));
+    }
+
+    #[test]
+    fn bounded() {
+        let index = FeedbackIndex::default();
+        let m = Arc::new(VersionMetrics::new("r", "v"));
+        for i in 0..(SHARDS * SHARD_GENERATION * 3) {
+            index.record(format!("id-{i}").as_bytes(), &m);
+        }
+        let held: usize = index
+            .shards
+            .iter()
+            .map(|s| {
+                let s = s.lock().unwrap_or_else(|p| p.into_inner());
+                s.current.len() + s.previous.len()
+            })
+            .sum();
+        assert!(held <= SHARDS * SHARD_GENERATION * 2, "{held}");
+        // The newest ids are still there.
+        assert!(
+            index
+                .claim(format!("id-{}", SHARDS * SHARD_GENERATION * 3 - 1).as_bytes())
+                .is_ok()
+        );
+    }
+}

@@ -1,0 +1,147 @@
+//! Counters of fractional values (USD), which the `metrics` crate cannot
+//! hold (its counters are integers). Each is an `f64` in an `AtomicU64`,
+//! added to with a compare-and-swap loop, and rendered into `/metrics`
+//! after the recorder's own output, typed as a Prometheus counter.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+#[derive(Clone, Debug)]
+pub struct FloatCounter(Arc<AtomicU64>);
+
+impl FloatCounter {
+    #[inline]
+    pub fn add(&self, v: f64) {
+        if !(v.is_finite() && v > 0.0) {
+            return;
+        }
+        let mut current = self.0.load(Ordering::Relaxed);
+        loop {
+            let next = (f64::from_bits(current) + v).to_bits();
+            match self
+                .0
+                .compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return,
+                Err(seen) => current = seen,
+            }
+        }
+    }
+
+    pub fn get(&self) -> f64 {
+        f64::from_bits(self.0.load(Ordering::Relaxed))
+    }
+}
+
+struct Series {
+    name: &'static str,
+    labels: Vec<(&'static str, String)>,
+    value: FloatCounter,
+}
+
+/// Every float counter of the process. Registration happens when a config
+/// generation is compiled (control plane); the same label set returns the
+/// same counter, so values survive reloads.
+#[derive(Default)]
+pub struct FloatRegistry {
+    series: Mutex<Vec<Series>>,
+    help: Mutex<Vec<(&'static str, &'static str)>>,
+}
+
+pub fn registry() -> &'static FloatRegistry {
+    static REGISTRY: OnceLock<FloatRegistry> = OnceLock::new();
+    REGISTRY.get_or_init(FloatRegistry::default)
+}
+
+impl FloatRegistry {
+    pub fn describe(&self, name: &'static str, help: &'static str) {
+        let mut h = self.help.lock().unwrap_or_else(|p| p.into_inner());
+        if !h.iter().any(|(n, _)| *n == name) {
+            h.push((name, help));
+        }
+    }
+
+    pub fn counter(&self, name: &'static str, labels: &[(&'static str, &str)]) -> FloatCounter {
+        let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        let same = |s: &&Series| {
+            s.name == name
+                && s.labels.len() == labels.len()
+                && s.labels
+                    .iter()
+                    .zip(labels)
+                    .all(|((k1, v1), (k2, v2))| k1 == k2 && v1 == v2)
+        };
+        if let Some(s) = series.iter().find(same) {
+            return s.value.clone();
+        }
+        let value = FloatCounter(Arc::new(AtomicU64::new(0f64.to_bits())));
+        series.push(Series {
+            name,
+            labels: labels.iter().map(|(k, v)| (*k, (*v).to_string())).collect(),
+            value: value.clone(),
+        });
+        value
+    }
+
+    /// Prometheus text for every float counter, grouped by name.
+    pub fn render(&self, out: &mut String) {
+        let series = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        let help = self.help.lock().unwrap_or_else(|p| p.into_inner());
+        let mut names: Vec<&'static str> = series.iter().map(|s| s.name).collect();
+        names.dedup();
+        names.sort_unstable();
+        names.dedup();
+        for name in names {
+            if let Some((_, text)) = help.iter().find(|(n, _)| *n == name) {
+                let _ = writeln!(out, "# HELP {name} {text}");
+            }
+            let _ = writeln!(out, "# TYPE {name} counter");
+            for s in series.iter().filter(|s| s.name == name) {
+                out.push_str(name);
+                if !s.labels.is_empty() {
+                    out.push('{');
+                    for (i, (k, v)) in s.labels.iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        let _ = write!(out, "{k}=\"{}\"", escape_label(v));
+                    }
+                    out.push('}');
+                }
+                let _ = writeln!(out, " {}", s.value.get());
+            }
+        }
+    }
+}
+
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adds_and_renders() {
+        let r = FloatRegistry::default();
+        r.describe("x_usd_total", "money");
+        let c = r.counter("x_usd_total", &[("route", "chat"), ("version", "v1")]);
+        c.add(0.25);
+        c.add(0.5);
+        c.add(f64::NAN);
+        c.add(-1.0);
+        let again = r.counter("x_usd_total", &[("route", "chat"), ("version", "v1")]);
+        again.add(0.25);
+        let mut out = String::new();
+        r.render(&mut out);
+        assert!(out.contains("# TYPE x_usd_total counter"), "{out}");
+        assert!(
+            out.contains("x_usd_total{route=\"chat\",version=\"v1\"} 1"),
+            "{out}"
+        );
+    }
+}
