@@ -327,3 +327,41 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The value of one Prometheus sample: `name` with exactly these labels
+/// (order-insensitive), from `/metrics` text.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (n, rest) = match series.split_once('{') {
+                Some((n, rest)) => (n, rest.strip_suffix('}')?),
+                None => (series, ""),
+            };
+            if n != name {
+                return None;
+            }
+            let found: Vec<(&str, &str)> = if rest.is_empty() {
+                Vec::new()
+            } else {
+                rest.split("\",")
+                    .filter_map(|kv| {
+                        let (k, v) = kv.split_once("=\"")?;
+                        Some((k, v.trim_end_matches('"')))
+                    })
+                    .collect()
+            };
+            let matches = found.len() == labels.len() && labels.iter().all(|l| found.contains(l));
+            matches.then(|| value.parse().ok()).flatten()
+        })
+}
+
+pub async fn scrape(proxy: &Proxy) -> String {
+    reqwest::get(format!("{}/metrics", proxy.admin_url()))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
