@@ -13,6 +13,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::config::{self, Config};
 use crate::runtime::Runtime;
 use crate::telemetry::feedback::FeedbackIndex;
+use crate::telemetry::otlp::Exporter;
 use crate::telemetry::{self, AccessLog};
 use crate::upstream::UpstreamRegistry;
 
@@ -29,6 +30,9 @@ pub struct Gateway {
     pub prometheus: PrometheusHandle,
     /// Request id → version, for outcome feedback. Survives reloads.
     pub feedback: FeedbackIndex,
+    /// OTLP span export, when `[tracing]` names an endpoint (set at start;
+    /// changing it needs a restart).
+    pub tracer: Option<Exporter>,
     /// The file reloads read.
     pub config_path: PathBuf,
     generation: AtomicU64,
@@ -71,6 +75,15 @@ impl Gateway {
         let registry = UpstreamRegistry::new();
         let access_log = AccessLog::stdout(config.log.format, config.log.access_log);
         let config_path = config.source.clone();
+        // Spawns its export task: Gateway::new runs inside the runtime.
+        let tracer = match config
+            .tracing
+            .as_ref()
+            .and_then(|t| t.otlp_endpoint.as_deref().map(|e| (e, t.sample_ratio)))
+        {
+            Some((endpoint, ratio)) => Some(Exporter::spawn(endpoint, ratio)?),
+            None => None,
+        };
         let runtime = Runtime::compile(config, &registry, 1)?;
         Ok(Arc::new(Gateway {
             runtime: ArcSwap::from_pointee(runtime),
@@ -80,6 +93,7 @@ impl Gateway {
             access_log,
             prometheus,
             feedback: FeedbackIndex::default(),
+            tracer,
             config_path,
             generation: AtomicU64::new(1),
             reload_lock: tokio::sync::Mutex::new(()),
@@ -180,7 +194,18 @@ fn restart_required(running: &Config, next: &Config) -> Vec<String> {
     if running.server.request_header_timeout != next.server.request_header_timeout {
         keys.push("server.request_header_timeout".to_string());
     }
-    if running.log.format != next.log.format || running.log.access_log != next.log.access_log {
+    let otlp = |c: &Config| {
+        c.tracing
+            .as_ref()
+            .map(|t| (t.otlp_endpoint.clone(), t.sample_ratio.to_bits()))
+    };
+    if otlp(running) != otlp(next) {
+        keys.push("tracing".to_string());
+    }
+    if running.log.format != next.log.format
+        || running.log.access_log != next.log.access_log
+        || running.log.level != next.log.level
+    {
         keys.push("log".to_string());
     }
     keys

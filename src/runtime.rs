@@ -82,6 +82,8 @@ pub struct Target {
     pub cost: config::Cost,
     /// The deps table as JSON, for the access log.
     pub deps_json: Box<str>,
+    /// The deps table itself, for trace attributes.
+    pub deps: serde_json::Value,
 }
 
 pub struct Version {
@@ -229,5 +231,6 @@ fn compile_target(t: &TargetConfig, upstream: Arc<Upstream>) -> Result<Target, S
         deps_json: serde_json::Value::Object(t.deps.clone())
             .to_string()
             .into_boxed_str(),
+        deps: serde_json::Value::Object(t.deps.clone()),
     })
 }

@@ -8,14 +8,16 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderValue, Method, Uri};
 
 use bytes::Bytes;
 
+use super::headers::TraceContext;
 use crate::gateway::Gateway;
 use crate::runtime::{Runtime, Upstream};
+use crate::telemetry::otlp::Span;
 use crate::telemetry::{AccessRecord, AttemptResult, UsageScanner};
 use crate::upstream::InFlight;
 
@@ -94,7 +96,19 @@ pub struct Exchange {
     /// of it began (`None` while waiting on the client or an upstream).
     overhead: Duration,
     working_since: Option<Instant>,
+    /// Set when this request's trace is exported.
+    trace: Option<TraceContext>,
+    /// Upstream attempts, kept only for an exported trace.
+    attempts: Vec<AttemptSpan>,
     finished: bool,
+}
+
+struct AttemptSpan {
+    target: Arc<str>,
+    upstream: Arc<str>,
+    start: SystemTime,
+    end: SystemTime,
+    result: AttemptResult,
 }
 
 impl Exchange {
@@ -127,6 +141,8 @@ impl Exchange {
             usage: UsageScanner::off(),
             overhead: Duration::ZERO,
             working_since: Some(start),
+            trace: None,
+            attempts: Vec::new(),
             finished: false,
         }
     }
@@ -147,6 +163,37 @@ impl Exchange {
 
     pub fn gateway(&self) -> &Gateway {
         &self.gateway
+    }
+
+    /// Export this request's spans if tracing is on and the trace sampled.
+    pub fn trace(&mut self, ctx: TraceContext, parent_sampled: Option<bool>) {
+        if let Some(tracer) = &self.gateway.tracer
+            && tracer.sampled(&ctx.trace_id, parent_sampled)
+        {
+            self.trace = Some(ctx);
+        }
+    }
+
+    pub fn tracing(&self) -> bool {
+        self.trace.is_some()
+    }
+
+    pub fn record_attempt(
+        &mut self,
+        target: &Arc<str>,
+        upstream: &Arc<str>,
+        started: SystemTime,
+        result: AttemptResult,
+    ) {
+        if self.trace.is_some() {
+            self.attempts.push(AttemptSpan {
+                target: Arc::clone(target),
+                upstream: Arc::clone(upstream),
+                start: started,
+                end: SystemTime::now(),
+                result,
+            });
+        }
     }
 
     pub fn elapsed(&self) -> Duration {
@@ -238,6 +285,70 @@ impl Exchange {
                 end: end.as_str(),
             };
             self.gateway.access_log.write(&rec);
+        }
+
+        if let (Some(ctx), Some(tracer)) = (self.trace, &self.gateway.tracer) {
+            let end_wall = SystemTime::now();
+            let start_wall = end_wall - duration;
+            let mut attributes = vec![
+                (
+                    "http.request.method".to_string(),
+                    self.method.as_str().to_string(),
+                ),
+                ("url.path".to_string(), self.uri.path().to_string()),
+                ("http.response.status_code".to_string(), status.to_string()),
+                (
+                    "cutover.request_id".to_string(),
+                    self.request_id.to_str().unwrap_or("").to_string(),
+                ),
+                ("cutover.end".to_string(), end.as_str().to_string()),
+            ];
+            if let Some(route) = route {
+                attributes.push(("cutover.route".to_string(), route.name.to_string()));
+            }
+            if let Some(v) = version {
+                attributes.push(("cutover.version".to_string(), v.target.name.to_string()));
+                if let Some(deps) = v.target.deps.as_object() {
+                    for (k, val) in deps {
+                        let text = val.as_str().map_or_else(|| val.to_string(), str::to_string);
+                        attributes.push((format!("cutover.deps.{k}"), text));
+                    }
+                }
+            }
+            if let Some(a) = self.assignment {
+                attributes.push(("cutover.assignment".to_string(), a.as_str().to_string()));
+            }
+            if let Responder::Upstream(u) = &self.responder {
+                attributes.push(("cutover.upstream".to_string(), u.name.to_string()));
+            }
+            tracer.export(Span {
+                trace_id: ctx.trace_id,
+                span_id: ctx.span_id,
+                parent_span_id: ctx.parent_span_id,
+                name: "cutover.request",
+                kind: 2,
+                start: start_wall,
+                end: end_wall,
+                attributes,
+                error: status >= 500 || end != End::Complete,
+            });
+            for a in self.attempts.drain(..) {
+                tracer.export(Span {
+                    trace_id: ctx.trace_id,
+                    span_id: rand::random::<u64>().max(1).to_be_bytes(),
+                    parent_span_id: Some(ctx.span_id),
+                    name: "cutover.attempt",
+                    kind: 3,
+                    start: a.start,
+                    end: a.end,
+                    attributes: vec![
+                        ("cutover.target".to_string(), a.target.to_string()),
+                        ("cutover.upstream".to_string(), a.upstream.to_string()),
+                        ("cutover.result".to_string(), a.result.as_str().to_string()),
+                    ],
+                    error: a.result != AttemptResult::Ok,
+                });
+            }
         }
 
         if std::mem::take(&mut self.admitted) {

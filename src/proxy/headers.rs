@@ -95,12 +95,13 @@ pub fn client_ip(headers: &HeaderMap, peer: SocketAddr, trust_forwarded_for: boo
 
 /// Rewrite a client's request head for the upstream, except the per-target
 /// parts (`Host`, `x-cutover-version`, set/remove headers).
+/// Returns the trace context the upstream will see.
 pub fn prepare_forward(
     headers: &mut HeaderMap,
     peer: SocketAddr,
     tls: bool,
     request_id: &HeaderValue,
-) {
+) -> TraceContext {
     strip_hop_by_hop(headers);
     strip_own(headers);
     // The body is already buffered and re-framed: the upstream gets a fresh
@@ -117,7 +118,7 @@ pub fn prepare_forward(
         headers.insert(X_FORWARDED_HOST.clone(), host);
     }
     headers.insert(X_REQUEST_ID.clone(), request_id.clone());
-    propagate_traceparent(headers);
+    propagate_traceparent(headers)
 }
 
 fn append_forwarded_for(headers: &mut HeaderMap, ip: IpAddr) {
@@ -135,39 +136,74 @@ fn append_forwarded_for(headers: &mut HeaderMap, ip: IpAddr) {
     }
 }
 
+/// The W3C trace context of one request as cutover forwards it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceContext {
+    pub trace_id: [u8; 16],
+    /// cutover's own span: the parent the upstream sees.
+    pub span_id: [u8; 8],
+    /// The caller's span, when it sent a valid `traceparent`.
+    pub parent_span_id: Option<[u8; 8]>,
+    pub sampled: bool,
+}
+
 /// W3C trace context: a valid `traceparent` keeps its trace id and flags
 /// and gets cutover's own span as the new parent; an invalid or absent one
 /// starts a new trace (and an orphaned `tracestate` is dropped).
-pub fn propagate_traceparent(headers: &mut HeaderMap) {
-    let mut out = [0u8; 55];
-    let span = rand::random::<u64>().max(1).to_be_bytes();
+pub fn propagate_traceparent(headers: &mut HeaderMap) -> TraceContext {
+    let span_id = rand::random::<u64>().max(1).to_be_bytes();
     let parsed = headers
         .get(&TRACEPARENT)
-        .and_then(|v| parse_traceparent(v.as_bytes()));
-    match parsed {
-        Some((trace_id, flags)) => {
-            out[..3].copy_from_slice(b"00-");
-            out[3..35].copy_from_slice(trace_id);
-            out[52..55].copy_from_slice(&[b'-', flags[0], flags[1]]);
-        }
+        .and_then(|v| parse_traceparent(v.as_bytes()))
+        .and_then(|(trace, parent, flags)| {
+            Some((unhex::<16>(trace)?, unhex::<8>(parent)?, unhex::<1>(flags)?))
+        });
+    let ctx = match parsed {
+        Some((trace_id, parent, flags)) => TraceContext {
+            trace_id,
+            span_id,
+            parent_span_id: Some(parent),
+            sampled: flags[0] & 1 == 1,
+        },
         None => {
             headers.remove(&TRACESTATE);
-            out[..3].copy_from_slice(b"00-");
-            let trace = rand::random::<u128>().max(1).to_be_bytes();
-            hex(&trace, &mut out[3..35]);
-            out[52..55].copy_from_slice(b"-01");
+            TraceContext {
+                trace_id: rand::random::<u128>().max(1).to_be_bytes(),
+                span_id,
+                parent_span_id: None,
+                sampled: true,
+            }
         }
+    };
+    let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    hex(&ctx.trace_id, &mut out[3..35]);
+    hex(&ctx.span_id, &mut out[36..52]);
+    match parsed {
+        Some((_, _, flags)) => hex(&flags, &mut out[53..55]),
+        None => out[53..55].copy_from_slice(b"01"),
     }
-    out[35] = b'-';
-    hex(&span, &mut out[36..52]);
     if let Ok(v) = HeaderValue::from_bytes(&out) {
         headers.insert(TRACEPARENT.clone(), v);
     }
+    ctx
 }
 
-/// `(trace_id, flags)` of a valid traceparent: version `00` is exactly
-/// 55 characters; later versions may append fields after the flags.
-fn parse_traceparent(v: &[u8]) -> Option<(&[u8], &[u8])> {
+fn unhex<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
+    let mut out = [0u8; N];
+    if s.len() != 2 * N {
+        return None;
+    }
+    for (i, pair) in s.chunks_exact(2).enumerate() {
+        let hi = (pair[0] as char).to_digit(16)?;
+        let lo = (pair[1] as char).to_digit(16)?;
+        out[i] = (hi * 16 + lo) as u8;
+    }
+    Some(out)
+}
+
+/// `(trace_id, parent_id, flags)` of a valid traceparent: version `00` is
+/// exactly 55 characters; later versions may append fields after the flags.
+fn parse_traceparent(v: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
     if v.len() < 55 || (v.len() > 55 && v[55] != b'-') {
         return None;
     }
@@ -188,7 +224,7 @@ fn parse_traceparent(v: &[u8]) -> Option<(&[u8], &[u8])> {
         && lower_hex(parent)
         && !all_zero(parent)
         && lower_hex(flags);
-    ok.then_some((trace, flags))
+    ok.then_some((trace, parent, flags))
 }
 
 /// Clean an upstream's response head for the client.

@@ -137,7 +137,13 @@ pub async fn handle(
     ex.key_hash = key_hash;
 
     // Phase: upstream request head (the per-target parts come per attempt).
-    headers::prepare_forward(&mut parts.headers, conn.peer, conn.tls, &ex.request_id);
+    let had_parent = parts.headers.contains_key(&headers::TRACEPARENT);
+    let trace = headers::prepare_forward(&mut parts.headers, conn.peer, conn.tls, &ex.request_id);
+    if ex.gateway().tracer.is_some() {
+        let parent_sampled =
+            (had_parent && trace.parent_span_id.is_some()).then_some(trace.sampled);
+        ex.trace(trace, parent_sampled);
+    }
 
     // Phase: attempts along the fallback chain, then the refusal.
     let version = &route.versions[version_index];
@@ -249,6 +255,7 @@ async fn attempt(
     *req.headers_mut() = headers;
 
     let slot = InFlight::new(&upstream.state);
+    let started = ex.tracing().then(std::time::SystemTime::now);
     ex.wait();
     let sent = tokio::time::timeout(
         upstream.config.header_timeout,
@@ -273,6 +280,9 @@ async fn attempt(
         Ok(Ok(response)) => (AttemptResult::Ok, Ok((response, slot))),
     };
     upstream.metrics.attempt(result);
+    if let Some(started) = started {
+        ex.record_attempt(&target.name, &upstream.name, started, result);
+    }
     outcome
 }
 

@@ -224,6 +224,10 @@ pub enum AttemptResult {
 }
 
 impl AttemptResult {
+    pub fn as_str(self) -> &'static str {
+        Self::LABELS[self as usize]
+    }
+
     const LABELS: [&'static str; 6] = [
         "ok",
         "failure_status",

@@ -9,6 +9,7 @@ pub mod feedback;
 pub mod float;
 pub mod metrics;
 pub mod names;
+pub mod otlp;
 pub mod usage;
 
 pub use access_log::{AccessLog, AccessRecord};

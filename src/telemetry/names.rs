@@ -15,6 +15,7 @@ pub const ROUTE_WEIGHT: &str = "cutover_route_weight";
 pub const OVERHEAD_SECONDS: &str = "cutover_overhead_seconds";
 pub const COST_USD_TOTAL_HELP: &str =
     "Cost in USD of the tokens each version used, from its configured per-million-token prices.";
+pub const TRACE_SPANS_DROPPED_TOTAL: &str = "cutover_trace_spans_dropped_total";
 pub const ACCESS_LOG_DROPPED_TOTAL: &str = "cutover_access_log_dropped_total";
 
 /// (name, help) for every metric, registered once at start.
