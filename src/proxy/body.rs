@@ -1,6 +1,7 @@
 //! Bodies: the bounded request-body reader, and `ProxyBody`, the response
 //! body that streams upstream frames through while observing them.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -55,9 +56,36 @@ pub async fn read_bounded(
     }
 }
 
+/// A committed upstream response body: the first frame (already read, to
+/// decide the commit point), then the rest of the stream, with an idle
+/// timer between frames.
+pub struct UpstreamStream {
+    first: Option<Frame<Bytes>>,
+    body: Incoming,
+    idle: Duration,
+    /// Armed lazily, on the first wait: a body that arrives whole never
+    /// touches the timer wheel.
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl UpstreamStream {
+    pub fn new(first: Option<Frame<Bytes>>, body: Incoming, idle: Duration) -> UpstreamStream {
+        UpstreamStream {
+            first,
+            body,
+            idle,
+            sleep: None,
+        }
+    }
+
+    fn ended(&self) -> bool {
+        self.first.is_none() && self.body.is_end_stream()
+    }
+}
+
 enum Inner {
     /// Streaming from an upstream.
-    Upstream(Incoming),
+    Upstream(Box<UpstreamStream>),
     /// A local answer (refusal, error), sent in one frame.
     Full(Option<Bytes>),
 }
@@ -71,9 +99,9 @@ pub struct ProxyBody {
 }
 
 impl ProxyBody {
-    pub fn upstream(body: Incoming, exchange: Exchange) -> ProxyBody {
+    pub fn upstream(stream: UpstreamStream, exchange: Exchange) -> ProxyBody {
         ProxyBody {
-            inner: Inner::Upstream(body),
+            inner: Inner::Upstream(Box::new(stream)),
             exchange: Some(exchange),
         }
     }
@@ -135,39 +163,77 @@ impl Body for ProxyBody {
                     Poll::Ready(None)
                 }
             },
-            Inner::Upstream(body) => match Pin::new(body).poll_frame(cx) {
-                Poll::Pending => Poll::Pending,
-                Poll::Ready(Some(Ok(frame))) => {
+            Inner::Upstream(stream) => {
+                if let Some(frame) = stream.first.take() {
                     if let (Some(data), Some(ex)) = (frame.data_ref(), &mut this.exchange) {
                         ex.on_data(data);
                     }
-                    Poll::Ready(Some(Ok(frame)))
+                    return Poll::Ready(Some(Ok(frame)));
                 }
-                Poll::Ready(Some(Err(e))) => {
-                    // Returning the error makes hyper end the client's stream
-                    // so that it cannot be taken as complete (h1: no final
-                    // chunk, connection closed; h2: RST_STREAM).
-                    this.finish(End::UpstreamError);
-                    Poll::Ready(Some(Err(Box::new(e))))
+                match Pin::new(&mut stream.body).poll_frame(cx) {
+                    Poll::Pending => {
+                        let idle = stream.idle;
+                        let sleep = stream
+                            .sleep
+                            .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                        if sleep.as_mut().poll(cx).is_ready() {
+                            // Silence past idle_timeout after commit: end the
+                            // client's stream so it cannot pass as complete.
+                            this.finish(End::IdleTimeout);
+                            return Poll::Ready(Some(Err("upstream idle timeout".into())));
+                        }
+                        Poll::Pending
+                    }
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let Some(sleep) = &mut stream.sleep {
+                            sleep
+                                .as_mut()
+                                .reset(tokio::time::Instant::now() + stream.idle);
+                        }
+                        if let (Some(data), Some(ex)) = (frame.data_ref(), &mut this.exchange) {
+                            ex.on_data(data);
+                        }
+                        Poll::Ready(Some(Ok(frame)))
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        // Returning the error makes hyper end the client's
+                        // stream so that it cannot be taken as complete (h1:
+                        // no final chunk, connection closed; h2: RST_STREAM).
+                        this.finish(End::UpstreamError);
+                        Poll::Ready(Some(Err(Box::new(e))))
+                    }
+                    Poll::Ready(None) => {
+                        this.finish(End::Complete);
+                        Poll::Ready(None)
+                    }
                 }
-                Poll::Ready(None) => {
-                    this.finish(End::Complete);
-                    Poll::Ready(None)
-                }
-            },
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.inner {
-            Inner::Upstream(b) => b.is_end_stream(),
+            Inner::Upstream(b) => b.ended(),
             Inner::Full(b) => b.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
-            Inner::Upstream(b) => b.size_hint(),
+            Inner::Upstream(b) => match &b.first {
+                None => b.body.size_hint(),
+                Some(first) => {
+                    // The first frame was already taken out of the body.
+                    let taken = first.data_ref().map_or(0, |d| d.len() as u64);
+                    let rest = b.body.size_hint();
+                    let mut hint = SizeHint::new();
+                    hint.set_lower(rest.lower() + taken);
+                    if let Some(upper) = rest.upper() {
+                        hint.set_upper(upper + taken);
+                    }
+                    hint
+                }
+            },
             Inner::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Inner::Full(None) => SizeHint::with_exact(0),
         }

@@ -45,6 +45,8 @@ pub enum End {
     Complete,
     /// The upstream's stream broke after the response was committed.
     UpstreamError,
+    /// The upstream fell silent for longer than its `idle_timeout`.
+    IdleTimeout,
     /// The client went away before the last byte.
     ClientAborted,
 }
@@ -54,6 +56,7 @@ impl End {
         match self {
             End::Complete => "complete",
             End::UpstreamError => "upstream_error",
+            End::IdleTimeout => "idle_timeout",
             End::ClientAborted => "client_aborted",
         }
     }
@@ -233,10 +236,14 @@ impl Exchange {
         let route = self.route.map(|i| &rt.routes[i]);
         let version = route.zip(self.version).map(|(r, v)| &r.versions[v]);
 
-        if end == End::UpstreamError
-            && let Responder::Upstream(u) = &self.responder
-        {
-            u.metrics.attempt(AttemptResult::StreamError);
+        // A committed attempt is counted when it ends: `ok` unless the
+        // upstream broke the stream (a client hanging up is not the
+        // upstream's failure).
+        if let Responder::Upstream(u) = &self.responder {
+            u.metrics.attempt(match end {
+                End::Complete | End::ClientAborted => AttemptResult::Ok,
+                End::UpstreamError | End::IdleTimeout => AttemptResult::StreamError,
+            });
         }
         let usage = self.usage.finish();
         let mut cost_usd = None;

@@ -7,10 +7,11 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body::Body as _;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
-use super::body::{BodyError, ProxyBody, read_bounded};
+use super::body::{BodyError, ProxyBody, UpstreamStream, read_bounded};
 use super::exchange::{Assignment, Exchange, Responder};
 use super::feedback;
 use super::headers::{self, X_CUTOVER_UPSTREAM, X_CUTOVER_VERSION, X_REQUEST_ID};
@@ -27,14 +28,6 @@ use crate::upstream::InFlight;
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub tls: bool,
-}
-
-/// Why a target attempt failed before the response was committed.
-#[derive(Debug)]
-enum AttemptError {
-    ConnectError,
-    Timeout,
-    FailureStatus,
 }
 
 pub async fn handle(
@@ -179,9 +172,9 @@ pub async fn handle(
             base_headers.clone().unwrap_or_default()
         };
         match attempt(&mut ex, target, &parts, attempt_headers, &body).await {
-            Ok((response, slot)) => {
+            Ok((head, stream, slot)) => {
                 ex.upstream_slot = Some(slot);
-                return respond(ex, route, target, response);
+                return respond(ex, route, target, head, stream);
             }
             Err(e) => {
                 tracing::debug!(target = %target.name, error = ?e, "attempt failed");
@@ -221,7 +214,7 @@ async fn attempt(
     parts: &Parts,
     mut headers: HeaderMap,
     body: &Bytes,
-) -> Result<(Response<Incoming>, InFlight), AttemptError> {
+) -> Result<(http::response::Parts, UpstreamStream, InFlight), AttemptResult> {
     let upstream = &target.upstream;
     for name in &upstream.config.remove_headers {
         headers.remove(name);
@@ -248,7 +241,7 @@ async fn attempt(
     };
     let uri = upstream
         .uri(parts.uri.path_and_query())
-        .map_err(|_| AttemptError::ConnectError)?;
+        .map_err(|_| AttemptResult::ConnectError)?;
     let mut req = Request::new(Full::new(body));
     *req.method_mut() = parts.method.clone();
     *req.uri_mut() = uri;
@@ -256,43 +249,69 @@ async fn attempt(
 
     let slot = InFlight::new(&upstream.state);
     let started = ex.tracing().then(std::time::SystemTime::now);
+    // One deadline covers the response head and the first body byte: the
+    // commit point (SPEC §5). Until then a failure can still fall back.
+    let deadline = tokio::time::Instant::now() + upstream.config.header_timeout;
     ex.wait();
-    let sent = tokio::time::timeout(
-        upstream.config.header_timeout,
-        upstream.state.client.request(req),
-    )
-    .await;
-    ex.work();
-    let (result, outcome) = match sent {
-        Err(_) => (AttemptResult::Timeout, Err(AttemptError::Timeout)),
-        Ok(Err(_)) => (AttemptResult::ConnectError, Err(AttemptError::ConnectError)),
+    let sent = tokio::time::timeout_at(deadline, upstream.state.client.request(req)).await;
+    let result = match sent {
+        Err(_) => Err(AttemptResult::Timeout),
+        Ok(Err(_)) => Err(AttemptResult::ConnectError),
         Ok(Ok(response))
             if upstream
                 .config
                 .failure_statuses
                 .contains(&response.status()) =>
         {
-            (
-                AttemptResult::FailureStatus,
-                Err(AttemptError::FailureStatus),
-            )
+            Err(AttemptResult::FailureStatus)
         }
-        Ok(Ok(response)) => (AttemptResult::Ok, Ok((response, slot))),
+        Ok(Ok(response)) => {
+            let (head, mut body) = response.into_parts();
+            if body.is_end_stream() {
+                Ok((
+                    head,
+                    UpstreamStream::new(None, body, upstream.config.idle_timeout),
+                ))
+            } else {
+                match tokio::time::timeout_at(deadline, body.frame()).await {
+                    Err(_) => Err(AttemptResult::Timeout),
+                    // Broke before its first byte: nothing reached the
+                    // client yet, so this falls back like any failure.
+                    Ok(Some(Err(_))) => Err(AttemptResult::StreamError),
+                    Ok(first) => Ok((
+                        head,
+                        UpstreamStream::new(
+                            first.and_then(Result::ok),
+                            body,
+                            upstream.config.idle_timeout,
+                        ),
+                    )),
+                }
+            }
+        }
     };
-    upstream.metrics.attempt(result);
+    ex.work();
     if let Some(started) = started {
-        ex.record_attempt(&target.name, &upstream.name, started, result);
+        let traced = result.as_ref().map_or_else(|r| *r, |_| AttemptResult::Ok);
+        ex.record_attempt(&target.name, &upstream.name, started, traced);
     }
-    outcome
+    match result {
+        // Counted when the stream ends (see `Exchange::finish`).
+        Ok((head, stream)) => Ok((head, stream, slot)),
+        Err(failed) => {
+            upstream.metrics.attempt(failed);
+            Err(failed)
+        }
+    }
 }
 
 fn respond(
     mut ex: Exchange,
     route: &Route,
     target: &Target,
-    response: Response<Incoming>,
+    mut parts: http::response::Parts,
+    stream: UpstreamStream,
 ) -> Response<ProxyBody> {
-    let (mut parts, body) = response.into_parts();
     let version = ex.version.map(|v| &route.versions[v]);
     if let Some(version) = version {
         // The upstream's own verdict on the task: counted, then stripped
@@ -327,7 +346,7 @@ fn respond(
     );
     ex.status = parts.status.as_u16();
     ex.responder = Responder::Upstream(Arc::clone(&target.upstream));
-    Response::from_parts(parts, ProxyBody::upstream(body, ex))
+    Response::from_parts(parts, ProxyBody::upstream(stream, ex))
 }
 
 fn refuse(
