@@ -60,12 +60,16 @@ pub fn run(args: Args) -> u8 {
 /// `http://host:port[/prefix]` → `http://host:port[/prefix]/status`. A bare
 /// `host:port` is taken as plain HTTP.
 fn status_url(admin: &str) -> Result<http::Uri, String> {
-    let admin = admin.trim().trim_end_matches('/');
-    let base = if admin.contains("://") {
+    let admin = admin.trim();
+    let mut base = if admin.contains("://") {
         admin.to_string()
     } else {
         format!("http://{admin}")
     };
+    // Trailing slashes only after the scheme's own `//`.
+    while base.ends_with('/') && base.len() > "http://".len() {
+        base.pop();
+    }
     if !base.starts_with("http://") {
         return Err("only http:// admin URLs are supported (the admin listener speaks plain HTTP); e.g. http://127.0.0.1:9901".into());
     }
@@ -295,6 +299,8 @@ mod tests {
         );
         assert!(u("https://127.0.0.1:9901").is_err());
         assert!(u("http://").is_err());
+        assert!(u("http:///").is_err());
+        assert!(u("").is_err());
     }
 
     #[test]
