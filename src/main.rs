@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         Command::Hash(args) => cutover::cli::hash::run(args),
         Command::MockBackend(args) => cutover::cli::mock_backend::run(args),
         Command::Demo(args) => cutover::cli::demo::run(args),
+        Command::Status(args) => cutover::cli::status::run(args),
     };
     ExitCode::from(code)
 }

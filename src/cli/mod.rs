@@ -12,6 +12,7 @@ pub mod demo;
 pub mod hash;
 pub mod mock_backend;
 pub mod serve;
+pub mod status;
 
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_USER: u8 = 1;
@@ -40,6 +41,8 @@ pub enum Command {
     MockBackend(mock_backend::Args),
     /// Start mock backends and the proxy on loopback and show what happens.
     Demo(demo::Args),
+    /// Show what a running proxy is doing (admin `GET /status`).
+    Status(status::Args),
 }
 
 /// `--config FILE`, defaulting to `$CUTOVER_CONFIG`, then `cutover.toml`.

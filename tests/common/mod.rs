@@ -364,4 +364,82 @@ pub async fn scrape(proxy: &Proxy) -> String {
         .text()
         .await
         .expect("text")
+/// Start a proxy from config text with a fake environment for `${VAR}` and
+/// `admin.token_env` (tests cannot set real env vars safely: other threads
+/// read them). Reloads read the real environment, so a config that needs
+/// the fake one cannot be reloaded.
+pub async fn start_proxy_with_env(toml: &str, env: &[(&str, &str)]) -> Proxy {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config_path = dir.path().join("cutover.toml");
+    std::fs::write(&config_path, toml).expect("write config");
+    let lookup = |name: &str| {
+        env.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| (*v).to_string())
+    };
+    let loaded = cutover::config::load_str(toml, &config_path, &lookup)
+        .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+    start_proxy_from_config(loaded.config, dir).await
+}
+
+/// Start a proxy from an already-loaded config whose `source` lives in
+/// `dir` (kept alive as long as the proxy). Listen addresses in the config
+/// are ignored: both listeners are bound on 127.0.0.1:0.
+pub async fn start_proxy_from_config(
+    config: cutover::config::Config,
+    dir: tempfile::TempDir,
+) -> Proxy {
+    let config_path = config.source.clone();
+    let traffic = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = traffic.local_addr().expect("addr");
+    let admin_addr = admin.local_addr().expect("addr");
+    let gateway = Gateway::new(config).expect("gateway");
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(cutover::server::run(
+        Arc::clone(&gateway),
+        traffic,
+        admin,
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    Proxy {
+        addr,
+        admin: admin_addr,
+        gateway,
+        config_path,
+        stop: Some(stop_tx),
+        task: Some(task),
+        _dir: dir,
+    }
+}
+
+/// Run the real binary to completion (off the async runtime's threads):
+/// (exit code, stdout, stderr).
+pub async fn run_binary(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cutover"));
+        cmd.args(&args).env_remove("CUTOVER_ADMIN_TOKEN");
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("run cutover");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .expect("join")
 }

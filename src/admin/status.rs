@@ -1,0 +1,257 @@
+//! The `GET /status` document: what the running proxy is doing, built from
+//! one `Runtime` snapshot so that routes, weights and the generation never
+//! come from two different configs.
+//!
+//! The shape is a contract (`cutover status` and operators' scripts read
+//! it); fields are added, never renamed or removed:
+//!
+//! ```json
+//! {
+//!   "generation": 2,
+//!   "loaded_at": "2025-01-01T12:00:00.000Z",
+//!   "last_reload_error": null,
+//!   "restart_required": [],
+//!   "draining": false,
+//!   "in_flight": 0,
+//!   "routes": [{
+//!     "name": "chat",
+//!     "match": {"path_prefix": "/v1/", "methods": ["POST"], "host": null, "headers": {}},
+//!     "sticky": ["header:x-user-id"],
+//!     "pin_header": "x-cutover-version",
+//!     "versions": [{
+//!       "name": "v1", "upstream": "a",
+//!       "weight": 90.0, "effective_weight": 90.0,
+//!       "deps": {"model": "gpt-4o"}
+//!     }],
+//!     "shadows": [{"name": "v3", "upstream": "c", "percent": 10.0,
+//!                  "max_in_flight": 64, "timeout_ms": 5000}],
+//!     "fallbacks": ["v1"],
+//!     "cache": {"ttl_ms": 60000, "vary": ["authorization"], "deterministic_only": true}
+//!   }],
+//!   "upstreams": [{"name": "a", "url": "http://10.0.0.1:8000", "in_flight": 0}]
+//! }
+//! ```
+//!
+//! - `loaded_at` and `last_reload_error.at` are RFC 3339 with milliseconds, UTC.
+//! - `last_reload_error` is `null` or `{"at": ..., "error": "..."}`; the next
+//!   successful reload clears it.
+//! - `weight` is the configured percent; `effective_weight` is the percent
+//!   the bucket table uses now (equal today; a rollout will move it).
+//! - `in_flight` at the top level counts requests on the traffic listener;
+//!   per upstream, attempts in flight to that upstream.
+//! - `cache` is `null` when the route does not cache.
+//! - The route salt is left out: it is a hashing detail, and knowing it
+//!   lets anyone pick keys that land on a chosen version.
+//!
+//! The same structs deserialize on the `cutover status` side; missing
+//! fields default, so an older or newer proxy still renders.
+
+use std::sync::atomic::Ordering;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{FallbackConfig, RouteConfig, StickySource};
+use crate::gateway::Gateway;
+use crate::runtime::{Route, Runtime};
+
+/// A shadow with no `max_in_flight` in its config runs with this many
+/// concurrent mirrored requests at most (see `ShadowConfig::max_in_flight`).
+pub const DEFAULT_SHADOW_MAX_IN_FLIGHT: usize = 64;
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Status {
+    pub generation: u64,
+    pub loaded_at: String,
+    pub last_reload_error: Option<ReloadErrorView>,
+    pub restart_required: Vec<String>,
+    pub draining: bool,
+    pub in_flight: usize,
+    pub routes: Vec<RouteView>,
+    pub upstreams: Vec<UpstreamView>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReloadErrorView {
+    pub at: String,
+    pub error: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RouteView {
+    pub name: String,
+    #[serde(rename = "match")]
+    pub matcher: MatchView,
+    pub sticky: Vec<String>,
+    pub pin_header: Option<String>,
+    pub versions: Vec<VersionView>,
+    pub shadows: Vec<ShadowView>,
+    pub fallbacks: Vec<String>,
+    pub cache: Option<CacheView>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MatchView {
+    pub path_prefix: String,
+    /// Empty: any method.
+    pub methods: Vec<String>,
+    pub host: Option<String>,
+    /// Header name → the exact value it must have.
+    pub headers: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct VersionView {
+    pub name: String,
+    pub upstream: String,
+    /// Configured percent.
+    pub weight: f64,
+    /// Percent in force.
+    pub effective_weight: f64,
+    pub deps: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ShadowView {
+    pub name: String,
+    pub upstream: String,
+    pub percent: f64,
+    pub max_in_flight: usize,
+    pub timeout_ms: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CacheView {
+    pub ttl_ms: u64,
+    pub vary: Vec<String>,
+    pub deterministic_only: bool,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UpstreamView {
+    pub name: String,
+    pub url: String,
+    pub in_flight: usize,
+}
+
+/// Build the document. Reads one snapshot and a few atomics; the only lock
+/// is the control-plane `reload_state` mutex, never taken by requests.
+pub fn build(gateway: &Gateway) -> Status {
+    let rt = gateway.runtime.load_full();
+    let reload = gateway.reload_state();
+    Status {
+        generation: rt.generation,
+        loaded_at: rfc3339(rt.loaded_at),
+        last_reload_error: reload.last_error.map(|e| ReloadErrorView {
+            at: rfc3339(e.at),
+            error: e.error,
+        }),
+        restart_required: reload.restart_required,
+        draining: gateway.is_draining(),
+        in_flight: gateway.in_flight.load(Ordering::Relaxed),
+        routes: rt
+            .config
+            .routes
+            .iter()
+            .map(|r| route_view(&rt, r))
+            .collect(),
+        upstreams: rt
+            .upstreams
+            .iter()
+            .map(|u| UpstreamView {
+                name: u.name.to_string(),
+                url: u.config.url.raw.clone(),
+                in_flight: u.state.in_flight(),
+            })
+            .collect(),
+    }
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+fn route_view(rt: &Runtime, r: &RouteConfig) -> RouteView {
+    // Runtime routes are compiled from `config.routes` in order; look them
+    // up by name anyway so a future reordering cannot mix two routes up.
+    let compiled: Option<&Route> = rt.routes.iter().find(|c| *c.name == *r.name);
+    RouteView {
+        name: r.name.clone(),
+        matcher: MatchView {
+            path_prefix: r.matcher.path_prefix.clone(),
+            methods: r.matcher.methods.iter().map(|m| m.to_string()).collect(),
+            host: r.matcher.host.clone(),
+            headers: r
+                .matcher
+                .headers
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.clone().into()))
+                .collect(),
+        },
+        sticky: r.sticky.iter().map(sticky).collect(),
+        pin_header: r.pin_header.as_ref().map(|h| h.to_string()),
+        versions: r
+            .versions
+            .iter()
+            .map(|v| {
+                let effective = compiled
+                    .and_then(|c| {
+                        c.versions
+                            .iter()
+                            .find(|cv| *cv.target.name == *v.target.name)
+                    })
+                    .map_or(v.weight, |cv| cv.weight);
+                VersionView {
+                    name: v.target.name.clone(),
+                    upstream: v.target.upstream.clone(),
+                    weight: v.weight.percent(),
+                    effective_weight: effective.percent(),
+                    deps: v.target.deps.clone(),
+                }
+            })
+            .collect(),
+        shadows: r
+            .shadows
+            .iter()
+            .map(|s| ShadowView {
+                name: s.target.name.clone(),
+                upstream: s.target.upstream.clone(),
+                percent: s.percent.percent(),
+                max_in_flight: s.max_in_flight.unwrap_or(DEFAULT_SHADOW_MAX_IN_FLIGHT),
+                timeout_ms: millis(s.timeout),
+            })
+            .collect(),
+        fallbacks: r
+            .fallbacks
+            .iter()
+            .map(|f| FallbackConfig::name(f).to_string())
+            .collect(),
+        cache: r.cache.as_ref().map(|c| CacheView {
+            ttl_ms: millis(c.ttl),
+            vary: c.vary.iter().map(|h| h.to_string()).collect(),
+            deterministic_only: c.deterministic_only,
+        }),
+    }
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The config syntax of a sticky source (`header:x-user-id`).
+pub fn sticky(s: &StickySource) -> String {
+    match s {
+        StickySource::Header(h) => format!("header:{h}"),
+        StickySource::Cookie(c) => format!("cookie:{c}"),
+        StickySource::Query(q) => format!("query:{q}"),
+        StickySource::ClientIp => "client_ip".to_string(),
+    }
+}
