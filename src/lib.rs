@@ -4,7 +4,8 @@
 //!
 //! * control plane: [`config`] (load, validate) → [`runtime`] (compile into
 //!   an immutable snapshot) held by [`gateway`], which swaps it atomically;
-//!   [`admin`] serves health, readiness and metrics on its own listener.
+//!   [`admin`] serves health, readiness, metrics, `/status` and `/reload` on
+//!   its own listener; [`reload`] watches the file and SIGHUP.
 //! * data plane: [`server`] (listeners, TLS, shutdown) → [`proxy`] (the
 //!   request pipeline) using [`routing`] (route, sticky key, split),
 //!   [`upstream`] (pooled clients per upstream), [`resilience`] (refusal)

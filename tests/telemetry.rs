@@ -458,3 +458,27 @@ async fn access_log_lines_explain_each_request_without_secrets() {
     assert!(!out.contains("query-secret"), "query string logged");
     assert!(!out.contains("hello there"), "request body logged");
 }
+
+#[tokio::test]
+async fn every_exposed_metric_has_help_and_type() {
+    let a = healthy_backend("a").await;
+    let proxy = start_proxy(&priced("helped", &a.url())).await;
+    let _ = client()
+        .post(format!("{}/v1/chat/completions", proxy.url()))
+        .body(CHAT)
+        .send()
+        .await
+        .expect("response");
+    let m = scrape(&proxy).await;
+    let typed: Vec<&str> = m
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next())
+        .collect();
+    assert!(typed.len() >= 10, "{m}");
+    for name in typed {
+        assert!(
+            m.contains(&format!("# HELP {name} ")),
+            "{name} has no HELP text"
+        );
+    }
+}

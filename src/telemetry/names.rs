@@ -18,7 +18,8 @@ pub const COST_USD_TOTAL_HELP: &str =
 pub const TRACE_SPANS_DROPPED_TOTAL: &str = "cutover_trace_spans_dropped_total";
 pub const ACCESS_LOG_DROPPED_TOTAL: &str = "cutover_access_log_dropped_total";
 
-/// (name, help) for every metric, registered once at start.
+/// (name, help) for every metric, registered once at start. A test checks
+/// that every series `/metrics` exposes has HELP text.
 pub const DESCRIPTIONS: &[(&str, &str)] = &[
     (
         REQUESTS_TOTAL,
@@ -45,12 +46,36 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
         "Polite refusals served, by route and reason (exhausted, overload).",
     ),
     (
+        TOKENS_TOTAL,
+        "Tokens reported in response usage blocks, by route, version and kind (input, output).",
+    ),
+    (
+        OUTCOMES_TOTAL,
+        "Task outcomes (success, failure) by route and version, from the upstream's x-cutover-outcome header or client feedback.",
+    ),
+    (
+        ROUTE_WEIGHT,
+        "Effective traffic share of each version, in percent.",
+    ),
+    (
+        OVERHEAD_SECONDS,
+        "Time spent in cutover itself per request, waits on the client and upstreams excluded.",
+    ),
+    (
+        CONFIG_RELOADS_TOTAL,
+        "Config reload attempts by result (ok, error); a rejected config leaves the running one in place.",
+    ),
+    (
         CONFIG_GENERATION,
         "Generation of the config in force; increases by one on every successful reload.",
     ),
     (
         ACCESS_LOG_DROPPED_TOTAL,
         "Access-log lines dropped because the writer fell behind (the proxy never blocks on logging).",
+    ),
+    (
+        TRACE_SPANS_DROPPED_TOTAL,
+        "Trace spans dropped because the OTLP export queue was full (export never blocks requests).",
     ),
 ];
 

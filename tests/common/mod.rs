@@ -364,6 +364,8 @@ pub async fn scrape(proxy: &Proxy) -> String {
         .text()
         .await
         .expect("text")
+}
+
 /// Start a proxy from config text with a fake environment for `${VAR}` and
 /// `admin.token_env` (tests cannot set real env vars safely: other threads
 /// read them). Reloads read the real environment, so a config that needs
