@@ -4,7 +4,9 @@
 //!
 //! * control plane: [`config`] (load, validate) → [`runtime`] (compile into
 //!   an immutable snapshot) held by [`gateway`], which swaps it atomically;
-//!   [`admin`] serves health, readiness and metrics on its own listener.
+//!   [`admin`] serves health, readiness and metrics on its own listener;
+//!   [`reload`] watches the config file and SIGHUP and asks the gateway to
+//!   reload.
 //! * data plane: [`server`] (listeners, TLS, shutdown) → [`proxy`] (the
 //!   request pipeline) using [`routing`] (route, sticky key, split),
 //!   [`upstream`] (pooled clients per upstream), [`resilience`] (refusal)
@@ -18,6 +20,7 @@ pub mod config;
 pub mod gateway;
 pub mod mock;
 pub mod proxy;
+pub mod reload;
 pub mod resilience;
 pub mod routing;
 pub mod runtime;
