@@ -5,7 +5,8 @@
 //! * control plane: [`config`] (load, validate) → [`runtime`] (compile into
 //!   an immutable snapshot) held by [`gateway`], which swaps it atomically;
 //!   [`admin`] serves health, readiness, metrics, `/status` and `/reload` on
-//!   its own listener; [`reload`] watches the file and SIGHUP.
+//!   its own listener; [`reload`] watches the config file and SIGHUP and
+//!   asks the gateway to reload.
 //! * data plane: [`server`] (listeners, TLS, shutdown) → [`proxy`] (the
 //!   request pipeline) using [`routing`] (route, sticky key, split),
 //!   [`upstream`] (pooled clients per upstream), [`resilience`] (refusal)
@@ -19,6 +20,7 @@ pub mod config;
 pub mod gateway;
 pub mod mock;
 pub mod proxy;
+pub mod reload;
 pub mod resilience;
 pub mod routing;
 pub mod runtime;

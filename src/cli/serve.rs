@@ -1,15 +1,23 @@
-//! `cutover serve`: run the proxy until SIGTERM or SIGINT.
+//! `cutover serve`: run the proxy until SIGTERM or SIGINT, reloading the
+//! config when its file changes or on SIGHUP.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use crate::cli::ConfigArg;
 use crate::config::{self, Config, LogFormat};
 use crate::gateway::Gateway;
+use crate::reload;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
     pub config: ConfigArg,
+
+    /// Do not watch the config file; reload only on SIGHUP or POST /reload
+    /// (e.g. where file events are not delivered, as on some network mounts).
+    #[arg(long, env = "CUTOVER_NO_WATCH")]
+    pub no_watch: bool,
 }
 
 pub fn run(args: Args) -> u8 {
@@ -43,7 +51,11 @@ pub fn run(args: Args) -> u8 {
             return super::EXIT_USER;
         }
     };
-    match runtime.block_on(serve(config, shutdown_signal())) {
+    let reload = reload::Options {
+        watch_file: !args.no_watch,
+        ..reload::Options::default()
+    };
+    match runtime.block_on(serve_with(config, reload, shutdown_signal())) {
         Ok(()) => super::EXIT_OK,
         Err(e) => {
             eprintln!("error: {e}");
@@ -52,8 +64,19 @@ pub fn run(args: Args) -> u8 {
     }
 }
 
-/// Bind both listeners and serve until `shutdown`.
+/// Bind both listeners and serve until `shutdown`, reloading with the
+/// default [`reload::Options`].
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), String> {
+    serve_with(config, reload::Options::default(), shutdown).await
+}
+
+/// Bind both listeners and serve until `shutdown`; the reloader runs
+/// alongside and stops when shutdown begins.
+pub async fn serve_with(
+    config: Config,
+    reload: reload::Options,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
     let listen = config.server.listen;
     let admin_listen = config.admin.listen;
     let traffic = tokio::net::TcpListener::bind(listen)
@@ -64,9 +87,22 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         .map_err(|e| format!("admin.listen {admin_listen}: {e}"))?;
     let gateway = Gateway::new(config)?;
     tracing::info!(%listen, admin = %admin_listen, generation = gateway.generation(), "cutover serving");
-    crate::server::run(gateway, traffic, admin, shutdown)
-        .await
-        .map_err(|e| e.to_string())
+
+    // One shutdown future, two listeners: the server polls the original and
+    // the reloader hears about it through this channel (or its drop).
+    let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
+    let reloader = reload::spawn_with(Arc::clone(&gateway), reload, async move {
+        let _ = stopping.wait_for(|s| *s).await;
+    });
+    // Once traffic is accepted, a change to the file is not missed.
+    reloader.ready().await;
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stopping_tx.send(true);
+    };
+    let served = crate::server::run(gateway, traffic, admin, shutdown).await;
+    reloader.join().await;
+    served.map_err(|e| e.to_string())
 }
 
 /// `CUTOVER_WORKERS` overrides `server.workers`; 0 means one per core.

@@ -17,6 +17,9 @@ pub struct Proxy {
     pub admin: SocketAddr,
     pub gateway: Arc<Gateway>,
     pub config_path: PathBuf,
+    /// The file watcher and SIGHUP handler, when started
+    /// (`start_proxy_watching`, `Proxy::watch`). Dropped with the proxy.
+    pub reloader: Option<cutover::reload::Reloader>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
     _dir: tempfile::TempDir,
@@ -38,8 +41,23 @@ impl Proxy {
         self.gateway.reload().await.expect("reload")
     }
 
+    /// Start reloading on file changes and SIGHUP, as `cutover serve` does.
+    /// Returns once the watch is in place.
+    pub async fn watch(&mut self, options: cutover::reload::Options) {
+        let reloader =
+            cutover::reload::spawn_with(Arc::clone(&self.gateway), options, std::future::pending());
+        reloader.ready().await;
+        self.reloader = Some(reloader);
+    }
+
+    /// The running reloader's counters.
+    pub fn reload_stats(&self) -> &cutover::reload::Stats {
+        self.reloader.as_ref().expect("watching").stats()
+    }
+
     /// Trigger graceful shutdown and wait for it.
     pub async fn shutdown(mut self) {
+        self.reloader = None;
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -70,6 +88,20 @@ pub async fn start_proxy(toml: &str) -> Proxy {
     let dir = tempfile::tempdir().expect("tempdir");
     let config_path = dir.path().join("cutover.toml");
     std::fs::write(&config_path, toml).expect("write config");
+    start_proxy_from(dir, config_path).await
+}
+
+/// `start_proxy`, then watch the config file (default reload options).
+pub async fn start_proxy_watching(toml: &str) -> Proxy {
+    let mut proxy = start_proxy(toml).await;
+    proxy.watch(cutover::reload::Options::default()).await;
+    proxy
+}
+
+/// Start a proxy from a config file already laid out in `dir` (e.g. a
+/// symlink, as a Kubernetes ConfigMap mounts it). Listen addresses in the
+/// file are ignored.
+pub async fn start_proxy_from(dir: tempfile::TempDir, config_path: PathBuf) -> Proxy {
     let loaded =
         cutover::config::load(&config_path).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
     let traffic = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -95,6 +127,7 @@ pub async fn start_proxy(toml: &str) -> Proxy {
         admin: admin_addr,
         gateway,
         config_path,
+        reloader: None,
         stop: Some(stop_tx),
         task: Some(task),
         _dir: dir,

@@ -1,0 +1,509 @@
+//! Hot reload (SPEC §8) through real files and real sockets: the file
+//! watcher (editor rename, in-place write, Kubernetes ConfigMap swap, a
+//! swapped directory), debounce, SIGHUP to the real binary, invalid files,
+//! restart-only keys, and no failed request under reload.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use cutover::mock::MockArgs;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// The version that served one request.
+async fn version_at(c: &reqwest::Client, base: &str) -> String {
+    let resp = c
+        .post(format!("{base}/v1/chat/completions"))
+        .body(CHAT)
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(resp.status(), 200);
+    resp.headers()["x-cutover-version"]
+        .to_str()
+        .expect("ascii")
+        .to_string()
+}
+
+/// Whether the next few requests are all served by `version`.
+async fn all_on(c: &reqwest::Client, base: &str, version: &str) -> bool {
+    for _ in 0..5 {
+        if version_at(c, base).await != version {
+            return false;
+        }
+    }
+    true
+}
+
+/// An editor's save: write a temp file beside the config, rename it over.
+fn write_and_rename(path: &Path, text: &str) {
+    let tmp = path.with_file_name(".cutover.toml.swp");
+    std::fs::write(&tmp, text).expect("write temp");
+    std::fs::rename(&tmp, path).expect("rename");
+}
+
+/// A directory name as kubelet makes them (`..` + UTC time + random).
+fn timestamped(n: u32) -> String {
+    format!("..2026_11_25_16_{n:02}_00.{:09}", 100_000_000 + n)
+}
+
+/// Lay out `dir` as kubelet mounts a ConfigMap: `cutover.toml` →
+/// `..data/cutover.toml`, `..data` → `..<timestamp>`.
+fn configmap_create(dir: &Path, text: &str) -> PathBuf {
+    let data = timestamped(0);
+    std::fs::create_dir(dir.join(&data)).expect("mkdir");
+    std::fs::write(dir.join(&data).join("cutover.toml"), text).expect("write");
+    std::os::unix::fs::symlink(&data, dir.join("..data")).expect("..data");
+    std::os::unix::fs::symlink("..data/cutover.toml", dir.join("cutover.toml")).expect("link");
+    dir.join("cutover.toml")
+}
+
+/// Update as kubelet does (atomic_writer.go): a new timestamped dir, the
+/// file in it, a `..data_tmp` symlink renamed over `..data`, the old dir
+/// removed.
+fn configmap_update(dir: &Path, n: u32, text: &str) {
+    let old = std::fs::read_link(dir.join("..data")).expect("readlink");
+    let data = timestamped(n);
+    std::fs::create_dir(dir.join(&data)).expect("mkdir");
+    std::fs::write(dir.join(&data).join("cutover.toml"), text).expect("write");
+    std::os::unix::fs::symlink(&data, dir.join("..data_tmp")).expect("..data_tmp");
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).expect("swap");
+    std::fs::remove_dir_all(dir.join(old)).expect("remove old");
+}
+
+/// Replace the two `127.0.0.1:0` listen addresses (server, then admin).
+fn with_listen(toml: &str, server: u16, admin: u16) -> String {
+    toml.replacen(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{server}\""),
+        1,
+    )
+    .replacen(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{admin}\""),
+        1,
+    )
+}
+
+#[tokio::test]
+async fn an_editors_write_and_rename_is_reloaded() {
+    let a = healthy_backend("a").await;
+    let b = healthy_backend("b").await;
+    let proxy = start_proxy_watching(&two_versions(&a.url(), &b.url(), 100.0, 0.0, "")).await;
+    let c = client();
+    assert!(all_on(&c, &proxy.url(), "v1").await);
+    let before = proxy.gateway.generation();
+
+    write_and_rename(
+        &proxy.config_path,
+        &two_versions(&a.url(), &b.url(), 0.0, 100.0, ""),
+    );
+    assert!(eventually(WAIT, || proxy.gateway.generation() > before).await);
+    assert!(all_on(&c, &proxy.url(), "v2").await);
+    // The temp file's events and the rename are one burst: one reload.
+    assert_eq!(proxy.gateway.generation(), before + 1);
+    assert_eq!(proxy.reload_stats().file_reloads(), 1);
+}
+
+#[tokio::test]
+async fn an_in_place_write_is_reloaded() {
+    let a = healthy_backend("a").await;
+    let b = healthy_backend("b").await;
+    let proxy = start_proxy_watching(&two_versions(&a.url(), &b.url(), 100.0, 0.0, "")).await;
+    let c = client();
+    assert!(all_on(&c, &proxy.url(), "v1").await);
+    let before = proxy.gateway.generation();
+
+    std::fs::write(
+        &proxy.config_path,
+        two_versions(&a.url(), &b.url(), 0.0, 100.0, ""),
+    )
+    .expect("write");
+    assert!(eventually(WAIT, || proxy.gateway.generation() > before).await);
+    assert!(all_on(&c, &proxy.url(), "v2").await);
+    assert_eq!(proxy.gateway.generation(), before + 1);
+}
+
+#[tokio::test]
+async fn a_kubernetes_configmap_symlink_swap_is_reloaded() {
+    let a = healthy_backend("a").await;
+    let b = healthy_backend("b").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = configmap_create(
+        dir.path(),
+        &two_versions(&a.url(), &b.url(), 100.0, 0.0, ""),
+    );
+    let mut proxy = start_proxy_from(dir, path).await;
+    proxy.watch(cutover::reload::Options::default()).await;
+    let root = proxy.config_path.parent().expect("dir").to_path_buf();
+    let c = client();
+    assert!(all_on(&c, &proxy.url(), "v1").await);
+
+    // Twice: the second update proves the watch survived the first swap
+    // (and the removal of the directory the file resolved to).
+    for (n, (w1, w2, want)) in [(0.0, 100.0, "v2"), (100.0, 0.0, "v1")].iter().enumerate() {
+        let before = proxy.gateway.generation();
+        let n = u32::try_from(n).expect("small") + 1;
+        configmap_update(&root, n, &two_versions(&a.url(), &b.url(), *w1, *w2, ""));
+        assert!(
+            eventually(WAIT, || proxy.gateway.generation() > before).await,
+            "update {n} not reloaded"
+        );
+        assert!(all_on(&c, &proxy.url(), want).await);
+        assert!(proxy.gateway.reload_state().last_error.is_none());
+    }
+}
+
+#[tokio::test]
+async fn a_swapped_config_directory_is_followed() {
+    // `conf` is a symlink to a directory, swapped to another (as some
+    // deploy tools do); the watch must move to the new directory.
+    let a = healthy_backend("a").await;
+    let b = healthy_backend("b").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().to_path_buf();
+    for (name, w1, w2) in [("conf.1", 100.0, 0.0), ("conf.2", 0.0, 100.0)] {
+        std::fs::create_dir(root.join(name)).expect("mkdir");
+        std::fs::write(
+            root.join(name).join("cutover.toml"),
+            two_versions(&a.url(), &b.url(), w1, w2, ""),
+        )
+        .expect("write");
+    }
+    std::os::unix::fs::symlink("conf.1", root.join("conf")).expect("link");
+    let mut proxy = start_proxy_from(dir, root.join("conf").join("cutover.toml")).await;
+    proxy.watch(cutover::reload::Options::default()).await;
+    let c = client();
+    assert!(all_on(&c, &proxy.url(), "v1").await);
+
+    let before = proxy.gateway.generation();
+    std::os::unix::fs::symlink("conf.2", root.join("conf.tmp")).expect("link");
+    std::fs::rename(root.join("conf.tmp"), root.join("conf")).expect("swap");
+    assert!(eventually(WAIT, || proxy.gateway.generation() > before).await);
+    assert!(all_on(&c, &proxy.url(), "v2").await);
+
+    // An in-place write in the new directory is seen: the watch moved.
+    let before = proxy.gateway.generation();
+    std::fs::write(
+        root.join("conf.2").join("cutover.toml"),
+        two_versions(&a.url(), &b.url(), 100.0, 0.0, ""),
+    )
+    .expect("write");
+    assert!(eventually(WAIT, || proxy.gateway.generation() > before).await);
+    assert!(all_on(&c, &proxy.url(), "v1").await);
+    assert!(proxy.reload_stats().rewatches() >= 1);
+}
+
+#[tokio::test]
+async fn touching_the_file_without_changing_it_does_not_reload() {
+    let a = healthy_backend("a").await;
+    let b = healthy_backend("b").await;
+    let proxy = start_proxy_watching(&two_versions(&a.url(), &b.url(), 100.0, 0.0, "")).await;
+    let before = proxy.gateway.generation();
+
+    let file = std::fs::File::options()
+        .append(true)
+        .open(&proxy.config_path)
+        .expect("open");
+    file.set_modified(std::time::SystemTime::now())
+        .expect("touch");
+    drop(file);
+    // Also the same bytes written again.
+    let same = std::fs::read(&proxy.config_path).expect("read");
+    std::fs::write(&proxy.config_path, same).expect("write");
+
+    assert!(eventually(WAIT, || proxy.reload_stats().unchanged() >= 1).await);
+    assert_eq!(proxy.gateway.generation(), before);
+    assert_eq!(proxy.reload_stats().file_reloads(), 0);
+}
+
+#[tokio::test]
+async fn rapid_writes_are_debounced_into_few_reloads() {
+    let a = healthy_backend("a").await;
+    let b = healthy_backend("b").await;
+    let proxy = start_proxy_watching(&two_versions(&a.url(), &b.url(), 100.0, 0.0, "")).await;
+    let before = proxy.gateway.generation();
+
+    for i in 0..10u32 {
+        let (w1, w2) = if i % 2 == 0 {
+            (0.0, 100.0)
+        } else {
+            (100.0, 0.0)
+        };
+        let text = format!(
+            "# write {i}\n{}",
+            two_versions(&a.url(), &b.url(), w1, w2, "")
+        );
+        std::fs::write(&proxy.config_path, text).expect("write");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The last write (i = 9) is 100/0: wait until it is what runs.
+    let last = std::fs::read(&proxy.config_path).expect("read");
+    assert!(
+        eventually(WAIT, || {
+            proxy.gateway.generation() > before
+                && proxy.reload_stats().checks() > proxy.reload_stats().unsettled()
+        })
+        .await
+    );
+    let c = client();
+    assert!(all_on(&c, &proxy.url(), "v1").await);
+    assert_eq!(std::fs::read(&proxy.config_path).expect("read"), last);
+    let reloads = proxy.gateway.generation() - before;
+    assert!(reloads <= 2, "{reloads} reloads for 10 writes");
+}
+
+#[tokio::test]
+async fn an_invalid_file_changes_nothing_until_a_valid_one_arrives() {
+    let a = healthy_backend("a").await;
+    let b = healthy_backend("b").await;
+    let proxy = start_proxy_watching(&two_versions(&a.url(), &b.url(), 100.0, 0.0, "")).await;
+    let c = client();
+    let before = proxy.gateway.generation();
+
+    // Weights that do not sum to 100.
+    write_and_rename(
+        &proxy.config_path,
+        &two_versions(&a.url(), &b.url(), 10.0, 100.0, ""),
+    );
+    assert!(eventually(WAIT, || proxy.gateway.reload_state().last_error.is_some()).await);
+    let error = proxy
+        .gateway
+        .reload_state()
+        .last_error
+        .expect("error")
+        .error;
+    assert!(error.contains("weights sum to 110"), "{error}");
+    assert_eq!(proxy.gateway.generation(), before);
+    assert!(all_on(&c, &proxy.url(), "v1").await);
+
+    // A syntax error is rejected the same way.
+    std::fs::write(&proxy.config_path, "[[routes]\nname = ").expect("write");
+    assert!(
+        eventually(WAIT, || proxy
+            .gateway
+            .reload_state()
+            .last_error
+            .is_some_and(|e| e.error.contains("TOML syntax error")))
+        .await
+    );
+    assert!(all_on(&c, &proxy.url(), "v1").await);
+
+    write_and_rename(
+        &proxy.config_path,
+        &two_versions(&a.url(), &b.url(), 0.0, 100.0, ""),
+    );
+    assert!(eventually(WAIT, || proxy.gateway.reload_state().last_error.is_none()).await);
+    assert_eq!(proxy.gateway.generation(), before + 1);
+    assert!(all_on(&c, &proxy.url(), "v2").await);
+}
+
+#[tokio::test]
+async fn a_changed_listen_address_is_reported_as_needing_a_restart() {
+    let a = healthy_backend("a").await;
+    let b = healthy_backend("b").await;
+    let proxy = start_proxy_watching(&two_versions(&a.url(), &b.url(), 100.0, 0.0, "")).await;
+    let before = proxy.gateway.generation();
+
+    let moved = with_listen(
+        &two_versions(&a.url(), &b.url(), 0.0, 100.0, ""),
+        free_port(),
+        0,
+    );
+    write_and_rename(&proxy.config_path, &moved);
+    assert!(
+        eventually(WAIT, || proxy
+            .gateway
+            .reload_state()
+            .restart_required
+            .iter()
+            .any(|k| k == "server.listen"))
+        .await
+    );
+    // Everything else took effect, on the listener already bound.
+    assert_eq!(proxy.gateway.generation(), before + 1);
+    assert!(all_on(&client(), &proxy.url(), "v2").await);
+}
+
+#[tokio::test]
+async fn no_request_fails_while_the_file_is_rewritten_under_load() {
+    let a = healthy_backend("a").await;
+    let b = healthy_backend("b").await;
+    let proxy = start_proxy_watching(&two_versions(&a.url(), &b.url(), 100.0, 0.0, "")).await;
+    let before = proxy.gateway.generation();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let mut loops = Vec::new();
+    for i in 0..8 {
+        let (stop, ok, url) = (Arc::clone(&stop), Arc::clone(&ok), proxy.url());
+        loops.push(tokio::spawn(async move {
+            let c = client();
+            let mut failures = Vec::new();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let req = c
+                    .post(format!("{url}/v1/chat/completions"))
+                    .header("x-user-id", format!("user-{i}-{n}"))
+                    .body(CHAT);
+                match req.send().await {
+                    Ok(r) if r.status() == 200 => match r.bytes().await {
+                        Ok(_) => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => failures.push(format!("body: {e}")),
+                    },
+                    Ok(r) => failures.push(format!("status {}", r.status())),
+                    Err(e) => failures.push(format!("send: {e}")),
+                }
+            }
+            failures
+        }));
+    }
+
+    let started = Instant::now();
+    for i in 1..=20u64 {
+        let (w1, w2) = if i % 2 == 1 {
+            (0.0, 100.0)
+        } else {
+            (100.0, 0.0)
+        };
+        let text = two_versions(&a.url(), &b.url(), w1, w2, "");
+        // Both ways a file gets replaced.
+        if i % 3 == 0 {
+            std::fs::write(&proxy.config_path, text).expect("write");
+        } else {
+            write_and_rename(&proxy.config_path, &text);
+        }
+        assert!(
+            eventually(WAIT, || proxy.gateway.generation() >= before + i).await,
+            "rewrite {i} not reloaded"
+        );
+    }
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let mut failures = Vec::new();
+    for l in loops {
+        failures.extend(l.await.expect("client loop"));
+    }
+    assert!(failures.is_empty(), "failed requests: {failures:?}");
+    assert_eq!(proxy.gateway.generation(), before + 20);
+    assert!(proxy.gateway.reload_state().last_error.is_none());
+    let served = ok.load(Ordering::Relaxed);
+    assert!(served > 100, "only {served} requests in {elapsed:?}");
+    assert!(a.stats().requests() > 0 && b.stats().requests() > 0);
+}
+
+#[tokio::test]
+async fn a_stream_started_before_a_reload_finishes_on_its_old_upstream() {
+    let slow = backend(MockArgs {
+        name: "slow".into(),
+        chunks: 8,
+        chunk_delay: Duration::from_millis(150),
+        ..MockArgs::new(loopback0())
+    })
+    .await;
+    let other = healthy_backend("other").await;
+    let proxy =
+        start_proxy_watching(&two_versions(&slow.url(), &other.url(), 100.0, 0.0, "")).await;
+    let c = client();
+    let before = proxy.gateway.generation();
+
+    let mut stream = c
+        .post(format!("{}/v1/chat/completions", proxy.url()))
+        .body(CHAT_STREAM)
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(stream.status(), 200);
+    assert_eq!(stream.headers()["x-mock-name"], "slow");
+    let mut body = Vec::new();
+    body.extend_from_slice(&stream.chunk().await.expect("chunk").expect("first chunk"));
+
+    // Point v1's upstream at the other backend while the stream runs.
+    write_and_rename(
+        &proxy.config_path,
+        &two_versions(&other.url(), &other.url(), 100.0, 0.0, ""),
+    );
+    assert!(eventually(WAIT, || proxy.gateway.generation() > before).await);
+    let fresh = c
+        .post(format!("{}/v1/chat/completions", proxy.url()))
+        .body(CHAT)
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(fresh.headers()["x-mock-name"], "other");
+
+    // The old stream still has chunks to come, from the old upstream.
+    let mut after_reload = 0;
+    while let Some(chunk) = stream.chunk().await.expect("stream chunk") {
+        after_reload += 1;
+        body.extend_from_slice(&chunk);
+    }
+    let text = String::from_utf8(body).expect("utf-8");
+    assert!(after_reload > 0, "the stream ended before the reload");
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    assert_eq!(slow.stats().requests(), 1);
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_real_binary() {
+    let a = healthy_backend("a").await;
+    let b = healthy_backend("b").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("cutover.toml");
+    let (port, admin) = (free_port(), free_port());
+    let config = |w1, w2| with_listen(&two_versions(&a.url(), &b.url(), w1, w2, ""), port, admin);
+    std::fs::write(&path, config(100.0, 0.0)).expect("write");
+    let path_arg = path.to_str().expect("utf-8 path");
+    // Without the file watcher, only SIGHUP can reload.
+    let bin = Binary::spawn(&["serve", "-c", path_arg, "--no-watch"], &[]);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    assert!(wait_listening(addr, WAIT).await, "binary did not listen");
+    let base = format!("http://{addr}");
+    let c = client();
+    assert!(all_on(&c, &base, "v1").await);
+
+    std::fs::write(&path, config(0.0, 100.0)).expect("write");
+    assert!(all_on(&c, &base, "v1").await, "reloaded without SIGHUP");
+    bin.signal("HUP");
+    assert!(
+        eventually_async(WAIT, || async { version_at(&c, &base).await == "v2" }).await,
+        "SIGHUP did not reload"
+    );
+    assert!(all_on(&c, &base, "v2").await);
+}
+
+#[tokio::test]
+async fn the_real_binary_reloads_when_its_file_changes() {
+    let a = healthy_backend("a").await;
+    let b = healthy_backend("b").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("cutover.toml");
+    let (port, admin) = (free_port(), free_port());
+    let config = |w1, w2| with_listen(&two_versions(&a.url(), &b.url(), w1, w2, ""), port, admin);
+    std::fs::write(&path, config(100.0, 0.0)).expect("write");
+    let mut bin = Binary::spawn(&["serve", "-c", path.to_str().expect("utf-8 path")], &[]);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    assert!(wait_listening(addr, WAIT).await, "binary did not listen");
+    let base = format!("http://{addr}");
+    let c = client();
+    assert!(all_on(&c, &base, "v1").await);
+
+    write_and_rename(&path, &config(0.0, 100.0));
+    assert!(
+        eventually_async(WAIT, || async { version_at(&c, &base).await == "v2" }).await,
+        "file change did not reload"
+    );
+
+    // The reloader stops with the server.
+    bin.signal("TERM");
+    let status = bin.wait_timeout(WAIT).expect("exited after SIGTERM");
+    assert!(status.success(), "{status:?}");
+}
