@@ -450,6 +450,7 @@ pub async fn start_proxy_from_config(
         config_path,
         stop: Some(stop_tx),
         task: Some(task),
+        reloader: None,
         _dir: dir,
     }
 }
