@@ -561,7 +561,10 @@ impl Inner {
         }
         let (requests, failures) = self.window.totals(now);
         let min = u64::from(self.cfg.min_requests).max(1);
-        requests >= min && failures as f64 >= self.cfg.failure_rate * requests as f64
+        // Division, not `failures >= rate * requests`: both sides are then
+        // the double nearest an exact ratio, so 7 of 100 reaches 0.07
+        // (while 0.07 * 100.0 == 7.000000000000001).
+        requests >= min && failures as f64 / requests as f64 >= self.cfg.failure_rate
     }
 
     fn open(&mut self, now: Instant) {
@@ -746,6 +749,43 @@ mod tests {
         let s = b.status();
         assert_eq!(s.state, BreakerState::Closed);
         assert_eq!((s.window_requests, s.window_failures), (10, 4));
+    }
+
+    #[test]
+    fn the_rate_threshold_is_exact_for_decimal_rates() {
+        // (rate, requests, failures that reach it exactly). With
+        // `failures >= rate * requests` the first three never opened:
+        // 0.07 * 100.0 == 7.000000000000001.
+        for (rate, requests, at) in [
+            (0.07, 100u32, 7u32),
+            (0.14, 50, 7),
+            (0.28, 25, 7),
+            (0.3, 10, 3),
+            (0.5, 10, 5),
+            (1.0, 10, 10),
+        ] {
+            for (failures, opens) in [(at, true), (at - 1, false)] {
+                let (b, _) = breaker(
+                    BreakerConfig {
+                        failure_rate: rate,
+                        min_requests: requests,
+                        ..rate_cfg()
+                    },
+                    1000,
+                );
+                for _ in 0..requests - failures {
+                    succeed(&b);
+                }
+                for _ in 0..failures {
+                    fail(&b);
+                }
+                assert_eq!(
+                    b.state() == BreakerState::Open,
+                    opens,
+                    "{failures} of {requests} at rate {rate}"
+                );
+            }
+        }
     }
 
     #[test]
