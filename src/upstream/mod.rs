@@ -2,6 +2,7 @@
 //! (connection pool, in-flight gauge; breakers come with the resilience
 //! work), kept in a registry keyed by name and url.
 
+pub mod breaker;
 mod client;
 mod registry;
 
