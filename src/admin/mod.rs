@@ -163,6 +163,12 @@ async fn route(gateway: &Gateway, req: Request<Incoming>) -> Response<ProxyBody>
             }
         }
         Endpoint::Metrics => {
+            // Breaker states move with time (open -> half-open) as well as
+            // with traffic: read them at scrape time.
+            for u in gateway.runtime.load().upstreams.iter() {
+                metrics::gauge!(crate::telemetry::names::BREAKER_STATE, "upstream" => u.name.to_string())
+                    .set(f64::from(u.state.breaker.state().as_gauge()));
+            }
             let mut r = Response::new(ProxyBody::plain(Bytes::from(crate::telemetry::render(
                 &gateway.prometheus,
             ))));

@@ -28,7 +28,10 @@
 //!     "fallbacks": ["v1"],
 //!     "cache": {"ttl_ms": 60000, "vary": ["authorization"], "deterministic_only": true}
 //!   }],
-//!   "upstreams": [{"name": "a", "url": "http://10.0.0.1:8000", "in_flight": 0}]
+//!   "upstreams": [{"name": "a", "url": "http://10.0.0.1:8000", "in_flight": 0,
+//!                  "breaker": {"state": "closed", "consecutive_failures": 0,
+//!                              "window_requests": 12, "window_failures": 1,
+//!                              "half_open_in_ms": null, "max_in_flight": 512}}]
 //! }
 //! ```
 //!
@@ -40,6 +43,9 @@
 //! - `in_flight` at the top level counts requests on the traffic listener;
 //!   per upstream, attempts in flight to that upstream.
 //! - `cache` is `null` when the route does not cache.
+//! - `breaker.state` is `closed`, `half-open` or `open`; `half_open_in_ms`
+//!   is set only while open (when it will let probes through); the window
+//!   counts are over the breaker's sliding `window`.
 //! - The route salt is left out: it is a hashing detail, and knowing it
 //!   lets anyone pick keys that land on a chosen version.
 //!
@@ -140,6 +146,18 @@ pub struct UpstreamView {
     pub name: String,
     pub url: String,
     pub in_flight: usize,
+    pub breaker: BreakerView,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BreakerView {
+    pub state: String,
+    pub consecutive_failures: u32,
+    pub window_requests: u64,
+    pub window_failures: u64,
+    pub half_open_in_ms: Option<u64>,
+    pub max_in_flight: usize,
 }
 
 /// Build the document. Reads one snapshot and a few atomics; the only lock
@@ -166,10 +184,21 @@ pub fn build(gateway: &Gateway) -> Status {
         upstreams: rt
             .upstreams
             .iter()
-            .map(|u| UpstreamView {
-                name: u.name.to_string(),
-                url: u.config.url.raw.clone(),
-                in_flight: u.state.in_flight(),
+            .map(|u| {
+                let b = u.state.breaker.status();
+                UpstreamView {
+                    name: u.name.to_string(),
+                    url: u.config.url.raw.clone(),
+                    in_flight: b.in_flight,
+                    breaker: BreakerView {
+                        state: b.state.as_str().to_string(),
+                        consecutive_failures: b.consecutive_failures,
+                        window_requests: b.window_requests,
+                        window_failures: b.window_failures,
+                        half_open_in_ms: b.half_open_in.map(|d| d.as_millis() as u64),
+                        max_in_flight: b.max_in_flight,
+                    },
+                }
             })
             .collect(),
     }

@@ -188,10 +188,22 @@ pub fn render(s: &Status, url: &http::Uri) -> String {
     }
     let width = s.upstreams.iter().map(|u| u.name.len()).max().unwrap_or(0);
     for u in &s.upstreams {
+        let b = &u.breaker;
+        let half_open = b
+            .half_open_in_ms
+            .map(|ms| format!(", half-open in {:.1}s", ms as f64 / 1000.0))
+            .unwrap_or_default();
         let _ = writeln!(
             o,
-            "  {:width$}  {}  in flight {}",
-            u.name, u.url, u.in_flight
+            "  {:width$}  {}  in flight {}/{}  breaker {} ({} in a row, {}/{} failed in window{half_open})",
+            u.name,
+            u.url,
+            u.in_flight,
+            b.max_in_flight,
+            if b.state.is_empty() { "?" } else { &b.state },
+            b.consecutive_failures,
+            b.window_failures,
+            b.window_requests,
         );
     }
     o

@@ -19,7 +19,7 @@ use crate::gateway::Gateway;
 use crate::runtime::{Runtime, Upstream};
 use crate::telemetry::otlp::Span;
 use crate::telemetry::{AccessRecord, AttemptResult, UsageScanner};
-use crate::upstream::InFlight;
+use crate::upstream::Permit;
 
 /// How a request assigned its version (SPEC §3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,8 +91,9 @@ pub struct Exchange {
     bytes: u64,
     /// Holds a slot of `server.max_in_flight`.
     admitted: bool,
-    /// Holds a slot of the responding upstream's in-flight count.
-    pub upstream_slot: Option<InFlight>,
+    /// The responding upstream's breaker permit: already judged at the
+    /// commit point, it holds the in-flight slot until the stream ends.
+    pub upstream_slot: Option<Permit>,
     /// Reads token usage from the response as it streams.
     pub usage: UsageScanner,
     /// Time spent in cutover itself so far, and when the current stretch

@@ -21,7 +21,7 @@ use crate::gateway::Gateway;
 use crate::routing::{self, matcher};
 use crate::runtime::{Route, Target};
 use crate::telemetry::{AttemptResult, Outcome, OutcomeSource, RefusalReason, UsageScanner, names};
-use crate::upstream::InFlight;
+use crate::upstream::Permit;
 
 /// What the listener knows about a connection.
 #[derive(Clone, Copy, Debug)]
@@ -214,7 +214,7 @@ async fn attempt(
     parts: &Parts,
     mut headers: HeaderMap,
     body: &Bytes,
-) -> Result<(http::response::Parts, UpstreamStream, InFlight), AttemptResult> {
+) -> Result<(http::response::Parts, UpstreamStream, Permit), AttemptResult> {
     let upstream = &target.upstream;
     for name in &upstream.config.remove_headers {
         headers.remove(name);
@@ -247,7 +247,16 @@ async fn attempt(
     *req.uri_mut() = uri;
     *req.headers_mut() = headers;
 
-    let slot = InFlight::new(&upstream.state);
+    // The breaker admits the attempt or refuses it at once (open, probes
+    // taken, max_in_flight): a refusal is a failed attempt that falls back
+    // without touching the upstream, and is not reported to the breaker.
+    let mut permit = match upstream.state.breaker.try_acquire() {
+        Ok(p) => p,
+        Err(_) => {
+            upstream.metrics.attempt(AttemptResult::Rejected);
+            return Err(AttemptResult::Rejected);
+        }
+    };
     let started = ex.tracing().then(std::time::SystemTime::now);
     // One deadline covers the response head and the first body byte: the
     // commit point (SPEC §5). Until then a failure can still fall back.
@@ -296,9 +305,14 @@ async fn attempt(
         ex.record_attempt(&target.name, &upstream.name, started, traced);
     }
     match result {
-        // Counted when the stream ends (see `Exchange::finish`).
-        Ok((head, stream)) => Ok((head, stream, slot)),
+        // Judged healthy at the commit point; counted in metrics when the
+        // stream ends (see `Exchange::finish`).
+        Ok((head, stream)) => {
+            permit.record_success();
+            Ok((head, stream, permit))
+        }
         Err(failed) => {
+            permit.failure();
             upstream.metrics.attempt(failed);
             Err(failed)
         }

@@ -6,6 +6,7 @@ pub const TIME_TO_FIRST_BYTE_SECONDS: &str = "cutover_time_to_first_byte_seconds
 pub const UPSTREAM_REQUESTS_TOTAL: &str = "cutover_upstream_requests_total";
 pub const FALLBACKS_TOTAL: &str = "cutover_fallbacks_total";
 pub const REFUSALS_TOTAL: &str = "cutover_refusals_total";
+pub const BREAKER_STATE: &str = "cutover_breaker_state";
 pub const CONFIG_GENERATION: &str = "cutover_config_generation";
 pub const CONFIG_RELOADS_TOTAL: &str = "cutover_config_reloads_total";
 pub const TOKENS_TOTAL: &str = "cutover_tokens_total";

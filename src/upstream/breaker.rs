@@ -400,9 +400,17 @@ impl Permit {
 
     /// The upstream answered well.
     pub fn success(mut self) {
-        self.reported = true;
-        self.breaker
-            .report(self.epoch, self.probe, Outcome::Success);
+        self.record_success();
+    }
+
+    /// Report success now but keep the in-flight slot until the permit
+    /// drops: the proxy judges an upstream at the commit point (first body
+    /// byte) while its stream may run for minutes, and `max_in_flight`
+    /// must count that stream. A second report is ignored.
+    pub fn record_success(&mut self) {
+        if !std::mem::replace(&mut self.reported, true) {
+            self.breaker.report(self.epoch, self.probe, Outcome::Success);
+        }
     }
 
     /// The upstream failed: connect error, header timeout, a failure status,

@@ -1,47 +1,35 @@
 //! The registry of long-lived upstream state.
 //!
-//! A reload builds a new `Runtime`, but connection pools and (later) breakers
-//! must not be lost with it: they live here, keyed by upstream name, and are
-//! reused while the url is unchanged. A changed url starts fresh.
+//! A reload builds a new `Runtime`, but connection pools and breakers must
+//! not be lost with it: they live here, keyed by upstream name. While the
+//! url is unchanged the breaker (state, streak, window) carries over with
+//! the new thresholds, and so does the pool unless `connect_timeout`
+//! changed (it is baked into the connector). A changed url starts fresh.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::config::UpstreamConfig;
 
+use super::breaker::Breaker;
 use super::client::{UpstreamClient, build_client};
 
 /// What survives a reload for one upstream.
 pub struct UpstreamState {
     /// The url this state was built for.
     pub url: String,
-    /// Baked into the client's connector: a change rebuilds the pool.
-    connect_timeout: std::time::Duration,
+    connect_timeout: Duration,
+    /// Cheap to clone: clones share one connection pool.
     pub client: UpstreamClient,
-    /// Requests currently in flight to this upstream.
-    pub in_flight: AtomicUsize,
+    /// Shared by every route; also counts and caps requests in flight.
+    pub breaker: Arc<Breaker>,
 }
 
 impl UpstreamState {
+    /// Requests in flight to this upstream (streams included).
     pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
-    }
-}
-
-/// RAII in-flight count for one upstream attempt.
-pub struct InFlight(Arc<UpstreamState>);
-
-impl InFlight {
-    pub fn new(state: &Arc<UpstreamState>) -> InFlight {
-        state.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(Arc::clone(state))
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.breaker.in_flight()
     }
 }
 
@@ -67,15 +55,27 @@ impl UpstreamRegistry {
         let mut next = HashMap::with_capacity(upstreams.len());
         let mut out = Vec::with_capacity(upstreams.len());
         for u in upstreams {
+            let fresh_client = || build_client(u).map_err(|e| format!("upstreams {}: {e}", u.name));
             let state = match states.get(&u.name) {
-                Some(s) if s.url == u.url.raw && s.connect_timeout == u.connect_timeout => {
-                    Arc::clone(s)
+                Some(old) if old.url == u.url.raw => {
+                    old.breaker.set_config(u.breaker.clone(), u.max_in_flight);
+                    let client = if old.connect_timeout == u.connect_timeout {
+                        old.client.clone()
+                    } else {
+                        fresh_client()?
+                    };
+                    Arc::new(UpstreamState {
+                        url: u.url.raw.clone(),
+                        connect_timeout: u.connect_timeout,
+                        client,
+                        breaker: Arc::clone(&old.breaker),
+                    })
                 }
                 _ => Arc::new(UpstreamState {
                     url: u.url.raw.clone(),
                     connect_timeout: u.connect_timeout,
-                    client: build_client(u).map_err(|e| format!("upstreams {}: {e}", u.name))?,
-                    in_flight: AtomicUsize::new(0),
+                    client: fresh_client()?,
+                    breaker: Arc::new(Breaker::new(u.breaker.clone(), u.max_in_flight)),
                 }),
             };
             next.insert(u.name.clone(), Arc::clone(&state));
