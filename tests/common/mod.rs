@@ -479,3 +479,19 @@ pub async fn run_binary(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, St
     .await
     .expect("join")
 }
+/// Wait until one Prometheus sample reaches `want` (metrics are recorded
+/// when a request's stream ends, which can be just after the client read
+/// its last byte); panics with the last value and the whole scrape if not.
+pub async fn wait_metric(proxy: &Proxy, name: &str, labels: &[(&str, &str)], want: f64) {
+    let reached = eventually_async(Duration::from_secs(3), || async {
+        metric(&scrape(proxy).await, name, labels) == Some(want)
+    })
+    .await;
+    if !reached {
+        let text = scrape(proxy).await;
+        panic!(
+            "{name}{labels:?} = {:?}, want {want}\n{text}",
+            metric(&text, name, labels)
+        );
+    }
+}
