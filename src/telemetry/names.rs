@@ -78,6 +78,10 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
         TRACE_SPANS_DROPPED_TOTAL,
         "Trace spans dropped because the OTLP export queue was full (export never blocks requests).",
     ),
+    (
+        BREAKER_STATE,
+        "Circuit breaker state per upstream: 0 closed, 1 half-open, 2 open.",
+    ),
 ];
 
 /// Histogram buckets for LLM latencies: a few ms (cache hits, refusals) to

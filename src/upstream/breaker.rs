@@ -409,7 +409,8 @@ impl Permit {
     /// must count that stream. A second report is ignored.
     pub fn record_success(&mut self) {
         if !std::mem::replace(&mut self.reported, true) {
-            self.breaker.report(self.epoch, self.probe, Outcome::Success);
+            self.breaker
+                .report(self.epoch, self.probe, Outcome::Success);
         }
     }
 

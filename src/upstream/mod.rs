@@ -6,6 +6,6 @@ pub mod breaker;
 mod client;
 mod registry;
 
-pub use client::{UpstreamClient, UpstreamRequestBody, build_client, tls_client_config};
 pub use breaker::{Breaker, BreakerState, Permit, Rejection};
+pub use client::{UpstreamClient, UpstreamRequestBody, build_client, tls_client_config};
 pub use registry::{UpstreamRegistry, UpstreamState};
