@@ -138,7 +138,7 @@ impl BreakerState {
     pub fn as_str(self) -> &'static str {
         match self {
             BreakerState::Closed => "closed",
-            BreakerState::HalfOpen => "half_open",
+            BreakerState::HalfOpen => "half-open",
             BreakerState::Open => "open",
         }
     }
