@@ -11,9 +11,9 @@ use http::{HeaderValue, Method, Response, StatusCode, header};
 use hyper::body::Incoming;
 use serde::Deserialize;
 
-use super::body::{BodyError, ProxyBody, read_bounded};
+use super::body::{ProxyBody, read_bounded};
 use super::exchange::{Exchange, Responder};
-use super::service::local;
+use super::service::{local, reject_body};
 use crate::telemetry::feedback::FeedbackError;
 use crate::telemetry::{Outcome, OutcomeSource};
 
@@ -44,22 +44,7 @@ pub async fn handle(mut ex: Exchange, parts: Parts, body: Incoming) -> Response<
     ex.work();
     let body = match body {
         Ok(b) => b,
-        Err(BodyError::TooLarge) => {
-            return local(
-                ex,
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                "feedback bodies are at most 64 KiB",
-            );
-        }
-        Err(_) => {
-            return local(
-                ex,
-                StatusCode::BAD_REQUEST,
-                "bad_body",
-                "the feedback body could not be read",
-            );
-        }
+        Err(e) => return reject_body(ex, e, "feedback bodies are at most 64 KiB"),
     };
     let Ok(feedback) = serde_json::from_slice::<Feedback>(&body) else {
         return local(

@@ -41,7 +41,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             .get_all(header::CONNECTION)
             .iter()
             .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-            .filter_map(|token| HeaderName::from_bytes(trim(token)).ok())
+            .filter_map(|token| HeaderName::from_bytes(token.trim_ascii()).ok())
             .collect();
         for name in named {
             headers.remove(name);
@@ -254,18 +254,6 @@ fn hex(bytes: &[u8], out: &mut [u8]) {
         out[2 * i] = DIGITS[usize::from(b >> 4)];
         out[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
     }
-}
-
-fn trim(b: &[u8]) -> &[u8] {
-    let start = b
-        .iter()
-        .position(|c| !c.is_ascii_whitespace())
-        .unwrap_or(b.len());
-    let end = b
-        .iter()
-        .rposition(|c| !c.is_ascii_whitespace())
-        .map_or(start, |e| e + 1);
-    &b[start..end]
 }
 
 #[cfg(test)]

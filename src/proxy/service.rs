@@ -96,30 +96,7 @@ pub async fn handle(
     ex.work();
     let body = match body {
         Ok(b) => b,
-        Err(BodyError::TooLarge) => {
-            return local(
-                ex,
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                "the request body exceeds server.max_body",
-            );
-        }
-        Err(BodyError::TimedOut) => {
-            return local(
-                ex,
-                StatusCode::REQUEST_TIMEOUT,
-                "body_timeout",
-                "the request body did not arrive in time",
-            );
-        }
-        Err(BodyError::Client(_)) => {
-            return local(
-                ex,
-                StatusCode::BAD_REQUEST,
-                "bad_body",
-                "the request body could not be read",
-            );
-        }
+        Err(e) => return reject_body(ex, e, "the request body exceeds server.max_body"),
     };
 
     // Phase: assignment.
@@ -391,6 +368,32 @@ fn refuse(
     let body = rendered.body;
     *response.body_mut() = ProxyBody::full(body, ex);
     response
+}
+
+/// The answer to a request body that could not be taken: 413 past the
+/// limit (`too_large` says which), 408 when it did not arrive in time, 400
+/// when it broke off.
+pub(super) fn reject_body(ex: Exchange, error: BodyError, too_large: &str) -> Response<ProxyBody> {
+    match error {
+        BodyError::TooLarge => local(
+            ex,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            too_large,
+        ),
+        BodyError::TimedOut => local(
+            ex,
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            "the request body did not arrive in time",
+        ),
+        BodyError::Client(_) => local(
+            ex,
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            "the request body could not be read",
+        ),
+    }
 }
 
 /// A JSON error answered by cutover itself.

@@ -68,11 +68,11 @@ pub fn sticky_key<'a>(
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
     for value in headers.get_all(http::header::COOKIE) {
         for pair in value.as_bytes().split(|&b| b == b';') {
-            let pair = trim(pair);
+            let pair = pair.trim_ascii();
             if let Some(eq) = pair.iter().position(|&b| b == b'=')
                 && &pair[..eq] == name.as_bytes()
             {
-                let v = trim(&pair[eq + 1..]);
+                let v = pair[eq + 1..].trim_ascii();
                 if !v.is_empty() {
                     return Some(v);
                 }
@@ -87,18 +87,6 @@ fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a [u8]> {
         let (k, v) = pair.split_once('=')?;
         (k == name && !v.is_empty()).then_some(v.as_bytes())
     })
-}
-
-fn trim(b: &[u8]) -> &[u8] {
-    let start = b
-        .iter()
-        .position(|c| !c.is_ascii_whitespace())
-        .unwrap_or(b.len());
-    let end = b
-        .iter()
-        .rposition(|c| !c.is_ascii_whitespace())
-        .map_or(start, |e| e + 1);
-    &b[start..end]
 }
 
 #[cfg(test)]
