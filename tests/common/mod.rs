@@ -104,34 +104,10 @@ pub async fn start_proxy_watching(toml: &str) -> Proxy {
 pub async fn start_proxy_from(dir: tempfile::TempDir, config_path: PathBuf) -> Proxy {
     let loaded =
         cutover::config::load(&config_path).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
-    let traffic = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = traffic.local_addr().expect("addr");
-    let admin_addr = admin.local_addr().expect("addr");
-    let gateway = Gateway::new(loaded.config).expect("gateway");
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(cutover::server::run(
-        Arc::clone(&gateway),
-        traffic,
-        admin,
-        async move {
-            let _ = stop_rx.await;
-        },
-    ));
-    Proxy {
-        addr,
-        admin: admin_addr,
-        gateway,
-        config_path,
-        reloader: None,
-        stop: Some(stop_tx),
-        task: Some(task),
-        _dir: dir,
-    }
+    let mut proxy = start_proxy_from_config(loaded.config, dir).await;
+    // The path as the test laid it out (a symlink stays a symlink).
+    proxy.config_path = config_path;
+    proxy
 }
 
 /// A healthy mock that answers at once.
