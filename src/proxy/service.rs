@@ -123,7 +123,12 @@ pub async fn handle(
             .iter()
             .filter(|f| f.name != version.target.name),
     );
-    let remaining = 1 + route.fallbacks.len();
+    // Attempts in the chain (the chosen version is never its own fallback).
+    let remaining = 1 + route
+        .fallbacks
+        .iter()
+        .filter(|f| f.name != version.target.name)
+        .count();
     let mut base_headers = Some(std::mem::take(&mut parts.headers));
     let mut previous: Option<&Target> = None;
     for (i, target) in chain.enumerate() {
