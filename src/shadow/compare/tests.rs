@@ -356,7 +356,7 @@ fn json_body_is_parsed_whole_across_frames() {
     // +json types and a missing content type are read as JSON; others not.
     let one = Bytes::from_static(b"{\"a\":1}");
     assert_eq!(
-        capture("application/problem+json", &[one.clone()]),
+        capture("application/problem+json", std::slice::from_ref(&one)),
         Some(json!({"a": 1}))
     );
     let mut c = Capture::for_content_type(None);
