@@ -110,6 +110,9 @@ fn numbers_compare_by_value_and_keys_in_any_order() {
     assert!(!json_eq(&a, &c));
     assert!(!json_eq(&json!(-1), &json!(u64::MAX)));
     assert!(!json_eq(&json!("1"), &json!(1)));
+    assert!(!json_eq(&json!([1]), &json!([1, 2])));
+    assert!(!json_eq(&json!({"a": 1}), &json!({"a": 1, "b": 2})));
+    assert!(!json_eq(&json!({"a": 1, "b": 2}), &json!({"a": 1})));
     assert_eq!(verdicts(&[""], Some(&a), Some(&b)), [Verdict::Match]);
 }
 
@@ -323,6 +326,9 @@ fn multi_line_data_is_joined_and_a_missing_done_is_tolerated() {
     let body = "data: {\"choices\":[{\"index\":0,\ndata: \"delta\":{\"content\":\"a\"}}]}\n\n";
     let doc = capture(SSE, &[Bytes::from_static(body.as_bytes())]).unwrap();
     assert_eq!(doc["choices"][0]["message"]["content"], "a");
+    // Joined with "\n", not glued: `1` and `2` do not become `12`.
+    let body = "data: {\"choices\":[],\"created\":1\ndata: 2}\n\n";
+    assert_eq!(capture(SSE, &[Bytes::from_static(body.as_bytes())]), None);
 }
 
 #[test]
