@@ -25,5 +25,6 @@ pub mod resilience;
 pub mod routing;
 pub mod runtime;
 pub mod server;
+pub mod shadow;
 pub mod telemetry;
 pub mod upstream;
