@@ -72,6 +72,7 @@
 //! different answers, and clients of one application send one content type,
 //! so it costs no hits in practice.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use http::header::CACHE_CONTROL;
@@ -355,7 +356,7 @@ struct Canon<'a> {
     temperature: Option<Vec<u8>>,
 }
 
-impl Canon<'_> {
+impl<'a> Canon<'a> {
     fn peek(&self) -> Result<u8, NotJson> {
         self.src.get(self.pos).copied().ok_or(NotJson)
     }
@@ -451,15 +452,27 @@ impl Canon<'_> {
         Ok(n)
     }
 
-    /// Parses a string and returns its decoded UTF-8 bytes.
-    fn string(&mut self) -> Result<Vec<u8>, NotJson> {
+    /// Parses a string and returns its decoded UTF-8 bytes, borrowed from
+    /// the input when it has no escapes (the common case).
+    fn string(&mut self) -> Result<Cow<'a, [u8]>, NotJson> {
         if self.next()? != b'"' {
             return Err(NotJson);
         }
-        let mut s = Vec::new();
+        let src = self.src;
+        let start = self.pos;
+        let plain = src[start..]
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+            .ok_or(NotJson)?;
+        if src[start + plain] == b'"' {
+            self.pos = start + plain + 1;
+            return Ok(Cow::Borrowed(&src[start..start + plain]));
+        }
+        self.pos = start + plain;
+        let mut s = src[start..start + plain].to_vec();
         loop {
             match self.next()? {
-                b'"' => return Ok(s),
+                b'"' => return Ok(Cow::Owned(s)),
                 b'\\' => {
                     let c = match self.next()? {
                         b'"' => '"',
@@ -533,7 +546,7 @@ impl Canon<'_> {
         // Members are written to the tail of `out` as they come, then the
         // tail is taken off and rewritten in sorted order.
         let start = self.out.len();
-        let mut members: Vec<(Vec<u8>, std::ops::Range<usize>)> = Vec::new();
+        let mut members: Vec<(Cow<'a, [u8]>, std::ops::Range<usize>)> = Vec::new();
         self.ws();
         if self.peek()? == b'}' {
             self.pos += 1;
@@ -550,7 +563,7 @@ impl Canon<'_> {
             let vstart = self.out.len();
             self.value(depth)?;
             let range = vstart - start..self.out.len() - start;
-            if depth == 1 && key == b"temperature" {
+            if depth == 1 && *key == *b"temperature" {
                 self.temperature = Some(self.out[vstart..].to_vec());
             }
             members.push((key, range));
