@@ -15,6 +15,7 @@
 //! [`mock`] is the fake agent backend used by the demo, tests and benches.
 
 pub mod admin;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod gateway;
