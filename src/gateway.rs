@@ -182,12 +182,12 @@ fn restart_required(running: &Config, next: &Config) -> Vec<String> {
     if running.server.workers != next.server.workers {
         keys.push("server.workers".to_string());
     }
-    let tls = |c: &Config| {
+    fn tls(c: &Config) -> Option<(&[u8], &[u8])> {
         c.server
             .tls
             .as_ref()
-            .map(|t| (t.cert_pem.clone(), t.key_pem.clone()))
-    };
+            .map(|t| (t.cert_pem.as_slice(), t.key_pem.as_slice()))
+    }
     if tls(running) != tls(next) {
         keys.push("server.tls".to_string());
     }

@@ -232,8 +232,7 @@ impl Exchange {
         self.wait();
         // A client gone before any status was sent: nginx's 499.
         let status = if self.status == 0 { 499 } else { self.status };
-        let rt = Arc::clone(&self.rt);
-        let rt = &*rt;
+        let rt = &*self.rt;
         let route = self.route.map(|i| &rt.routes[i]);
         let version = route.zip(self.version).map(|(r, v)| &r.versions[v]);
 

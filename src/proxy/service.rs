@@ -46,6 +46,9 @@ pub async fn handle(
         parts.uri.clone(),
     );
 
+    // Second line of defence: on HTTP/1 hyper and `server::Sniffed` already
+    // refuse these heads; this catches any other path (HTTP/2, a future
+    // listener) for the price of two header lookups.
     if headers::ambiguous_framing(&parts.headers) {
         return local(
             ex,

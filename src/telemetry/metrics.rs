@@ -5,7 +5,7 @@
 //! (route, version) gets its handles when a `Runtime` is compiled, and a
 //! request only touches atomics.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use metrics::{Counter, Histogram, Label};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -68,8 +68,6 @@ impl StatusClass {
 
 /// Handles for one (route, version).
 pub struct VersionMetrics {
-    pub route: Arc<str>,
-    pub version: Arc<str>,
     requests: [Counter; 5],
     pub duration: Histogram,
     pub ttfb: Histogram,
@@ -125,8 +123,6 @@ impl VersionMetrics {
             )
         };
         VersionMetrics {
-            route: route.into(),
-            version: version.into(),
             requests,
             duration: metrics::histogram!(names::REQUEST_DURATION_SECONDS, base.to_vec()),
             ttfb: metrics::histogram!(names::TIME_TO_FIRST_BYTE_SECONDS, base.to_vec()),
