@@ -9,9 +9,12 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::task::TaskTracker;
 
+use crate::cache::ResponseCache;
 use crate::config::{self, Config};
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, Shared};
+use crate::shadow::ShadowStates;
 use crate::telemetry::feedback::FeedbackIndex;
 use crate::telemetry::otlp::Exporter;
 use crate::telemetry::{self, AccessLog};
@@ -22,6 +25,13 @@ pub struct Gateway {
     /// once per reload.
     pub runtime: ArcSwap<Runtime>,
     pub registry: UpstreamRegistry,
+    /// Per-shadow in-flight bounds and counters. Survive reloads.
+    pub shadows: ShadowStates,
+    /// Every mirror task, so shutdown can wait for them within its grace.
+    pub mirrors: TaskTracker,
+    /// The response cache, shared by the routes that opt in. Survives
+    /// reloads (its entries are keyed by version deps, never flushed).
+    pub cache: Arc<ResponseCache>,
     /// Requests in flight on the traffic listener, for `max_in_flight`.
     pub in_flight: AtomicUsize,
     /// Set on SIGTERM: `/readyz` answers 503.
@@ -84,10 +94,25 @@ impl Gateway {
             Some((endpoint, ratio)) => Some(Exporter::spawn(endpoint, ratio)?),
             None => None,
         };
-        let runtime = Runtime::compile(config, &registry, 1)?;
+        let shadows = ShadowStates::default();
+        let cache = Arc::new(ResponseCache::new(
+            config.cache.max_size,
+            config.cache.max_entry_size,
+        ));
+        let runtime = Runtime::compile(
+            config,
+            &Shared {
+                upstreams: &registry,
+                shadows: &shadows,
+            },
+            1,
+        )?;
         Ok(Arc::new(Gateway {
             runtime: ArcSwap::from_pointee(runtime),
             registry,
+            shadows,
+            mirrors: TaskTracker::new(),
+            cache,
             in_flight: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
             access_log,
@@ -141,8 +166,14 @@ impl Gateway {
         let current = self.runtime.load_full();
         let restart = restart_required(&current.config, &loaded.config);
         let next = self.generation() + 1;
+        let shared = Shared {
+            upstreams: &self.registry,
+            shadows: &self.shadows,
+        };
         let runtime =
-            Runtime::compile(loaded.config, &self.registry, next).map_err(ReloadError::Compile)?;
+            Runtime::compile(loaded.config, &shared, next).map_err(ReloadError::Compile)?;
+        self.cache
+            .set_max_entry_size(runtime.config.cache.max_entry_size);
         self.runtime.store(Arc::new(runtime));
         self.generation.store(next, Ordering::Release);
         if !restart.is_empty() {
@@ -207,6 +238,10 @@ fn restart_required(running: &Config, next: &Config) -> Vec<String> {
         || running.log.level != next.log.level
     {
         keys.push("log".to_string());
+    }
+    // The store's capacity is fixed when it is built; max_entry_size is not.
+    if running.cache.max_size != next.cache.max_size {
+        keys.push("cache.max_size".to_string());
     }
     keys
 }

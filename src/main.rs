@@ -2,8 +2,10 @@
 
 use std::process::ExitCode;
 
-/// mimalloc: the proxy allocates many small, short-lived buffers per
-/// request; glibc's malloc showed up as ~10 % of CPU in profiles.
+/// Opt-in mimalloc (`--features mimalloc`): ~8 % less CPU per request in
+/// an A/B, but it keeps freed pages, so RSS sits 10-20 MiB higher after
+/// large streams. The default system allocator keeps the memory bound of
+/// the cache (entry limit plus a few MiB) honest.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

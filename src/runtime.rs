@@ -14,11 +14,13 @@ use std::time::SystemTime;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderName, HeaderValue};
 
+use crate::cache::RouteCache;
 use crate::config::{
     self, Config, FallbackConfig, RouteMatch, StickySource, TargetConfig, UpstreamConfig,
 };
 use crate::resilience::Refusal;
 use crate::routing::BucketTable;
+use crate::shadow::{Shadow, ShadowStates};
 use crate::telemetry::{RouteMetrics, UpstreamMetrics, VersionMetrics, names};
 use crate::upstream::{UpstreamRegistry, UpstreamState};
 
@@ -82,8 +84,8 @@ pub struct Target {
     pub cost: config::Cost,
     /// The deps table as JSON, for the access log.
     pub deps_json: Box<str>,
-    /// The deps table itself, for trace attributes.
-    pub deps: serde_json::Value,
+    /// The deps table itself, for cache keys and trace attributes.
+    pub deps: serde_json::Map<String, serde_json::Value>,
 }
 
 pub struct Version {
@@ -102,6 +104,9 @@ pub struct Route {
     pub versions: Box<[Version]>,
     pub table: BucketTable,
     pub fallbacks: Box<[Target]>,
+    pub shadows: Box<[Shadow]>,
+    /// `None`: the route does not cache.
+    pub cache: Option<RouteCache>,
     pub refusal: Refusal,
     /// Handles for responses that never reached a version (shed, 413).
     pub unassigned_metrics: VersionMetrics,
@@ -117,15 +122,22 @@ impl Route {
     }
 }
 
+/// The long-lived state, kept by the gateway across generations, that a
+/// config is compiled against.
+pub struct Shared<'a> {
+    pub upstreams: &'a UpstreamRegistry,
+    pub shadows: &'a ShadowStates,
+}
+
 impl Runtime {
     /// Compile a validated config. Fails only on what validation cannot see
     /// (e.g. a TLS client that cannot be built).
     pub fn compile(
         config: Config,
-        registry: &UpstreamRegistry,
+        shared: &Shared<'_>,
         generation: u64,
     ) -> Result<Runtime, String> {
-        let states = registry.reconcile(&config.upstreams)?;
+        let states = shared.upstreams.reconcile(&config.upstreams)?;
         let upstreams: Vec<Arc<Upstream>> = config
             .upstreams
             .iter()
@@ -167,6 +179,15 @@ impl Runtime {
                     compile_target(t, find(&t.upstream)?)
                 })
                 .collect::<Result<Vec<_>, String>>()?;
+            let shadows = r
+                .shadows
+                .iter()
+                .map(|s| {
+                    let target = compile_target(&s.target, find(&s.target.upstream)?)?;
+                    let state = shared.shadows.get(&r.name, &s.target.name);
+                    Ok(Shadow::new(s, target, &r.name, &r.salt, state))
+                })
+                .collect::<Result<Vec<_>, String>>()?;
             routes.push(Route {
                 name: r.name.as_str().into(),
                 matcher: r.matcher.clone(),
@@ -176,6 +197,8 @@ impl Runtime {
                 table: BucketTable::new(versions.iter().map(|v| v.weight)),
                 versions: versions.into_boxed_slice(),
                 fallbacks: fallbacks.into_boxed_slice(),
+                shadows: shadows.into_boxed_slice(),
+                cache: r.cache.as_ref().map(|c| RouteCache::new(&r.name, c)),
                 refusal: Refusal::render(&r.refusal),
                 unassigned_metrics: VersionMetrics::new(&r.name, ""),
                 metrics: RouteMetrics::new(&r.name),
@@ -231,6 +254,6 @@ fn compile_target(t: &TargetConfig, upstream: Arc<Upstream>) -> Result<Target, S
         deps_json: serde_json::Value::Object(t.deps.clone())
             .to_string()
             .into_boxed_str(),
-        deps: serde_json::Value::Object(t.deps.clone()),
+        deps: t.deps.clone(),
     })
 }

@@ -187,7 +187,9 @@ async fn status_describes_the_running_config() {
     );
     assert_eq!(
         chat["shadows"],
-        json!([{"name": "v3", "upstream": "b", "percent": 10.0, "max_in_flight": 8, "timeout_ms": 2000}])
+        json!([{"name": "v3", "upstream": "b", "percent": 10.0, "max_in_flight": 8, "timeout_ms": 2000,
+                 "in_flight": 0, "ok": 0, "failure": 0, "dropped": 0, "failure_share": null,
+                 "compare_match": 0, "compare_mismatch": 0, "match_share": null}])
     );
     assert_eq!(chat["fallbacks"], json!(["v1", "small"]));
     assert_eq!(

@@ -9,6 +9,7 @@
 //! | `GET /metrics`   | 200 Prometheus text                                           | no    |
 //! | `GET /status`    | 200 JSON, see [`status`]                                      | yes   |
 //! | `POST /reload`   | 200 `{"generation":N}`; 400 `{"error":"..."}`, old config stays | yes |
+//! | `POST /cache/purge` | 200 `{"purged":N}`: every cache entry dropped              | yes   |
 //!
 //! `HEAD` is accepted wherever `GET` is. Every error is JSON
 //! `{"error":"..."}`: 404 for an unknown path, 405 (with `allow`) for a
@@ -71,6 +72,7 @@ enum Endpoint {
     Metrics,
     Status,
     Reload,
+    CachePurge,
 }
 
 impl Endpoint {
@@ -81,6 +83,7 @@ impl Endpoint {
             "/metrics" => Endpoint::Metrics,
             "/status" => Endpoint::Status,
             "/reload" => Endpoint::Reload,
+            "/cache/purge" => Endpoint::CachePurge,
             _ => return None,
         })
     }
@@ -88,14 +91,14 @@ impl Endpoint {
     /// The `allow` header value.
     fn allow(self) -> &'static str {
         match self {
-            Endpoint::Reload => "POST",
+            Endpoint::Reload | Endpoint::CachePurge => "POST",
             _ => "GET, HEAD",
         }
     }
 
     fn accepts(self, method: &Method) -> bool {
         match self {
-            Endpoint::Reload => method == Method::POST,
+            Endpoint::Reload | Endpoint::CachePurge => method == Method::POST,
             _ => method == Method::GET || method == Method::HEAD,
         }
     }
@@ -114,7 +117,7 @@ async fn route(gateway: &Gateway, req: Request<Incoming>) -> Response<ProxyBody>
     let Some(endpoint) = Endpoint::from_path(req.uri().path()) else {
         return error(
             StatusCode::NOT_FOUND,
-            "no such admin endpoint; valid: GET /healthz, GET /readyz, GET /metrics, GET /status, POST /reload",
+            "no such admin endpoint; valid: GET /healthz, GET /readyz, GET /metrics, GET /status, POST /reload, POST /cache/purge",
         );
     };
     if !endpoint.accepts(req.method()) {
@@ -169,6 +172,8 @@ async fn route(gateway: &Gateway, req: Request<Incoming>) -> Response<ProxyBody>
                 metrics::gauge!(crate::telemetry::names::BREAKER_STATE, "upstream" => u.name.to_string())
                     .set(f64::from(u.state.breaker.state().as_gauge()));
             }
+            metrics::gauge!(crate::telemetry::names::CACHE_BYTES)
+                .set(gateway.cache.status().bytes as f64);
             let mut r = Response::new(ProxyBody::plain(Bytes::from(crate::telemetry::render(
                 &gateway.prometheus,
             ))));
@@ -194,6 +199,14 @@ async fn route(gateway: &Gateway, req: Request<Incoming>) -> Response<ProxyBody>
             ),
             Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
         },
+        Endpoint::CachePurge => {
+            let purged = gateway.cache.purge();
+            tracing::info!(purged, "cache purged");
+            json(
+                StatusCode::OK,
+                serde_json::json!({ "purged": purged }).to_string(),
+            )
+        }
     }
 }
 

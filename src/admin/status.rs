@@ -24,14 +24,20 @@
 //!       "deps": {"model": "gpt-4o"}
 //!     }],
 //!     "shadows": [{"name": "v3", "upstream": "c", "percent": 10.0,
-//!                  "max_in_flight": 64, "timeout_ms": 5000}],
+//!                  "max_in_flight": 64, "timeout_ms": 5000,
+//!                  "in_flight": 3, "ok": 120, "failure": 2, "dropped": 0,
+//!                  "failure_share": 0.016, "compare_match": 110,
+//!                  "compare_mismatch": 10, "match_share": 0.917}],
 //!     "fallbacks": ["v1"],
 //!     "cache": {"ttl_ms": 60000, "vary": ["authorization"], "deterministic_only": true}
 //!   }],
 //!   "upstreams": [{"name": "a", "url": "http://10.0.0.1:8000", "in_flight": 0,
 //!                  "breaker": {"state": "closed", "consecutive_failures": 0,
 //!                              "window_requests": 12, "window_failures": 1,
-//!                              "half_open_in_ms": null, "max_in_flight": 512}}]
+//!                              "half_open_in_ms": null, "max_in_flight": 512}}],
+//!   "cache": {"entries": 10, "bytes": 52000, "max_size": 268435456,
+//!             "max_entry_size": 4194304, "hits": 90, "misses": 10,
+//!             "bypasses": 3, "hit_ratio": 0.9}
 //! }
 //! ```
 //!
@@ -63,7 +69,7 @@ use crate::runtime::{Route, Runtime};
 
 /// A shadow with no `max_in_flight` in its config runs with this many
 /// concurrent mirrored requests at most (see `ShadowConfig::max_in_flight`).
-pub const DEFAULT_SHADOW_MAX_IN_FLIGHT: usize = 64;
+pub const DEFAULT_SHADOW_MAX_IN_FLIGHT: usize = crate::shadow::DEFAULT_MAX_IN_FLIGHT;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -76,6 +82,7 @@ pub struct Status {
     pub in_flight: usize,
     pub routes: Vec<RouteView>,
     pub upstreams: Vec<UpstreamView>,
+    pub cache: CacheStoreView,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -130,6 +137,32 @@ pub struct ShadowView {
     pub percent: f64,
     pub max_in_flight: usize,
     pub timeout_ms: u64,
+    /// Totals since start (they survive reloads).
+    pub in_flight: usize,
+    pub ok: u64,
+    pub failure: u64,
+    pub dropped: u64,
+    /// failure / (ok + failure); null before the first answer.
+    pub failure_share: Option<f64>,
+    pub compare_match: u64,
+    pub compare_mismatch: u64,
+    /// match / (match + mismatch); null before the first comparison.
+    pub match_share: Option<f64>,
+}
+
+/// The shared response cache.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CacheStoreView {
+    pub entries: u64,
+    pub bytes: u64,
+    pub max_size: u64,
+    pub max_entry_size: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub bypasses: u64,
+    /// hits / (hits + misses); null before the first lookup.
+    pub hit_ratio: Option<f64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -201,6 +234,19 @@ pub fn build(gateway: &Gateway) -> Status {
                 }
             })
             .collect(),
+        cache: {
+            let c = gateway.cache.status();
+            CacheStoreView {
+                entries: c.entries,
+                bytes: c.bytes,
+                max_size: c.max_size,
+                max_entry_size: c.max_entry_size,
+                hits: c.hits,
+                misses: c.misses,
+                bypasses: c.bypasses,
+                hit_ratio: c.hit_ratio,
+            }
+        },
     }
 }
 
@@ -250,12 +296,33 @@ fn route_view(rt: &Runtime, r: &RouteConfig) -> RouteView {
         shadows: r
             .shadows
             .iter()
-            .map(|s| ShadowView {
-                name: s.target.name.clone(),
-                upstream: s.target.upstream.clone(),
-                percent: s.percent.percent(),
-                max_in_flight: s.max_in_flight.unwrap_or(DEFAULT_SHADOW_MAX_IN_FLIGHT),
-                timeout_ms: millis(s.timeout),
+            .map(|s| {
+                let live = compiled
+                    .and_then(|c| {
+                        c.shadows
+                            .iter()
+                            .find(|cs| *cs.target.name == *s.target.name)
+                    })
+                    .map(|cs| cs.state.status());
+                let mut view = ShadowView {
+                    name: s.target.name.clone(),
+                    upstream: s.target.upstream.clone(),
+                    percent: s.percent.percent(),
+                    max_in_flight: s.max_in_flight.unwrap_or(DEFAULT_SHADOW_MAX_IN_FLIGHT),
+                    timeout_ms: millis(s.timeout),
+                    ..ShadowView::default()
+                };
+                if let Some(st) = live {
+                    view.in_flight = st.in_flight;
+                    view.ok = st.ok;
+                    view.failure = st.failure;
+                    view.dropped = st.dropped;
+                    view.failure_share = st.failure_share;
+                    view.compare_match = st.compare_match;
+                    view.compare_mismatch = st.compare_mismatch;
+                    view.match_share = st.match_share;
+                }
+                view
             })
             .collect(),
         fallbacks: r

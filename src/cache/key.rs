@@ -95,6 +95,10 @@ pub const MAX_DEPTH: usize = 128;
 pub struct CacheKey([u8; 32]);
 
 impl CacheKey {
+    pub const fn from_bytes(bytes: [u8; 32]) -> CacheKey {
+        CacheKey(bytes)
+    }
+
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }

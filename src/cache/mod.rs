@@ -4,5 +4,38 @@
 //!   encoding of everything that can change the upstream's answer (route,
 //!   version and its deps, `set_json`, method, path, query, body, `vary`
 //!   headers), plus the bypass predicates. Pure, no I/O.
+//! * [`store`]: the shared moka store, weighted by bytes, the fill that
+//!   collects a response as it streams, and the lock that coalesces
+//!   identical misses.
 
 pub mod key;
+pub mod store;
+
+use std::time::Duration;
+
+use http::HeaderName;
+
+pub use key::{CacheKey, KeyInput, bypass_requested, cache_key, is_deterministic};
+pub use store::{CacheStatus, Entry, Fill, FillGuard, Lock, ResponseCache};
+
+use crate::config::RouteCacheConfig;
+use crate::telemetry::CacheMetrics;
+
+/// A route's `cache = {...}`, compiled.
+pub struct RouteCache {
+    pub ttl: Duration,
+    pub vary: Box<[HeaderName]>,
+    pub deterministic_only: bool,
+    pub metrics: CacheMetrics,
+}
+
+impl RouteCache {
+    pub fn new(route: &str, config: &RouteCacheConfig) -> RouteCache {
+        RouteCache {
+            ttl: config.ttl,
+            vary: config.vary.clone().into_boxed_slice(),
+            deterministic_only: config.deterministic_only,
+            metrics: CacheMetrics::new(route),
+        }
+    }
+}

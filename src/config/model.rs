@@ -252,6 +252,13 @@ pub struct Cost {
     pub output_per_mtok: f64,
 }
 
+impl Cost {
+    /// USD for this many tokens.
+    pub fn usd(&self, input: u64, output: u64) -> f64 {
+        (input as f64 * self.input_per_mtok + output as f64 * self.output_per_mtok) / 1_000_000.0
+    }
+}
+
 /// A version set's dependencies, free-form (`prompt`, `tools`, `model`,
 /// `index`, `params`, ...). Keys are sorted (BTreeMap-backed), which makes
 /// the table's JSON encoding canonical.

@@ -18,7 +18,12 @@ use super::headers::TraceContext;
 use crate::gateway::Gateway;
 use crate::runtime::{Runtime, Upstream};
 use crate::telemetry::otlp::Span;
-use crate::telemetry::{AccessRecord, AttemptResult, UsageScanner};
+use tokio::sync::oneshot;
+
+use super::mirror::PrimaryAnswer;
+use crate::cache::{Entry, Fill};
+use crate::shadow::compare::Capture;
+use crate::telemetry::{AccessRecord, AttemptResult, CacheResult, UsageScanner};
 use crate::upstream::Permit;
 
 /// How a request assigned its version (SPEC §3).
@@ -67,6 +72,8 @@ pub enum Responder {
     /// Not decided yet (the request is still being handled).
     Pending,
     Upstream(Arc<Upstream>),
+    /// Served from the response cache.
+    Cache(Arc<Entry>),
     Refusal,
     /// cutover itself (404, 413, 400).
     Local,
@@ -96,6 +103,15 @@ pub struct Exchange {
     pub upstream_slot: Option<Permit>,
     /// Reads token usage from the response as it streams.
     pub usage: UsageScanner,
+    /// On caching routes: what the cache did (`x-cutover-cache`).
+    pub cache: Option<CacheResult>,
+    /// Collects a cacheable response as it streams; stored only if the
+    /// stream completes.
+    pub fill: Option<Fill>,
+    /// Collects the response for shadows that compare, and the channels
+    /// that hand them the result when the response completes.
+    pub capture: Option<Capture>,
+    pub compare_tx: Vec<oneshot::Sender<PrimaryAnswer>>,
     /// Time spent in cutover itself so far, and when the current stretch
     /// of it began (`None` while waiting on the client or an upstream).
     overhead: Duration,
@@ -143,6 +159,10 @@ impl Exchange {
             admitted: false,
             upstream_slot: None,
             usage: UsageScanner::off(),
+            cache: None,
+            fill: None,
+            capture: None,
+            compare_tx: Vec::new(),
             overhead: Duration::ZERO,
             working_since: Some(start),
             trace: None,
@@ -167,6 +187,10 @@ impl Exchange {
 
     pub fn gateway(&self) -> &Gateway {
         &self.gateway
+    }
+
+    pub fn gateway_arc(&self) -> Arc<Gateway> {
+        Arc::clone(&self.gateway)
     }
 
     /// Export this request's spans if tracing is on and the trace sampled.
@@ -222,6 +246,43 @@ impl Exchange {
         }
         self.bytes += data.len() as u64;
         self.usage.observe(data);
+        if let Some(fill) = &mut self.fill {
+            fill.observe(data);
+        }
+        if let Some(capture) = &mut self.capture {
+            capture.observe(data);
+        }
+    }
+
+    /// Start collecting the response for the shadows that compare, if any
+    /// wait for it.
+    pub fn begin_capture(&mut self, content_type: Option<&HeaderValue>) {
+        if !self.compare_tx.is_empty() {
+            self.capture = Some(Capture::for_content_type(content_type));
+        }
+    }
+
+    /// Hand the finished primary answer to the comparing shadows (complete
+    /// responses only), and store a complete cacheable response.
+    fn settle(&mut self, end: End) {
+        let fill = self.fill.take();
+        let capture = self.capture.take();
+        if end != End::Complete {
+            // Dropping the fill releases coalesced waiters; dropping the
+            // senders tells the shadows there is nothing to compare.
+            self.compare_tx.clear();
+            return;
+        }
+        if let Some(fill) = fill {
+            fill.store();
+        }
+        if let Some(capture) = capture {
+            let answer = capture.finish().map(Arc::new);
+            for tx in self.compare_tx.drain(..) {
+                let _ = tx.send(answer.clone());
+            }
+        }
+        self.compare_tx.clear();
     }
 
     pub fn finish(&mut self, end: End) {
@@ -230,6 +291,7 @@ impl Exchange {
         }
         let duration = self.start.elapsed();
         self.wait();
+        self.settle(end);
         // A client gone before any status was sent: nginx's 499.
         let status = if self.status == 0 { 499 } else { self.status };
         let rt = &*self.rt;
@@ -266,11 +328,13 @@ impl Exchange {
         if self.gateway.access_log.enabled() {
             let upstream = match &self.responder {
                 Responder::Upstream(u) => &*u.name,
+                Responder::Cache(entry) => &*entry.upstream,
                 Responder::Refusal => "refusal",
                 Responder::Local | Responder::Pending => "",
             };
             let version_name = version.map_or("", |v| &*v.target.name);
             let rec = AccessRecord {
+                kind: "request",
                 request_id: self.request_id.to_str().unwrap_or(""),
                 method: self.method.as_str(),
                 path: self.uri.path(),
@@ -284,7 +348,8 @@ impl Exchange {
                 duration,
                 ttfb: self.ttfb,
                 bytes: self.bytes,
-                cache: "",
+                cache: self.cache.map_or("", CacheResult::as_str),
+                compare: "",
                 fallback_path: self.fallback_path.as_deref().unwrap_or(version_name),
                 input_tokens: usage.input,
                 output_tokens: usage.output,
@@ -315,11 +380,9 @@ impl Exchange {
             }
             if let Some(v) = version {
                 attributes.push(("cutover.version".to_string(), v.target.name.to_string()));
-                if let Some(deps) = v.target.deps.as_object() {
-                    for (k, val) in deps {
-                        let text = val.as_str().map_or_else(|| val.to_string(), str::to_string);
-                        attributes.push((format!("cutover.deps.{k}"), text));
-                    }
+                for (k, val) in &v.target.deps {
+                    let text = val.as_str().map_or_else(|| val.to_string(), str::to_string);
+                    attributes.push((format!("cutover.deps.{k}"), text));
                 }
             }
             if let Some(a) = self.assignment {

@@ -8,6 +8,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_CUTOVER_VERSION: HeaderName = HeaderName::from_static("x-cutover-version");
 pub static X_CUTOVER_UPSTREAM: HeaderName = HeaderName::from_static("x-cutover-upstream");
+pub static X_CUTOVER_CACHE: HeaderName = HeaderName::from_static("x-cutover-cache");
 pub static X_CUTOVER_OUTCOME: HeaderName = HeaderName::from_static("x-cutover-outcome");
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");

@@ -10,6 +10,7 @@ pub mod exchange;
 pub mod feedback;
 pub mod headers;
 pub mod json;
+pub mod mirror;
 pub mod service;
 
 pub use body::ProxyBody;

@@ -14,13 +14,17 @@ use hyper::body::Incoming;
 use super::body::{BodyError, ProxyBody, UpstreamStream, read_bounded};
 use super::exchange::{Assignment, Exchange, Responder};
 use super::feedback;
-use super::headers::{self, X_CUTOVER_UPSTREAM, X_CUTOVER_VERSION, X_REQUEST_ID};
+use super::headers::{self, X_CUTOVER_CACHE, X_CUTOVER_UPSTREAM, X_CUTOVER_VERSION, X_REQUEST_ID};
 use super::json;
+use super::mirror;
 
+use crate::cache::{self, Entry, FillGuard, KeyInput, Lock, RouteCache};
 use crate::gateway::Gateway;
 use crate::routing::{self, matcher};
 use crate::runtime::{Route, Target};
-use crate::telemetry::{AttemptResult, Outcome, OutcomeSource, RefusalReason, UsageScanner, names};
+use crate::telemetry::{
+    AttemptResult, CacheResult, Outcome, OutcomeSource, RefusalReason, UsageScanner, names,
+};
 use crate::upstream::Permit;
 
 /// What the listener knows about a connection.
@@ -102,9 +106,13 @@ pub async fn handle(
         Err(e) => return reject_body(ex, e, "the request body exceeds server.max_body"),
     };
 
-    // Phase: assignment.
+    // Phase: assignment. The same sticky key decides the version and which
+    // shadows mirror the request.
     let client_ip = headers::client_ip(&parts.headers, conn.peer, server.trust_forwarded_for);
-    let (version_index, assignment, key_hash) = assign(route, &parts, client_ip);
+    let key = routing::sticky_key(&route.sticky, &parts.headers, parts.uri.query(), client_ip);
+    let key = key.as_ref().map(|k| k.as_bytes());
+    let (version_index, assignment, key_hash) = assign(route, &parts.headers, key);
+    let mirrored = mirror_set(route, key);
     ex.version = Some(version_index);
     ex.assignment = Some(assignment);
     ex.key_hash = key_hash;
@@ -118,8 +126,23 @@ pub async fn handle(
         ex.trace(trace, parent_sampled);
     }
 
-    // Phase: attempts along the fallback chain, then the refusal.
+    // Phase: shadows. Spawned, never awaited.
+    if mirrored != 0 {
+        spawn_mirrors(&mut ex, route_index, mirrored, &parts, &body);
+    }
+
+    // Phase: cache.
     let version = &route.versions[version_index];
+    let mut fill_guard = None;
+    if let Some(cache) = &route.cache {
+        match lookup(&mut ex, route, cache, &version.target, &parts, &body).await {
+            Lookup::Hit(entry) => return serve_hit(ex, route, entry),
+            Lookup::Miss(guard) => fill_guard = guard,
+            Lookup::Bypass => {}
+        }
+    }
+
+    // Phase: attempts along the fallback chain, then the refusal.
     let chain = std::iter::once(&version.target).chain(
         route
             .fallbacks
@@ -156,10 +179,13 @@ pub async fn handle(
         } else {
             base_headers.clone().unwrap_or_default()
         };
-        match attempt(&mut ex, target, &parts, attempt_headers, &body).await {
+        match attempt(&mut ex, &route.name, target, &parts, attempt_headers, &body).await {
             Ok((head, stream, slot)) => {
                 ex.upstream_slot = Some(slot);
-                return respond(ex, route, target, head, stream);
+                // Only the chosen version's own answer is stored, never a
+                // fallback's.
+                let fill = if i == 0 { fill_guard.take() } else { None };
+                return respond(ex, route, target, head, stream, fill);
             }
             Err(e) => {
                 tracing::debug!(target = %target.name, error = ?e, "attempt failed");
@@ -174,32 +200,33 @@ pub async fn handle(
 /// Pin header, then sticky key, then random by weight.
 fn assign(
     route: &Route,
-    parts: &Parts,
-    client_ip: std::net::IpAddr,
+    headers: &HeaderMap,
+    key: Option<&[u8]>,
 ) -> (usize, Assignment, Option<u64>) {
     if let Some(pin) = &route.pin_header
-        && let Some(value) = parts.headers.get(pin)
+        && let Some(value) = headers.get(pin)
         && let Some(index) = route.version_index(value.as_bytes())
     {
         return (index, Assignment::Pinned, None);
     }
-    if let Some(key) =
-        routing::sticky_key(&route.sticky, &parts.headers, parts.uri.query(), client_ip)
-    {
-        let (bucket, tag) = routing::split::bucket_and_tag(&route.salt, key.as_bytes());
+    if let Some(key) = key {
+        let (bucket, tag) = routing::split::bucket_and_tag(&route.salt, key);
         return (route.table.index_of(bucket), Assignment::Sticky, Some(tag));
     }
     let bucket = rand::random_range(0..routing::BUCKETS);
     (route.table.index_of(bucket), Assignment::Unsticky, None)
 }
 
-async fn attempt(
-    ex: &mut Exchange,
+/// The request to `target`'s upstream: its header rules, `Host`,
+/// `x-cutover-version`, and `set_json` applied to the shared body.
+pub(super) fn upstream_request(
     target: &Target,
-    parts: &Parts,
+    route: &str,
+    method: &http::Method,
+    path_and_query: Option<&http::uri::PathAndQuery>,
     mut headers: HeaderMap,
     body: &Bytes,
-) -> Result<(http::response::Parts, UpstreamStream, Permit), AttemptResult> {
+) -> Result<Request<Full<Bytes>>, AttemptResult> {
     let upstream = &target.upstream;
     for name in &upstream.config.remove_headers {
         headers.remove(name);
@@ -220,17 +247,44 @@ async fn attempt(
     let body = match &target.set_json {
         None => body.clone(),
         Some(fields) => json::set_fields(body, fields).unwrap_or_else(|| {
-            tracing::debug!(target = %target.name, "set_json skipped: body is not a JSON object");
+            // Forwarded unchanged (SPEC §3), and counted: rare, so the
+            // labels are hashed here rather than kept as a handle.
+            metrics::counter!(
+                names::SET_JSON_SKIPPED_TOTAL,
+                "route" => route.to_string(),
+                "target" => target.name.to_string()
+            )
+            .increment(1);
             body.clone()
         }),
     };
     let uri = upstream
-        .uri(parts.uri.path_and_query())
+        .uri(path_and_query)
         .map_err(|_| AttemptResult::ConnectError)?;
     let mut req = Request::new(Full::new(body));
-    *req.method_mut() = parts.method.clone();
+    *req.method_mut() = method.clone();
     *req.uri_mut() = uri;
     *req.headers_mut() = headers;
+    Ok(req)
+}
+
+async fn attempt(
+    ex: &mut Exchange,
+    route: &str,
+    target: &Target,
+    parts: &Parts,
+    headers: HeaderMap,
+    body: &Bytes,
+) -> Result<(http::response::Parts, UpstreamStream, Permit), AttemptResult> {
+    let upstream = &target.upstream;
+    let req = upstream_request(
+        target,
+        route,
+        &parts.method,
+        parts.uri.path_and_query(),
+        headers,
+        body,
+    )?;
 
     // The breaker admits the attempt or refuses it at once (open, probes
     // taken, max_in_flight): a refusal is a failed attempt that falls back
@@ -310,6 +364,7 @@ fn respond(
     target: &Target,
     mut parts: http::response::Parts,
     stream: UpstreamStream,
+    fill: Option<FillGuard>,
 ) -> Response<ProxyBody> {
     let version = ex.version.map(|v| &route.versions[v]);
     if let Some(version) = version {
@@ -328,8 +383,26 @@ fn respond(
                 .record(ex.request_id.as_bytes(), &version.metrics);
         }
     }
-    ex.usage = UsageScanner::for_content_type(parts.headers.get(header::CONTENT_TYPE));
+    let content_type = parts.headers.get(header::CONTENT_TYPE);
+    ex.usage = UsageScanner::for_content_type(content_type);
+    ex.begin_capture(content_type);
+    if let (Some(guard), Some(cache)) = (fill, &route.cache)
+        && storable(&parts)
+    {
+        ex.fill = Some(ex.gateway().cache.fill(
+            guard,
+            cache.ttl,
+            content_type.cloned(),
+            Arc::clone(&target.upstream.name),
+            target.upstream.name_header.clone(),
+        ));
+    }
     headers::prepare_response(&mut parts.headers);
+    if let Some(result) = ex.cache {
+        parts
+            .headers
+            .insert(X_CUTOVER_CACHE.clone(), result.header());
+    }
     parts
         .headers
         .insert(X_REQUEST_ID.clone(), ex.request_id.clone());
@@ -371,6 +444,9 @@ fn refuse(
         X_CUTOVER_UPSTREAM.clone(),
         HeaderValue::from_static("refusal"),
     );
+    if let Some(result) = ex.cache {
+        h.insert(X_CUTOVER_CACHE.clone(), result.header());
+    }
     ex.status = rendered.status.as_u16();
     ex.responder = Responder::Refusal;
     let body = rendered.body;
@@ -430,4 +506,185 @@ pub(super) fn local(
     ex.responder = Responder::Local;
     *response.body_mut() = ProxyBody::full(Bytes::from(body), ex);
     response
+}
+
+/// The shadows that mirror this request, as a bit set over the route's
+/// shadows (the first 64; config validation keeps routes far below that).
+fn mirror_set(route: &Route, key: Option<&[u8]>) -> u64 {
+    let mut set = 0u64;
+    for (i, shadow) in route.shadows.iter().take(64).enumerate() {
+        if shadow.selects(key) {
+            set |= 1 << i;
+        }
+    }
+    set
+}
+
+/// Take a slot per selected shadow (or count it dropped) and spawn its
+/// mirror with the prepared head and the shared body.
+fn spawn_mirrors(ex: &mut Exchange, route_index: usize, set: u64, parts: &Parts, body: &Bytes) {
+    let route = &ex.rt.routes[route_index];
+    for (i, shadow) in route.shadows.iter().enumerate().take(64) {
+        if set & (1 << i) == 0 {
+            continue;
+        }
+        let Some(slot) = shadow.try_slot() else {
+            continue;
+        };
+        let primary = if shadow.compare.is_empty() {
+            None
+        } else {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            ex.compare_tx.push(tx);
+            Some(rx)
+        };
+        mirror::spawn(mirror::Job {
+            gateway: ex.gateway_arc(),
+            rt: Arc::clone(&ex.rt),
+            route: route_index,
+            shadow: i,
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+            body: body.clone(),
+            request_id: ex.request_id.clone(),
+            key_hash: ex.key_hash,
+            primary,
+            slot,
+        });
+    }
+}
+
+enum Lookup {
+    Hit(Arc<Entry>),
+    /// Go to the upstream; with a guard when this request fills the entry.
+    Miss(Option<FillGuard>),
+    Bypass,
+}
+
+/// Decide bypass, compute the key, and look it up. An identical miss
+/// already under way is waited for, then looked up again (SPEC §6).
+async fn lookup(
+    ex: &mut Exchange,
+    route: &Route,
+    cache: &RouteCache,
+    target: &Target,
+    parts: &Parts,
+    body: &Bytes,
+) -> Lookup {
+    let store = Arc::clone(&ex.gateway().cache);
+    let result = if cache::bypass_requested(&parts.headers)
+        || (cache.deterministic_only && !cache::is_deterministic(body))
+    {
+        Lookup::Bypass
+    } else {
+        let vary: Vec<_> = cache
+            .vary
+            .iter()
+            .map(|name| (name.clone(), parts.headers.get(name)))
+            .collect();
+        let key = cache::cache_key(&KeyInput {
+            route: &route.name,
+            version: &target.name,
+            deps: &target.deps,
+            set_json: target.set_json.as_ref(),
+            method: &parts.method,
+            path: parts.uri.path(),
+            query: parts.uri.query(),
+            content_type: parts.headers.get(header::CONTENT_TYPE),
+            body,
+            vary: &vary,
+        });
+        match store.get(&key) {
+            Some(entry) => Lookup::Hit(entry),
+            None => match store.lock(key) {
+                Lock::Leader(guard) => Lookup::Miss(Some(guard)),
+                Lock::Wait(fill) => {
+                    ex.wait();
+                    fill.wait().await;
+                    ex.work();
+                    match store.get(&key) {
+                        Some(entry) => Lookup::Hit(entry),
+                        // The leader's answer was not storable: go on
+                        // alone rather than queue behind another leader.
+                        None => Lookup::Miss(None),
+                    }
+                }
+            },
+        }
+    };
+    let counted = match &result {
+        Lookup::Hit(_) => CacheResult::Hit,
+        Lookup::Miss(_) => CacheResult::Miss,
+        Lookup::Bypass => CacheResult::Bypass,
+    };
+    cache.metrics.result(counted);
+    store.count(match counted {
+        CacheResult::Hit => Some(true),
+        CacheResult::Miss => Some(false),
+        CacheResult::Bypass => None,
+    });
+    ex.cache = Some(counted);
+    result
+}
+
+/// A response may be stored: a 200 without `Set-Cookie` and without
+/// `Cache-Control: private` or `no-store`.
+fn storable(parts: &http::response::Parts) -> bool {
+    parts.status == StatusCode::OK
+        && !parts.headers.contains_key(header::SET_COOKIE)
+        && !parts
+            .headers
+            .get_all(header::CACHE_CONTROL)
+            .iter()
+            .any(|v| {
+                v.as_bytes().split(|&b| b == b',').any(|d| {
+                    let d = d.trim_ascii();
+                    d.eq_ignore_ascii_case(b"private") || d.eq_ignore_ascii_case(b"no-store")
+                })
+            })
+}
+
+/// Replay a stored response: status 200, its content type and its bytes.
+fn serve_hit(mut ex: Exchange, route: &Route, entry: Arc<Entry>) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::plain(Bytes::new()));
+    let h = response.headers_mut();
+    if let Some(ct) = &entry.content_type {
+        h.insert(header::CONTENT_TYPE, ct.clone());
+    }
+    h.insert(X_REQUEST_ID.clone(), ex.request_id.clone());
+    if let Some(v) = ex.version.map(|v| &route.versions[v]) {
+        h.insert(X_CUTOVER_VERSION.clone(), v.target.name_header.clone());
+    }
+    h.insert(X_CUTOVER_UPSTREAM.clone(), entry.upstream_header.clone());
+    h.insert(X_CUTOVER_CACHE.clone(), CacheResult::Hit.header());
+    ex.status = 200;
+    ex.begin_capture(entry.content_type.as_ref());
+    let body = entry.body.clone();
+    ex.responder = Responder::Cache(entry);
+    *response.body_mut() = ProxyBody::full(body, ex);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(status: u16, headers: &[(&str, &str)]) -> http::response::Parts {
+        let mut b = Response::builder().status(status);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).expect("response").into_parts().0
+    }
+
+    #[test]
+    fn only_plain_200s_are_storable() {
+        assert!(storable(&head(200, &[("cache-control", "max-age=60")])));
+        assert!(!storable(&head(201, &[])));
+        assert!(!storable(&head(500, &[])));
+        assert!(!storable(&head(200, &[("set-cookie", "sid=1")])));
+        assert!(!storable(&head(200, &[("cache-control", "Private")])));
+        assert!(!storable(&head(200, &[("cache-control", "max-age=0, no-store")])));
+    }
 }

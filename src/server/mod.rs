@@ -143,11 +143,24 @@ pub async fn run(
     gateway.draining.store(true, Ordering::Release);
     drop(traffic);
     tracing::info!(in_flight = gateway.in_flight.load(Ordering::Relaxed), grace = ?grace, "draining");
-    if tokio::time::timeout(grace, graceful.shutdown())
+    let deadline = tokio::time::Instant::now() + grace;
+    if tokio::time::timeout_at(deadline, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!("shutdown grace elapsed with requests still in flight");
+    }
+    // Mirrors get what is left of the grace period to report, never more:
+    // a hung shadow must not hold the process.
+    gateway.mirrors.close();
+    if tokio::time::timeout_at(deadline, gateway.mirrors.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            mirrors = gateway.mirrors.len(),
+            "shutdown grace elapsed with mirrors still in flight; abandoning them"
+        );
     }
     admin_task.abort();
     upkeep.abort();

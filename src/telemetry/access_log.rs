@@ -30,6 +30,9 @@ enum Msg {
 /// nothing; formatting allocates the line.
 #[derive(Debug, Default)]
 pub struct AccessRecord<'a> {
+    /// `request` for a client's request, `shadow` for a mirror (then
+    /// `version` is the shadow's name).
+    pub kind: &'a str,
     pub request_id: &'a str,
     pub method: &'a str,
     /// Path only: the query may carry a sticky key (`query:user`).
@@ -49,6 +52,9 @@ pub struct AccessRecord<'a> {
     pub bytes: u64,
     /// hit | miss | bypass, empty when the route does not cache.
     pub cache: &'a str,
+    /// Shadow lines: match | mismatch against the primary, empty when not
+    /// compared.
+    pub compare: &'a str,
     /// Targets tried, `v2>v1-backup>small-model`.
     pub fallback_path: &'a str,
     pub input_tokens: Option<u64>,
@@ -167,7 +173,9 @@ fn json_line(r: &AccessRecord<'_>) -> String {
     let mut s = String::with_capacity(512);
     s.push_str("{\"ts\":\"");
     let _ = write!(s, "{}", humantime::format_rfc3339_millis(SystemTime::now()));
-    s.push_str("\",\"request_id\":");
+    s.push_str("\",\"kind\":");
+    json_str(&mut s, r.kind);
+    s.push_str(",\"request_id\":");
     json_str(&mut s, r.request_id);
     s.push_str(",\"method\":");
     json_str(&mut s, r.method);
@@ -204,6 +212,10 @@ fn json_line(r: &AccessRecord<'_>) -> String {
     let _ = write!(s, ",\"bytes\":{}", r.bytes);
     s.push_str(",\"cache\":");
     json_str(&mut s, r.cache);
+    if !r.compare.is_empty() {
+        s.push_str(",\"compare\":");
+        json_str(&mut s, r.compare);
+    }
     s.push_str(",\"fallback_path\":");
     json_str(&mut s, r.fallback_path);
     s.push_str(",\"input_tokens\":");
@@ -227,8 +239,9 @@ fn text_line(r: &AccessRecord<'_>) -> String {
     let mut s = String::with_capacity(256);
     let _ = write!(
         s,
-        "{} {} {} {} route={} version={} upstream={} assignment={} status={} duration_ms={:.3} path={} end={}",
+        "{} {} {} {} {} route={} version={} upstream={} assignment={} status={} duration_ms={:.3} path={} end={}",
         humantime::format_rfc3339_millis(SystemTime::now()),
+        r.kind,
         r.request_id,
         r.method,
         r.path,

@@ -156,8 +156,7 @@ impl VersionMetrics {
         let output = usage.output.unwrap_or(0);
         self.input_tokens.increment(input);
         self.output_tokens.increment(output);
-        let usd = (input as f64 * cost.input_per_mtok + output as f64 * cost.output_per_mtok)
-            / 1_000_000.0;
+        let usd = cost.usd(input, output);
         self.cost.add(usd);
         Some(usd)
     }
@@ -250,6 +249,136 @@ impl UpstreamMetrics {
 
     #[inline]
     pub fn attempt(&self, result: AttemptResult) {
+        self.results[result as usize].increment(1);
+    }
+}
+
+/// How a mirror ended (the `result` label of `cutover_shadow_requests_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShadowResult {
+    Ok,
+    /// Connect error, timeout, a failure status of its upstream, a broken
+    /// stream or a breaker rejection: the §5 definition of a failed attempt.
+    Failure,
+    /// Not sent: the shadow's `max_in_flight` was full.
+    Dropped,
+}
+
+impl ShadowResult {
+    pub fn as_str(self) -> &'static str {
+        Self::LABELS[self as usize]
+    }
+
+    const LABELS: [&'static str; 3] = ["ok", "failure", "dropped"];
+}
+
+/// Handles for one (route, shadow).
+pub struct ShadowMetrics {
+    results: [Counter; 3],
+    pub duration: Histogram,
+    compare: [Counter; 2],
+    input_tokens: Counter,
+    output_tokens: Counter,
+    cost: FloatCounter,
+}
+
+impl ShadowMetrics {
+    pub fn new(route: &str, shadow: &str) -> ShadowMetrics {
+        let labels = |extra: Option<(&'static str, &'static str)>| {
+            let mut l = vec![
+                Label::new("route", route.to_string()),
+                Label::new("shadow", shadow.to_string()),
+            ];
+            l.extend(extra.map(|(k, v)| Label::new(k, v)));
+            l
+        };
+        float::registry().describe(
+            names::SHADOW_COST_USD_TOTAL,
+            names::SHADOW_COST_USD_TOTAL_HELP,
+        );
+        ShadowMetrics {
+            results: ShadowResult::LABELS.map(|r| {
+                metrics::counter!(names::SHADOW_REQUESTS_TOTAL, labels(Some(("result", r))))
+            }),
+            duration: metrics::histogram!(names::SHADOW_DURATION_SECONDS, labels(None)),
+            compare: ["match", "mismatch"].map(|r| {
+                metrics::counter!(names::SHADOW_COMPARE_TOTAL, labels(Some(("result", r))))
+            }),
+            input_tokens: metrics::counter!(
+                names::SHADOW_TOKENS_TOTAL,
+                labels(Some(("kind", "input")))
+            ),
+            output_tokens: metrics::counter!(
+                names::SHADOW_TOKENS_TOTAL,
+                labels(Some(("kind", "output")))
+            ),
+            cost: float::registry().counter(
+                names::SHADOW_COST_USD_TOTAL,
+                &[("route", route), ("shadow", shadow)],
+            ),
+        }
+    }
+
+    #[inline]
+    pub fn result(&self, result: ShadowResult) {
+        self.results[result as usize].increment(1);
+    }
+
+    pub fn compared(&self, matched: bool) {
+        self.compare[usize::from(!matched)].increment(1);
+    }
+
+    /// Count tokens and their cost; returns the cost in USD.
+    pub fn usage(&self, usage: Usage, cost: &Cost) -> Option<f64> {
+        if usage.is_empty() {
+            return None;
+        }
+        let input = usage.input.unwrap_or(0);
+        let output = usage.output.unwrap_or(0);
+        self.input_tokens.increment(input);
+        self.output_tokens.increment(output);
+        let usd = cost.usd(input, output);
+        self.cost.add(usd);
+        Some(usd)
+    }
+}
+
+/// Handles for one route's cache results.
+pub struct CacheMetrics {
+    results: [Counter; 3],
+}
+
+/// What the cache did for a request (`x-cutover-cache`, the `result` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheResult {
+    Hit,
+    Miss,
+    Bypass,
+}
+
+impl CacheResult {
+    pub fn as_str(self) -> &'static str {
+        Self::LABELS[self as usize]
+    }
+
+    pub fn header(self) -> http::HeaderValue {
+        http::HeaderValue::from_static(self.as_str())
+    }
+
+    const LABELS: [&'static str; 3] = ["hit", "miss", "bypass"];
+}
+
+impl CacheMetrics {
+    pub fn new(route: &str) -> CacheMetrics {
+        CacheMetrics {
+            results: CacheResult::LABELS.map(|r| {
+                metrics::counter!(names::CACHE_REQUESTS_TOTAL, "route" => route.to_string(), "result" => r)
+            }),
+        }
+    }
+
+    #[inline]
+    pub fn result(&self, result: CacheResult) {
         self.results[result as usize].increment(1);
     }
 }

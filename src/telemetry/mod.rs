@@ -14,8 +14,8 @@ pub mod usage;
 
 pub use access_log::{AccessLog, AccessRecord};
 pub use metrics::{
-    AttemptResult, Outcome, OutcomeSource, RefusalReason, RouteMetrics, StatusClass,
-    UpstreamMetrics, VersionMetrics, install_recorder,
+    AttemptResult, CacheMetrics, CacheResult, Outcome, OutcomeSource, RefusalReason, RouteMetrics,
+    ShadowMetrics, ShadowResult, StatusClass, UpstreamMetrics, VersionMetrics, install_recorder,
 };
 pub use usage::{Usage, UsageScanner};
 

@@ -18,6 +18,16 @@ pub const COST_USD_TOTAL_HELP: &str =
     "Cost in USD of the tokens each version used, from its configured per-million-token prices.";
 pub const TRACE_SPANS_DROPPED_TOTAL: &str = "cutover_trace_spans_dropped_total";
 pub const ACCESS_LOG_DROPPED_TOTAL: &str = "cutover_access_log_dropped_total";
+pub const SHADOW_REQUESTS_TOTAL: &str = "cutover_shadow_requests_total";
+pub const SHADOW_DURATION_SECONDS: &str = "cutover_shadow_duration_seconds";
+pub const SHADOW_COMPARE_TOTAL: &str = "cutover_shadow_compare_total";
+pub const SHADOW_TOKENS_TOTAL: &str = "cutover_shadow_tokens_total";
+pub const SHADOW_COST_USD_TOTAL: &str = "cutover_shadow_cost_usd_total";
+pub const SHADOW_COST_USD_TOTAL_HELP: &str =
+    "Cost in USD of the tokens each shadow used, from its configured per-million-token prices.";
+pub const CACHE_REQUESTS_TOTAL: &str = "cutover_cache_requests_total";
+pub const CACHE_BYTES: &str = "cutover_cache_bytes";
+pub const SET_JSON_SKIPPED_TOTAL: &str = "cutover_set_json_skipped_total";
 
 /// (name, help) for every metric, registered once at start. A test checks
 /// that every series `/metrics` exposes has HELP text.
@@ -81,6 +91,34 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
     (
         BREAKER_STATE,
         "Circuit breaker state per upstream: 0 closed, 1 half-open, 2 open.",
+    ),
+    (
+        SHADOW_REQUESTS_TOTAL,
+        "Mirrored requests by route, shadow and result (ok, failure, dropped when the shadow's max_in_flight was full).",
+    ),
+    (
+        SHADOW_DURATION_SECONDS,
+        "Time from sending a mirror to the last byte of the shadow's response.",
+    ),
+    (
+        SHADOW_COMPARE_TOTAL,
+        "Comparisons of the configured JSON pointers between a shadow's answer and the primary's, by result (match, mismatch).",
+    ),
+    (
+        SHADOW_TOKENS_TOTAL,
+        "Tokens reported in shadow responses' usage blocks, by route, shadow and kind (input, output).",
+    ),
+    (
+        CACHE_REQUESTS_TOTAL,
+        "Requests on caching routes by result (hit, miss, bypass).",
+    ),
+    (
+        CACHE_BYTES,
+        "Bytes held by the response cache (bodies plus per-entry overhead).",
+    ),
+    (
+        SET_JSON_SKIPPED_TOTAL,
+        "Requests forwarded unchanged because set_json was configured but the body is not a JSON object.",
     ),
 ];
 

@@ -1,0 +1,214 @@
+//! Mirrors: a shadow's copy of a request, sent in the background.
+//!
+//! The client path only decides, takes a slot and spawns: it never awaits a
+//! mirror. A mirror reads its answer to the end (for latency, tokens and
+//! cost), compares it with the primary's if asked, logs a shadow line and
+//! discards it. Nothing of it can reach the client: the task owns the
+//! response, and the client's response is built from other values.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Uri};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use super::service::upstream_request;
+use crate::gateway::Gateway;
+use crate::runtime::Runtime;
+use crate::shadow::compare::{self, Capture, Verdict};
+use crate::shadow::{MirrorSlot, Shadow};
+use crate::telemetry::{AccessRecord, AttemptResult, ShadowResult, Usage, UsageScanner};
+
+/// The primary's answer as one JSON document (`None`: not comparable),
+/// sent by the primary's exchange when its response completes.
+pub type PrimaryAnswer = Option<Arc<Value>>;
+
+pub static X_CUTOVER_SHADOW: http::HeaderName = http::HeaderName::from_static("x-cutover-shadow");
+
+/// Everything a mirror needs, owned: the task outlives the request.
+pub struct Job {
+    pub gateway: Arc<Gateway>,
+    /// Keeps the generation (and so the shadow) alive for the task.
+    pub rt: Arc<Runtime>,
+    pub route: usize,
+    pub shadow: usize,
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+    /// The client's body, shared with the primary (a reference count).
+    pub body: Bytes,
+    pub request_id: HeaderValue,
+    pub key_hash: Option<u64>,
+    /// The primary's answer, when this shadow compares.
+    pub primary: Option<oneshot::Receiver<PrimaryAnswer>>,
+    pub slot: MirrorSlot,
+}
+
+/// Spawn a mirror on the gateway's tracker. Returns at once.
+pub fn spawn(job: Job) {
+    let tracker = job.gateway.mirrors.clone();
+    tracker.spawn(run(job));
+}
+
+/// What came back from the shadow.
+struct Answer {
+    status: u16,
+    usage: Usage,
+    document: Option<Value>,
+}
+
+async fn run(mut job: Job) {
+    let rt = Arc::clone(&job.rt);
+    let route = &rt.routes[job.route];
+    let shadow = &route.shadows[job.shadow];
+    let start = Instant::now();
+    let deadline = tokio::time::Instant::now() + shadow.timeout;
+    let outcome = send(shadow, &route.name, &mut job, deadline).await;
+    let duration = start.elapsed();
+    // The slot bounds requests in flight to the shadow, not the wait for
+    // the primary below.
+    drop(job.slot);
+
+    let (result, answer, end) = match outcome {
+        Ok(answer) => (ShadowResult::Ok, Some(answer), "complete"),
+        Err(failed) => (ShadowResult::Failure, None, failed.as_str()),
+    };
+    shadow.record(result);
+    shadow.metrics.duration.record(duration);
+    let mut cost_usd = None;
+    let mut usage = Usage::default();
+    let mut status = 0;
+    let mut document = None;
+    if let Some(a) = answer {
+        usage = a.usage;
+        status = a.status;
+        document = a.document;
+        cost_usd = shadow.metrics.usage(usage, &shadow.target.cost);
+    }
+
+    let mut compared = "";
+    if let (Some(primary), ShadowResult::Ok) = (job.primary.take(), result) {
+        // Resolved when the primary's response ends; an error means it did
+        // not complete (refused, aborted), and there is nothing to compare.
+        if let Ok(primary) = primary.await {
+            let matched = compare::compare(&shadow.compare, primary.as_deref(), document.as_ref())
+                .all(|(_, v)| v == Verdict::Match);
+            shadow.record_compare(matched);
+            compared = if matched { "match" } else { "mismatch" };
+        }
+    }
+
+    let log = &job.gateway.access_log;
+    if log.enabled() {
+        log.write(&AccessRecord {
+            kind: "shadow",
+            request_id: job.request_id.to_str().unwrap_or(""),
+            method: job.method.as_str(),
+            path: job.uri.path(),
+            route: &route.name,
+            version: &shadow.target.name,
+            deps_json: &shadow.target.deps_json,
+            upstream: &shadow.target.upstream.name,
+            assignment: "",
+            key_hash: job.key_hash,
+            status,
+            duration,
+            ttfb: None,
+            bytes: 0,
+            cache: "",
+            compare: compared,
+            fallback_path: &shadow.target.name,
+            input_tokens: usage.input,
+            output_tokens: usage.output,
+            cost_usd,
+            end,
+        });
+    }
+}
+
+/// Send the mirror and read its answer to the end, all before `deadline`
+/// (the shadow's `timeout`). Reports to the upstream's breaker and counts
+/// in `cutover_upstream_requests_total` like any attempt: a shadow loads
+/// its upstream as much as a version does.
+async fn send(
+    shadow: &Shadow,
+    route: &str,
+    job: &mut Job,
+    deadline: tokio::time::Instant,
+) -> Result<Answer, AttemptResult> {
+    let target = &shadow.target;
+    let upstream = &target.upstream;
+    let mut headers = std::mem::take(&mut job.headers);
+    headers.insert(X_CUTOVER_SHADOW.clone(), HeaderValue::from_static("1"));
+    let req = upstream_request(
+        target,
+        route,
+        &job.method,
+        job.uri.path_and_query(),
+        headers,
+        &job.body,
+    )?;
+    let permit = match upstream.state.breaker.try_acquire() {
+        Ok(p) => p,
+        Err(_) => {
+            upstream.metrics.attempt(AttemptResult::Rejected);
+            return Err(AttemptResult::Rejected);
+        }
+    };
+    let fail = |permit: crate::upstream::Permit, result: AttemptResult| {
+        permit.failure();
+        upstream.metrics.attempt(result);
+        Err(result)
+    };
+    let response = match tokio::time::timeout_at(deadline, upstream.state.client.request(req)).await
+    {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) => return fail(permit, AttemptResult::ConnectError),
+        Err(_) => return fail(permit, AttemptResult::Timeout),
+    };
+    if upstream
+        .config
+        .failure_statuses
+        .contains(&response.status())
+    {
+        return fail(permit, AttemptResult::FailureStatus);
+    }
+    let status = response.status().as_u16();
+    let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
+    let mut usage = UsageScanner::for_content_type(content_type.as_ref());
+    let mut capture = (!shadow.compare.is_empty() && job.primary.is_some())
+        .then(|| Capture::for_content_type(content_type.as_ref()));
+    let mut body = response.into_body();
+    // Read to the end, frame by frame, keeping nothing past the capture's
+    // cap: the answer is measured, then dropped.
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(_) => return fail(permit, AttemptResult::Timeout),
+        };
+        match frame {
+            Ok(frame) => {
+                if let Some(data) = frame.data_ref() {
+                    usage.observe(data);
+                    if let Some(c) = &mut capture {
+                        c.observe(data);
+                    }
+                }
+            }
+            Err(_) => return fail(permit, AttemptResult::StreamError),
+        }
+    }
+    // A shadow is judged on its whole answer: it has no commit point.
+    permit.success();
+    upstream.metrics.attempt(AttemptResult::Ok);
+    Ok(Answer {
+        status,
+        usage: usage.finish(),
+        document: capture.and_then(Capture::finish),
+    })
+}
