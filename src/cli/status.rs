@@ -206,7 +206,25 @@ pub fn render(s: &Status, url: &http::Uri) -> String {
             b.window_requests,
         );
     }
+    let c = &s.cache;
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "cache  {} entries, {} of {} bytes, hit ratio {} ({} hits, {} misses, {} bypassed)",
+        c.entries,
+        c.bytes,
+        c.max_size,
+        share(c.hit_ratio),
+        c.hits,
+        c.misses,
+        c.bypasses
+    );
     o
+}
+
+/// A share as a percent, or `-` before there is anything to divide.
+fn share(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| format!("{:.1}%", v * 100.0))
 }
 
 fn route(o: &mut String, r: &RouteView) {
@@ -260,8 +278,16 @@ fn route(o: &mut String, r: &RouteView) {
         for sh in &r.shadows {
             let _ = writeln!(
                 o,
-                "    {} -> {}  {:.2}% mirrored  max in flight {}  timeout {}ms",
-                sh.name, sh.upstream, sh.percent, sh.max_in_flight, sh.timeout_ms
+                "    {} -> {}  {:.2}% mirrored  in flight {}/{}  timeout {}ms  dropped {}  failures {}  match {}",
+                sh.name,
+                sh.upstream,
+                sh.percent,
+                sh.in_flight,
+                sh.max_in_flight,
+                sh.timeout_ms,
+                sh.dropped,
+                share(sh.failure_share),
+                share(sh.match_share)
             );
         }
     }

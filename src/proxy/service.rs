@@ -685,6 +685,9 @@ mod tests {
         assert!(!storable(&head(500, &[])));
         assert!(!storable(&head(200, &[("set-cookie", "sid=1")])));
         assert!(!storable(&head(200, &[("cache-control", "Private")])));
-        assert!(!storable(&head(200, &[("cache-control", "max-age=0, no-store")])));
+        assert!(!storable(&head(
+            200,
+            &[("cache-control", "max-age=0, no-store")]
+        )));
     }
 }
