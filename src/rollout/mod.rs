@@ -18,6 +18,7 @@
 pub mod controller;
 pub mod judge;
 pub mod persist;
+pub mod sim;
 pub mod stats;
 pub mod webhook;
 
