@@ -18,6 +18,7 @@
 pub mod controller;
 pub mod judge;
 pub mod persist;
+pub mod route;
 pub mod sim;
 pub mod stats;
 pub mod webhook;
@@ -27,4 +28,5 @@ pub use controller::{
     Transition,
 };
 pub use judge::{GateName, GateResult, Judge, Judgement, Verdict};
+pub use route::{RolloutStatus, RouteRollout};
 pub use stats::{Observation, Role, RolloutStats, StepSummary, VersionSnapshot, WindowSnapshot};

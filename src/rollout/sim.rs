@@ -97,6 +97,9 @@ pub struct RunResult {
     pub canary_requests_on_stage: u64,
     /// The judgement of the last tick of the last judged stage.
     pub last_judgement: Option<Judgement>,
+    /// The first transition and the canary requests seen until it: the
+    /// time to the judge's first decision.
+    pub first_decision: Option<(u64, State)>,
     /// States entered, in order (without the first).
     pub path: Vec<State>,
 }
@@ -198,6 +201,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> RunResult {
         canary_requests: 0,
         canary_requests_on_stage: 0,
         last_judgement: None,
+        first_decision: None,
         path: Vec::new(),
     };
     for tick in 1..=scenario.max_ticks {
@@ -229,6 +233,9 @@ pub fn run(scenario: &Scenario, seed: u64) -> RunResult {
         if let Some(t) = transition {
             if t.stage_changed {
                 stats.reset_step();
+            }
+            if result.first_decision.is_none() {
+                result.first_decision = Some((result.canary_requests, t.to.clone()));
             }
             result.path.push(t.to.clone());
             if matches!(t.to, State::Promoted | State::RolledBack { .. }) {
