@@ -142,6 +142,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .configure_mesh()
         .x_desc("true canary − baseline failure rate (percentage points; baseline 2 %, margin 1)")
         .y_desc("canary requests (median, quartiles)")
+        .y_label_formatter(&|v| format!("{v:.0}"))
         .label_style(("sans-serif", 14))
         .draw()?;
     let pass: Vec<&Point> = points.iter().filter(|p| p.effect_points <= 0.0).collect();

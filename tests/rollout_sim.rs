@@ -6,9 +6,9 @@
 use std::time::Duration;
 
 use cutover::config::{GatesConfig, RollbackConfig, RolloutConfig, ShadowFirstConfig, WeightBps};
-use cutover::rollout::judge::{GateName, Verdict};
+use cutover::rollout::judge::{GateName, Judge, Verdict};
 use cutover::rollout::sim::{self, Arm, RunResult, Scenario};
-use cutover::rollout::{ReasonKind, State};
+use cutover::rollout::{ReasonKind, State, VersionSnapshot};
 
 /// SPEC §2's example rollout, with a 10 s interval so that a rollout is a
 /// few hundred simulated seconds.
@@ -98,6 +98,68 @@ fn aa_rollouts_rarely_roll_back() {
     assert!(share <= 0.05, "A/A rollback share {share}");
     // And the judge is not merely stuck: equal canaries do get promoted.
     assert!(promoted as f64 >= 0.9 * runs as f64, "{promoted} promoted");
+}
+
+/// A/A at the edge, where the budget is spent in full: a zero margin (the
+/// true difference sits exactly on it), one gate, one stage (so the gate
+/// gets all of α = 0.05), and 1 000 looks over 100 000 requests per
+/// version. The judge is fed the same counts as a naive fixed-n z-test
+/// (95 %, one-sided) peeked at every look: the naive test rolls back a
+/// large share of these identical canaries, the confidence sequence must
+/// stay at ≤ 5 %.
+#[test]
+fn aa_at_a_zero_margin_stays_within_alpha_where_peeking_does_not() {
+    use rand::SeedableRng;
+    let gates = GatesConfig {
+        error_rate_margin: Some(0.0),
+        max_error_rate: None,
+        latency_p95_ratio: None,
+        max_latency_p95: None,
+        max_cost_per_request: None,
+        outcome_margin: None,
+        confidence: 0.95,
+    };
+    let judge = Judge::new(&gates, 1, 200);
+    let runs = 500;
+    let (mut ours, mut naive) = (0, 0);
+    for seed in 0..runs {
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(8_000 + seed);
+        let mut b = VersionSnapshot::default();
+        let mut c = VersionSnapshot::default();
+        let (mut ours_failed, mut naive_failed) = (false, false);
+        for _ in 0..1_000 {
+            for v in [&mut b, &mut c] {
+                v.requests += 100;
+                v.failures += sim::binomial(&mut rng, 100, 0.02);
+            }
+            if !ours_failed && judge.judge(&b, &c, false).verdict() == Verdict::Fail {
+                ours_failed = true;
+            }
+            let (pb, pc) = (
+                b.failures as f64 / b.requests as f64,
+                c.failures as f64 / c.requests as f64,
+            );
+            let se =
+                (pb * (1.0 - pb) / b.requests as f64 + pc * (1.0 - pc) / c.requests as f64).sqrt();
+            if se > 0.0 && (pc - pb) - 1.645 * se > 0.0 {
+                naive_failed = true;
+            }
+        }
+        ours += u64::from(ours_failed);
+        naive += u64::from(naive_failed);
+    }
+    let share = ours as f64 / runs as f64;
+    let naive_share = naive as f64 / runs as f64;
+    println!(
+        "A/A, zero margin, alpha 0.05, 1000 looks: confidence sequence {ours} of {runs} ({:.1} %), peeked z-test {naive} of {runs} ({:.1} %)",
+        share * 100.0,
+        naive_share * 100.0
+    );
+    assert!(share <= 0.05, "share {share}");
+    assert!(
+        naive_share > 0.15,
+        "the naive test should show the peeking problem: {naive_share}"
+    );
 }
 
 /// A canary at +10 percentage points of failures (12 % vs 2 %) is rolled
