@@ -23,6 +23,7 @@ pub mod mock;
 pub mod proxy;
 pub mod reload;
 pub mod resilience;
+pub mod rollout;
 pub mod routing;
 pub mod runtime;
 pub mod server;

@@ -1,0 +1,32 @@
+//! Progressive rollout (SPEC §9): shadow → canary steps → promoted, judged
+//! by anytime-valid statistics, with automatic rollback.
+//!
+//! * [`stats`]: the hot path records each judged request into
+//!   [`stats::RolloutStats`] (lock-free; per-step counters swapped on a step
+//!   change; the canary's sliding window for the rollback triggers).
+//! * [`judge`]: the gates, each Pass / Fail / Inconclusive with its numbers,
+//!   on confidence sequences so that looking every tick stays valid.
+//! * [`controller`]: the state machine, pure logic on an injected clock:
+//!   `tick` once a second, `act` for the operator's actions.
+//! * [`persist`]: `state.dir/<route>.json`, atomic write, restore at start.
+//! * [`webhook`]: a JSON event per transition, never blocking the tick.
+//! * [`sim`]: synthetic traffic on a manual clock, for the tests and the
+//!   plot in `docs/judge.md`.
+//!
+//! `docs/judge.md` explains the method and how to wire these together.
+
+pub mod controller;
+pub mod judge;
+pub mod persist;
+pub mod route;
+pub mod sim;
+pub mod stats;
+pub mod webhook;
+
+pub use controller::{
+    Action, Cause, Controller, NotAllowed, ReasonKind, RollbackReason, Stage, State, TickInputs,
+    Transition,
+};
+pub use judge::{GateName, GateResult, Judge, Judgement, Verdict};
+pub use route::{RolloutStatus, RouteRollout};
+pub use stats::{Observation, Role, RolloutStats, StepSummary, VersionSnapshot, WindowSnapshot};
