@@ -13,6 +13,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::cache::ResponseCache;
 use crate::config::{self, Config};
+use crate::rollout::Action;
+use crate::rollout::registry::{ActError, RolloutRegistry};
+use crate::rollout::route::RolloutStatus;
 use crate::runtime::{Runtime, Shared};
 use crate::shadow::ShadowStates;
 use crate::telemetry::feedback::FeedbackIndex;
@@ -27,6 +30,8 @@ pub struct Gateway {
     pub registry: UpstreamRegistry,
     /// Per-shadow in-flight bounds and counters. Survive reloads.
     pub shadows: ShadowStates,
+    /// Rollout controllers by route. Survive reloads; control plane only.
+    pub rollouts: RolloutRegistry,
     /// Every mirror task, so shutdown can wait for them within its grace.
     pub mirrors: TaskTracker,
     /// The response cache, shared by the routes that opt in. Survives
@@ -99,11 +104,14 @@ impl Gateway {
             config.cache.max_size,
             config.cache.max_entry_size,
         ));
+        let rollouts = RolloutRegistry::new(config.state.dir.clone());
+        let live = rollouts.sync(&config);
         let runtime = Runtime::compile(
             config,
             &Shared {
                 upstreams: &registry,
                 shadows: &shadows,
+                rollouts: &live,
             },
             1,
         )?;
@@ -111,6 +119,7 @@ impl Gateway {
             runtime: ArcSwap::from_pointee(runtime),
             registry,
             shadows,
+            rollouts,
             mirrors: TaskTracker::new(),
             cache,
             in_flight: AtomicUsize::new(0),
@@ -166,9 +175,13 @@ impl Gateway {
         let current = self.runtime.load_full();
         let restart = restart_required(&current.config, &loaded.config);
         let next = self.generation() + 1;
+        // A rollout whose canary changed starts over here, before the new
+        // generation is compiled with its weights.
+        let live = self.rollouts.sync(&loaded.config);
         let shared = Shared {
             upstreams: &self.registry,
             shadows: &self.shadows,
+            rollouts: &live,
         };
         let runtime =
             Runtime::compile(loaded.config, &shared, next).map_err(ReloadError::Compile)?;
@@ -188,6 +201,47 @@ impl Gateway {
         Ok(next)
     }
 
+    /// Recompile the running config with the rollouts' current weights and
+    /// swap it in: the single writer of the `Runtime`, like a reload (and
+    /// serialised with reloads), but the config generation stays.
+    pub async fn republish(&self) {
+        let _one_at_a_time = self.reload_lock.lock().await;
+        let current = self.runtime.load_full();
+        let live = self.rollouts.live();
+        let shared = Shared {
+            upstreams: &self.registry,
+            shadows: &self.shadows,
+            rollouts: &live,
+        };
+        match Runtime::compile((*current.config).clone(), &shared, current.generation) {
+            Ok(runtime) => self.runtime.store(Arc::new(runtime)),
+            Err(e) => tracing::error!(error = %e, "rollout weights not published"),
+        }
+    }
+
+    /// One rollout tick: judge every rollout, apply transitions, and
+    /// publish new weights if any changed. Called once a second.
+    pub async fn tick_rollouts(&self) {
+        let rt = self.runtime.load_full();
+        let applied = self.rollouts.tick(|route| canary_breaker_open(&rt, route));
+        if applied.iter().any(|a| a.republish) {
+            self.republish().await;
+        }
+    }
+
+    /// An operator action (`POST /routes/{route}/rollout/{action}`).
+    pub async fn rollout_action(
+        &self,
+        route: &str,
+        action: Action,
+    ) -> Result<RolloutStatus, ActError> {
+        let (applied, _) = self.rollouts.act(route, action)?;
+        if applied.republish {
+            self.republish().await;
+        }
+        self.rollouts.status(route).ok_or(ActError::UnknownRoute)
+    }
+
     pub fn reload_state(&self) -> ReloadState {
         self.reload_state
             .lock()
@@ -198,6 +252,21 @@ impl Gateway {
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
     }
+}
+
+/// Whether the breaker of `route`'s canary upstream is open now.
+fn canary_breaker_open(rt: &Runtime, route: &str) -> bool {
+    rt.routes
+        .iter()
+        .find(|r| &*r.name == route)
+        .and_then(|r| {
+            let j = r.judging.as_ref()?;
+            Some(
+                r.versions[j.canary].target.upstream.state.breaker.state()
+                    == crate::upstream::breaker::BreakerState::Open,
+            )
+        })
+        .unwrap_or(false)
 }
 
 /// Settings bound at start (listeners, TLS, threads, the header timeout of

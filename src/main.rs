@@ -22,6 +22,7 @@ fn main() -> ExitCode {
         Command::MockBackend(args) => cutover::cli::mock_backend::run(args),
         Command::Demo(args) => cutover::cli::demo::run(args),
         Command::Status(args) => cutover::cli::status::run(args),
+        Command::Rollout(args) => cutover::cli::rollout::run(args),
     };
     ExitCode::from(code)
 }

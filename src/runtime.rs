@@ -8,6 +8,7 @@
 //! Everything the hot path needs is resolved here: bucket tables, header
 //! values, pre-rendered refusals, metric handles.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -16,10 +17,13 @@ use http::{HeaderName, HeaderValue};
 
 use crate::cache::RouteCache;
 use crate::config::{
-    self, Config, FallbackConfig, RouteMatch, StickySource, TargetConfig, UpstreamConfig,
+    self, Config, FallbackConfig, RouteMatch, ShadowConfig, StickySource, TargetConfig,
+    UpstreamConfig, WeightBps,
 };
 use crate::resilience::Refusal;
-use crate::routing::BucketTable;
+use crate::rollout::registry::LiveRollout;
+use crate::rollout::{Role, RolloutStats};
+use crate::routing::{BUCKETS, BucketTable};
 use crate::shadow::{Shadow, ShadowStates};
 use crate::telemetry::{RouteMetrics, UpstreamMetrics, VersionMetrics, names};
 use crate::upstream::{UpstreamRegistry, UpstreamState};
@@ -90,9 +94,34 @@ pub struct Target {
 
 pub struct Version {
     pub target: Target,
+    /// Effective: the configured weight, or the rollout's.
     pub weight: config::WeightBps,
     /// Shared with the feedback index, which counts outcomes on it later.
+    /// On a rollout's versions it also feeds the judge.
     pub metrics: Arc<VersionMetrics>,
+    /// The same series without the judge, for pinned requests (a tester
+    /// chose them, not the split). `None` off rollouts.
+    pub pinned_metrics: Option<Arc<VersionMetrics>>,
+}
+
+/// A route under rollout, as the data plane sees it: where judged
+/// requests are recorded, and which versions are judged.
+pub struct Judging {
+    pub stats: Arc<RolloutStats>,
+    pub baseline: usize,
+    pub canary: usize,
+}
+
+impl Judging {
+    pub fn role(&self, version: usize) -> Option<Role> {
+        if version == self.baseline {
+            Some(Role::Baseline)
+        } else if version == self.canary {
+            Some(Role::Canary)
+        } else {
+            None
+        }
+    }
 }
 
 pub struct Route {
@@ -107,6 +136,8 @@ pub struct Route {
     pub shadows: Box<[Shadow]>,
     /// `None`: the route does not cache.
     pub cache: Option<RouteCache>,
+    /// `None`: no rollout on this route.
+    pub judging: Option<Judging>,
     pub refusal: Refusal,
     /// Handles for responses that never reached a version (shed, 413).
     pub unassigned_metrics: VersionMetrics,
@@ -122,11 +153,16 @@ impl Route {
     }
 }
 
+/// Mirrors in flight to a shadowing canary at most.
+const CANARY_MIRRORS_IN_FLIGHT: usize = 256;
+
 /// The long-lived state, kept by the gateway across generations, that a
 /// config is compiled against.
 pub struct Shared<'a> {
     pub upstreams: &'a UpstreamRegistry,
     pub shadows: &'a ShadowStates,
+    /// Rollouts by route name: their live weights and stats.
+    pub rollouts: &'a HashMap<String, LiveRollout>,
 }
 
 impl Runtime {
@@ -153,14 +189,51 @@ impl Runtime {
         };
         let mut routes = Vec::with_capacity(config.routes.len());
         for r in &config.routes {
+            let live = r
+                .rollout
+                .as_ref()
+                .zip(shared.rollouts.get(&r.name))
+                .and_then(|(cfg, live)| {
+                    let baseline = r
+                        .versions
+                        .iter()
+                        .position(|v| v.target.name == cfg.baseline)?;
+                    let canary = r
+                        .versions
+                        .iter()
+                        .position(|v| v.target.name == cfg.canary)?;
+                    Some((live, baseline, canary))
+                });
             let versions: Vec<Version> = r
                 .versions
                 .iter()
-                .map(|v| {
+                .enumerate()
+                .map(|(i, v)| {
+                    let mut weight = v.weight;
+                    let mut metrics = VersionMetrics::new(&r.name, &v.target.name);
+                    let mut pinned_metrics = None;
+                    if let Some((live, baseline, canary)) = live {
+                        let canary_bps = live.canary_weight.get();
+                        let (role, bps) = if i == canary {
+                            (Role::Canary, canary_bps)
+                        } else if i == baseline {
+                            (Role::Baseline, BUCKETS - canary_bps.min(BUCKETS))
+                        } else {
+                            return Err(format!(
+                                "route {:?}: a version outside its rollout",
+                                r.name
+                            ));
+                        };
+                        weight = WeightBps::new(bps).unwrap_or(weight);
+                        pinned_metrics =
+                            Some(Arc::new(VersionMetrics::new(&r.name, &v.target.name)));
+                        metrics.judge = Some((Arc::clone(&live.stats), role));
+                    }
                     Ok(Version {
                         target: compile_target(&v.target, find(&v.target.upstream)?)?,
-                        weight: v.weight,
-                        metrics: Arc::new(VersionMetrics::new(&r.name, &v.target.name)),
+                        weight,
+                        metrics: Arc::new(metrics),
+                        pinned_metrics,
                     })
                 })
                 .collect::<Result<_, String>>()?;
@@ -179,7 +252,7 @@ impl Runtime {
                     compile_target(t, find(&t.upstream)?)
                 })
                 .collect::<Result<Vec<_>, String>>()?;
-            let shadows = r
+            let mut shadows = r
                 .shadows
                 .iter()
                 .map(|s| {
@@ -188,6 +261,26 @@ impl Runtime {
                     Ok(Shadow::new(s, target, &r.name, &r.salt, state))
                 })
                 .collect::<Result<Vec<_>, String>>()?;
+            // Shadowing (SPEC §9): every request is mirrored to the canary,
+            // whose answers feed the judge.
+            if let Some((live, _, canary)) = live
+                && live.mirrored
+            {
+                let v = &r.versions[canary];
+                let upstream = find(&v.target.upstream)?;
+                let mirror = ShadowConfig {
+                    target: v.target.clone(),
+                    percent: WeightBps::FULL,
+                    max_in_flight: Some(CANARY_MIRRORS_IN_FLIGHT),
+                    timeout: upstream.config.header_timeout + upstream.config.idle_timeout,
+                    compare: Vec::new(),
+                };
+                let target = compile_target(&v.target, upstream)?;
+                let state = shared.shadows.get(&r.name, "rollout/canary");
+                let mut shadow = Shadow::new(&mirror, target, &r.name, &r.salt, state);
+                shadow.judged = Some(Arc::clone(&live.stats));
+                shadows.push(shadow);
+            }
             routes.push(Route {
                 name: r.name.as_str().into(),
                 matcher: r.matcher.clone(),
@@ -199,6 +292,11 @@ impl Runtime {
                 fallbacks: fallbacks.into_boxed_slice(),
                 shadows: shadows.into_boxed_slice(),
                 cache: r.cache.as_ref().map(|c| RouteCache::new(&r.name, c)),
+                judging: live.map(|(live, baseline, canary)| Judging {
+                    stats: Arc::clone(&live.stats),
+                    baseline,
+                    canary,
+                }),
                 refusal: Refusal::render(&r.refusal),
                 unassigned_metrics: VersionMetrics::new(&r.name, ""),
                 metrics: RouteMetrics::new(&r.name),

@@ -312,10 +312,23 @@ async fn unknown_paths_and_wrong_methods_are_json_errors() {
     let proxy = start_proxy(&one_version(&a.url(), "", "")).await;
     let admin = proxy.admin_url();
 
-    for path in ["/nope", "/status/", "/", "/routes/chat/rollout/advance"] {
+    for path in ["/nope", "/status/", "/", "/routes/chat/rollout"] {
         let (code, v) = get_json(&format!("{admin}{path}")).await;
         assert_eq!(code, 404, "{path}");
         assert!(v["error"].is_string(), "{path}: {v}");
+    }
+    let (code, _) = get_json(&format!("{admin}/routes/chat/rollout/advance")).await;
+    assert_eq!(code, 405, "rollout actions are POST");
+    for path in [
+        "/routes/chat/rollout/advance",
+        "/routes/chat/rollout/explode",
+    ] {
+        let r = client()
+            .post(format!("{admin}{path}"))
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(r.status(), 404, "{path}: the route has no rollout");
     }
 
     let r = client()

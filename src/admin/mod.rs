@@ -10,6 +10,7 @@
 //! | `GET /status`    | 200 JSON, see [`status`]                                      | yes   |
 //! | `POST /reload`   | 200 `{"generation":N}`; 400 `{"error":"..."}`, old config stays | yes |
 //! | `POST /cache/purge` | 200 `{"purged":N}`: every cache entry dropped              | yes   |
+//! | `POST /routes/{route}/rollout/{action}` | 200 with the new rollout state; 404 unknown route or action; 409 not allowed now | yes |
 //!
 //! `HEAD` is accepted wherever `GET` is. Every error is JSON
 //! `{"error":"..."}`: 404 for an unknown path, 405 (with `allow`) for a
@@ -37,6 +38,7 @@ use tokio::net::TcpListener;
 
 use crate::gateway::Gateway;
 use crate::proxy::ProxyBody;
+use crate::rollout::registry::ActError;
 
 pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -73,6 +75,8 @@ enum Endpoint {
     Status,
     Reload,
     CachePurge,
+    /// `/routes/{route}/rollout/{action}`
+    Rollout,
 }
 
 impl Endpoint {
@@ -84,6 +88,7 @@ impl Endpoint {
             "/status" => Endpoint::Status,
             "/reload" => Endpoint::Reload,
             "/cache/purge" => Endpoint::CachePurge,
+            p if rollout_path(p).is_some() => Endpoint::Rollout,
             _ => return None,
         })
     }
@@ -91,14 +96,14 @@ impl Endpoint {
     /// The `allow` header value.
     fn allow(self) -> &'static str {
         match self {
-            Endpoint::Reload | Endpoint::CachePurge => "POST",
+            Endpoint::Reload | Endpoint::CachePurge | Endpoint::Rollout => "POST",
             _ => "GET, HEAD",
         }
     }
 
     fn accepts(self, method: &Method) -> bool {
         match self {
-            Endpoint::Reload | Endpoint::CachePurge => method == Method::POST,
+            Endpoint::Reload | Endpoint::CachePurge | Endpoint::Rollout => method == Method::POST,
             _ => method == Method::GET || method == Method::HEAD,
         }
     }
@@ -117,7 +122,7 @@ async fn route(gateway: &Gateway, req: Request<Incoming>) -> Response<ProxyBody>
     let Some(endpoint) = Endpoint::from_path(req.uri().path()) else {
         return error(
             StatusCode::NOT_FOUND,
-            "no such admin endpoint; valid: GET /healthz, GET /readyz, GET /metrics, GET /status, POST /reload, POST /cache/purge",
+            "no such admin endpoint; valid: GET /healthz, GET /readyz, GET /metrics, GET /status, POST /reload, POST /cache/purge, POST /routes/{route}/rollout/{action}",
         );
     };
     if !endpoint.accepts(req.method()) {
@@ -199,6 +204,40 @@ async fn route(gateway: &Gateway, req: Request<Incoming>) -> Response<ProxyBody>
             ),
             Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
         },
+        Endpoint::Rollout => {
+            let Some((route, action)) = rollout_path(req.uri().path()) else {
+                return error(StatusCode::NOT_FOUND, "no such admin endpoint");
+            };
+            let Some(action) = crate::rollout::Action::parse(action) else {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    &format!(
+                        "unknown rollout action {action:?}; valid: advance, promote, pause, resume, abort, restart"
+                    ),
+                );
+            };
+            match gateway.rollout_action(route, action).await {
+                Ok(status) => match serde_json::to_string(&serde_json::json!({
+                    "route": route,
+                    "action": action.as_str(),
+                    "rollout": status,
+                })) {
+                    Ok(body) => json(StatusCode::OK, body),
+                    Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+                },
+                Err(ActError::UnknownRoute) => error(
+                    StatusCode::NOT_FOUND,
+                    &format!("route {route:?} does not exist or has no rollout"),
+                ),
+                Err(ActError::NotAllowed(n)) => error(
+                    StatusCode::CONFLICT,
+                    &format!(
+                        "{} is not allowed while the rollout is {}",
+                        n.action, n.state
+                    ),
+                ),
+            }
+        }
         Endpoint::CachePurge => {
             let purged = gateway.cache.purge();
             tracing::info!(purged, "cache purged");
@@ -208,6 +247,14 @@ async fn route(gateway: &Gateway, req: Request<Incoming>) -> Response<ProxyBody>
             )
         }
     }
+}
+
+/// `/routes/{route}/rollout/{action}` → (route, action).
+fn rollout_path(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix("/routes/")?;
+    let (route, action) = rest.split_once("/rollout/")?;
+    (!route.is_empty() && !route.contains('/') && !action.is_empty() && !action.contains('/'))
+        .then_some((route, action))
 }
 
 /// Whether the request carries `Authorization: Bearer <expected>`.

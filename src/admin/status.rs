@@ -104,6 +104,10 @@ pub struct RouteView {
     pub shadows: Vec<ShadowView>,
     pub fallbacks: Vec<String>,
     pub cache: Option<CacheView>,
+    /// `null` without a rollout; else state, step, weights, the step's
+    /// per-version stats and the gates' last verdicts (see
+    /// `rollout::route::RolloutStatus`).
+    pub rollout: Option<serde_json::Value>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -212,7 +216,14 @@ pub fn build(gateway: &Gateway) -> Status {
             .config
             .routes
             .iter()
-            .map(|r| route_view(&rt, r))
+            .map(|r| {
+                let mut view = route_view(&rt, r);
+                view.rollout = gateway
+                    .rollouts
+                    .status(&r.name)
+                    .and_then(|s| serde_json::to_value(s).ok());
+                view
+            })
             .collect(),
         upstreams: rt
             .upstreams
@@ -335,6 +346,7 @@ fn route_view(rt: &Runtime, r: &RouteConfig) -> RouteView {
             vary: c.vary.iter().map(|h| h.to_string()).collect(),
             deterministic_only: c.deterministic_only,
         }),
+        rollout: None,
     }
 }
 

@@ -11,6 +11,7 @@ pub mod check;
 pub mod demo;
 pub mod hash;
 pub mod mock_backend;
+pub mod rollout;
 pub mod serve;
 pub mod status;
 
@@ -43,6 +44,8 @@ pub enum Command {
     Demo(demo::Args),
     /// Show what a running proxy is doing (admin `GET /status`).
     Status(status::Args),
+    /// Act on a route's rollout: advance, promote, pause, resume, abort, restart.
+    Rollout(rollout::Args),
 }
 
 /// `--config FILE`, defaulting to `$CUTOVER_CONFIG`, then `cutover.toml`.

@@ -60,6 +60,12 @@ pub fn run(args: Args) -> u8 {
 /// `http://host:port[/prefix]` → `http://host:port[/prefix]/status`. A bare
 /// `host:port` is taken as plain HTTP.
 fn status_url(admin: &str) -> Result<http::Uri, String> {
+    admin_url(admin, "/status")
+}
+
+/// `PATH` on the admin listener named by `--admin` (`HOST:PORT` or an
+/// `http://` URL).
+pub(super) fn admin_url(admin: &str, path: &str) -> Result<http::Uri, String> {
     let admin = admin.trim();
     let mut base = if admin.contains("://") {
         admin.to_string()
@@ -73,7 +79,7 @@ fn status_url(admin: &str) -> Result<http::Uri, String> {
     if !base.starts_with("http://") {
         return Err("only http:// admin URLs are supported (the admin listener speaks plain HTTP); e.g. http://127.0.0.1:9901".into());
     }
-    let uri: http::Uri = format!("{base}/status")
+    let uri: http::Uri = format!("{base}{path}")
         .parse()
         .map_err(|e| format!("not a valid URL ({e}); e.g. http://127.0.0.1:9901"))?;
     if uri.host().is_none_or(str::is_empty) {
@@ -83,8 +89,19 @@ fn status_url(admin: &str) -> Result<http::Uri, String> {
 }
 
 async fn fetch(url: &http::Uri, token: Option<&str>) -> Result<Status, String> {
+    let body = call(http::Method::GET, url, token).await?;
+    serde_json::from_slice(&body).map_err(|e| format!("the answer is not a status document: {e}"))
+}
+
+/// One admin API call; a non-2xx answer is an error carrying the API's
+/// own message.
+pub(super) async fn call(
+    method: http::Method,
+    url: &http::Uri,
+    token: Option<&str>,
+) -> Result<Bytes, String> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let mut req = http::Request::get(url.clone());
+    let mut req = http::Request::builder().method(method).uri(url.clone());
     if let Some(token) = token {
         req = req.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
     }
@@ -115,7 +132,7 @@ async fn fetch(url: &http::Uri, token: Option<&str>) -> Result<Status, String> {
             .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_string());
         return Err(format!("admin API answered {status}: {detail}"));
     }
-    serde_json::from_slice(&body).map_err(|e| format!("the answer is not a status document: {e}"))
+    Ok(body)
 }
 
 /// The innermost cause too: "client error (Connect)" alone says little.

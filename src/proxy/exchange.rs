@@ -16,7 +16,8 @@ use bytes::Bytes;
 
 use super::headers::TraceContext;
 use crate::gateway::Gateway;
-use crate::runtime::{Runtime, Upstream};
+use crate::rollout::Observation;
+use crate::runtime::{Route, Runtime, Upstream};
 use crate::telemetry::otlp::Span;
 use tokio::sync::oneshot;
 
@@ -112,6 +113,9 @@ pub struct Exchange {
     /// that hand them the result when the response completes.
     pub capture: Option<Capture>,
     pub compare_tx: Vec<oneshot::Sender<PrimaryAnswer>>,
+    /// The chosen version's own attempt failed (a fallback may have
+    /// answered): what a rollout judges.
+    pub own_attempt_failed: bool,
     /// Time spent in cutover itself so far, and when the current stretch
     /// of it began (`None` while waiting on the client or an upstream).
     overhead: Duration,
@@ -163,6 +167,7 @@ impl Exchange {
             fill: None,
             capture: None,
             compare_tx: Vec::new(),
+            own_attempt_failed: false,
             overhead: Duration::ZERO,
             working_since: Some(start),
             trace: None,
@@ -323,6 +328,7 @@ impl Exchange {
                 cost_usd = v.metrics.usage(usage, &v.target.cost);
             }
             route.metrics.overhead.record(self.overhead);
+            self.judge(route, end, duration, cost_usd);
         }
 
         if self.gateway.access_log.enabled() {
@@ -425,6 +431,44 @@ impl Exchange {
             self.gateway.in_flight.fetch_sub(1, Ordering::AcqRel);
         }
         self.upstream_slot = None;
+    }
+}
+
+impl Exchange {
+    /// Record this request for the route's rollout, if it is judged: a
+    /// baseline or canary request assigned by the split (never pinned),
+    /// that reached its version (not a cache hit or a local answer).
+    fn judge(&self, route: &Route, end: End, duration: Duration, cost_usd: Option<f64>) {
+        let (Some(judging), Some(version)) = (&route.judging, self.version) else {
+            return;
+        };
+        let Some(role) = judging.role(version) else {
+            return;
+        };
+        if self.assignment == Some(Assignment::Pinned) {
+            return;
+        }
+        let own = match &self.responder {
+            Responder::Upstream(u) => {
+                Arc::ptr_eq(u, &route.versions[version].target.upstream) && !self.own_attempt_failed
+            }
+            Responder::Refusal => false,
+            Responder::Cache(_) | Responder::Local | Responder::Pending => return,
+        };
+        let failed = self.own_attempt_failed
+            || (own && matches!(end, End::UpstreamError | End::IdleTimeout));
+        if !failed && end == End::ClientAborted {
+            // The client left: neither the version's fault nor its latency.
+            return;
+        }
+        judging.stats.record(
+            role,
+            &Observation {
+                failed,
+                latency: (own && !failed).then_some(duration),
+                cost_usd: if own { cost_usd } else { None },
+            },
+        );
     }
 }
 

@@ -18,6 +18,7 @@ use tokio::sync::oneshot;
 
 use super::service::upstream_request;
 use crate::gateway::Gateway;
+use crate::rollout::{Observation, Role};
 use crate::runtime::Runtime;
 use crate::shadow::compare::{self, Capture, Verdict};
 use crate::shadow::{MirrorSlot, Shadow};
@@ -88,6 +89,19 @@ async fn run(mut job: Job) {
         status = a.status;
         document = a.document;
         cost_usd = shadow.metrics.usage(usage, &shadow.target.cost);
+    }
+
+    if let Some(stats) = &shadow.judged {
+        stats.record(
+            Role::Canary,
+            &Observation {
+                failed: result == ShadowResult::Failure,
+                // A failure's duration says nothing about how fast the
+                // canary answers (a refused connect takes 1 ms).
+                latency: (result == ShadowResult::Ok).then_some(duration),
+                cost_usd,
+            },
+        );
     }
 
     let mut compared = "";

@@ -189,6 +189,9 @@ pub async fn handle(
             }
             Err(e) => {
                 tracing::debug!(target = %target.name, error = ?e, "attempt failed");
+                if i == 0 {
+                    ex.own_attempt_failed = true;
+                }
                 previous = Some(target);
             }
         }
@@ -368,6 +371,11 @@ fn respond(
 ) -> Response<ProxyBody> {
     let version = ex.version.map(|v| &route.versions[v]);
     if let Some(version) = version {
+        // A pinned request's outcomes are counted but not judged.
+        let metrics = match (&version.pinned_metrics, ex.assignment) {
+            (Some(pinned), Some(Assignment::Pinned)) => pinned,
+            _ => &version.metrics,
+        };
         // The upstream's own verdict on the task: counted, then stripped
         // with the rest of the x-cutover-* headers.
         if let Some(outcome) = parts
@@ -375,12 +383,12 @@ fn respond(
             .get(&headers::X_CUTOVER_OUTCOME)
             .and_then(|v| Outcome::parse(v.as_bytes()))
         {
-            version.metrics.outcome(OutcomeSource::Header, outcome);
+            metrics.outcome(OutcomeSource::Header, outcome);
         }
         if ex.rt.config.server.feedback_path.is_some() {
             ex.gateway()
                 .feedback
-                .record(ex.request_id.as_bytes(), &version.metrics);
+                .record(ex.request_id.as_bytes(), metrics);
         }
     }
     let content_type = parts.headers.get(header::CONTENT_TYPE);

@@ -18,6 +18,7 @@
 pub mod controller;
 pub mod judge;
 pub mod persist;
+pub mod registry;
 pub mod route;
 pub mod sim;
 pub mod stats;

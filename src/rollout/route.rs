@@ -47,6 +47,8 @@ pub struct RouteRollout {
     stats: Arc<RolloutStats>,
     controller: Controller,
     clock: Arc<dyn Clock>,
+    /// `rollback.webhook`: where transitions are announced.
+    webhook: Option<String>,
 }
 
 impl RouteRollout {
@@ -85,6 +87,7 @@ impl RouteRollout {
             stats: Arc::new(RolloutStats::new(window, Arc::clone(&clock))),
             controller,
             clock,
+            webhook: webhook(cfg),
         };
         (rollout, error)
     }
@@ -100,6 +103,7 @@ impl RouteRollout {
         canary_deps: &Deps,
     ) -> bool {
         let now = self.clock.now();
+        self.webhook = webhook(cfg);
         let fingerprint = persist::fingerprint(canary_upstream_url, canary_deps);
         if fingerprint == self.fingerprint {
             let elapsed = now.saturating_duration_since(self.controller.stage_started());
@@ -125,6 +129,11 @@ impl RouteRollout {
 
     pub fn route(&self) -> &str {
         &self.route
+    }
+
+    /// Where transitions are POSTed, if anywhere.
+    pub fn webhook_url(&self) -> Option<&str> {
+        self.webhook.as_deref()
     }
 
     pub fn canary_weight(&self) -> WeightBps {
@@ -199,6 +208,10 @@ impl RouteRollout {
             judgement: c.judgement().cloned(),
         }
     }
+}
+
+fn webhook(cfg: &RolloutConfig) -> Option<String> {
+    cfg.rollback.as_ref().and_then(|r| r.webhook.clone())
 }
 
 #[cfg(test)]

@@ -70,6 +70,18 @@ pub async fn run(
             }
         })
     };
+    // The rollout controllers tick once a second (SPEC §9).
+    let rollouts = {
+        let gateway = Arc::clone(&gateway);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                gateway.tick_rollouts().await;
+            }
+        })
+    };
     tokio::pin!(shutdown);
 
     loop {
@@ -164,6 +176,7 @@ pub async fn run(
     }
     admin_task.abort();
     upkeep.abort();
+    rollouts.abort();
     gateway.access_log.flush(Duration::from_secs(2));
     Ok(())
 }

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::config::{ShadowConfig, WeightBps};
+use crate::rollout::RolloutStats;
 use crate::routing::{self, split};
 use crate::runtime::Target;
 use crate::telemetry::{ShadowMetrics, ShadowResult};
@@ -33,6 +34,8 @@ pub struct Shadow {
     /// Survives reloads (see [`ShadowStates`]).
     pub state: Arc<ShadowState>,
     pub metrics: ShadowMetrics,
+    /// A shadowing rollout's canary: its answers are judged as the canary's.
+    pub judged: Option<Arc<RolloutStats>>,
 }
 
 impl Shadow {
@@ -59,6 +62,7 @@ impl Shadow {
             compare: config.compare.clone().into_boxed_slice(),
             state,
             metrics,
+            judged: None,
         }
     }
 

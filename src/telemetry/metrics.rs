@@ -5,7 +5,7 @@
 //! (route, version) gets its handles when a `Runtime` is compiled, and a
 //! request only touches atomics.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use metrics::{Counter, Histogram, Label};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -14,6 +14,7 @@ use super::float::{self, FloatCounter};
 use super::names;
 use super::usage::Usage;
 use crate::config::Cost;
+use crate::rollout::{Role, RolloutStats};
 
 /// Install the Prometheus recorder once per process and return its handle.
 /// Later calls (tests run several servers in one process) share it.
@@ -76,6 +77,8 @@ pub struct VersionMetrics {
     cost: FloatCounter,
     /// [source][outcome]: source header|feedback, outcome success|failure.
     outcomes: [[Counter; 2]; 2],
+    /// On a rollout's versions: where outcomes also go, for the judge.
+    pub judge: Option<(Arc<RolloutStats>, Role)>,
 }
 
 /// Where a task outcome came from (the `source` label).
@@ -139,6 +142,7 @@ impl VersionMetrics {
                     outcome("feedback", "failure"),
                 ],
             ],
+            judge: None,
         }
     }
 
@@ -171,6 +175,9 @@ impl VersionMetrics {
             Outcome::Failure => 1,
         };
         self.outcomes[s][o].increment(1);
+        if let Some((stats, role)) = &self.judge {
+            stats.record_outcome(*role, outcome == Outcome::Success);
+        }
     }
 }
 

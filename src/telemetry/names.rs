@@ -25,6 +25,9 @@ pub const SHADOW_TOKENS_TOTAL: &str = "cutover_shadow_tokens_total";
 pub const SHADOW_COST_USD_TOTAL: &str = "cutover_shadow_cost_usd_total";
 pub const SHADOW_COST_USD_TOTAL_HELP: &str =
     "Cost in USD of the tokens each shadow used, from its configured per-million-token prices.";
+pub const ROLLOUT_STEP: &str = "cutover_rollout_step";
+pub const ROLLOUT_STATE: &str = "cutover_rollout_state";
+pub const ROLLBACKS_TOTAL: &str = "cutover_rollbacks_total";
 pub const CACHE_REQUESTS_TOTAL: &str = "cutover_cache_requests_total";
 pub const CACHE_BYTES: &str = "cutover_cache_bytes";
 pub const SET_JSON_SKIPPED_TOTAL: &str = "cutover_set_json_skipped_total";
@@ -119,6 +122,18 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
     (
         SET_JSON_SKIPPED_TOTAL,
         "Requests forwarded unchanged because set_json was configured but the body is not a JSON object.",
+    ),
+    (
+        ROLLOUT_STEP,
+        "Index of the rollout's current step in its steps list; -1 while shadowing or rolled back.",
+    ),
+    (
+        ROLLOUT_STATE,
+        "1 for the rollout's current state (shadowing, canary, paused, promoted, rolled_back), 0 for the others.",
+    ),
+    (
+        ROLLBACKS_TOTAL,
+        "Automatic and operator rollbacks by route and reason.",
     ),
 ];
 
