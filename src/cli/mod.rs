@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 pub mod check;
 pub mod demo;
+pub mod eval;
 pub mod hash;
 pub mod mock_backend;
 pub mod serve;
@@ -43,6 +44,8 @@ pub enum Command {
     Demo(demo::Args),
     /// Show what a running proxy is doing (admin `GET /status`).
     Status(status::Args),
+    /// CI gate: replay a golden data set, score it, exit non-zero on regression.
+    Eval(eval::Args),
 }
 
 /// `--config FILE`, defaulting to `$CUTOVER_CONFIG`, then `cutover.toml`.
