@@ -255,6 +255,8 @@ fn parse_line(text: &str) -> Result<Case, Vec<String>> {
             let inner = e.into_inner();
             let hint = if inner.is_syntax() || inner.is_eof() {
                 "; each line must be one complete JSON object"
+            } else if inner.to_string().starts_with("unknown field") {
+                "" // serde already lists the valid names
             } else {
                 "; a case has \"id\", \"request\" {method, path, headers, body | raw_body} and \"expect\" {status, contains, json, json_schema, max_latency}"
             };
@@ -507,7 +509,8 @@ mod tests {
         assert!(p[2].message.contains("not a JSON pointer"), "{p:?}");
         assert!(p[3].message.contains("bad duration \"soon\""), "{p:?}");
         assert!(
-            p[4].message.starts_with("expect: unknown field `stauts`"),
+            p[4].message
+                .starts_with("expect.stauts: unknown field `stauts`, expected one of `status`"),
             "{p:?}"
         );
     }
