@@ -20,7 +20,7 @@ fn main() -> ExitCode {
         Command::MockBackend(args) => cutover::cli::mock_backend::run(args),
         Command::Demo(args) => cutover::cli::demo::run(args),
         Command::Status(args) => cutover::cli::status::run(args),
-        Command::Eval(args) => cutover::cli::eval::run(args),
+        Command::Eval(args) => cutover::cli::eval::run(*args),
     };
     ExitCode::from(code)
 }

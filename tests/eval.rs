@@ -436,9 +436,10 @@ async fn baseline_runs_side_by_side_with_headers_and_deltas() {
     };
     let (code, out, err) = run("50%").await;
     assert_eq!(code, Some(0), "{out}\n{err}");
+    // The table's header row: the two sides and their delta.
     assert!(
-        out.contains("target        baseline      delta")
-            || out.contains("baseline") && out.contains("delta"),
+        out.lines()
+            .any(|l| l.split_whitespace().eq(["target", "baseline", "delta"])),
         "{out}"
     );
     assert!(

@@ -50,7 +50,7 @@ pub struct Args {
     pub baseline_headers: Vec<(HeaderName, HeaderValue)>,
 
     /// Requests in flight to each endpoint at most.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    #[arg(long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub concurrency: u16,
 
     /// Time limit of a case without max_latency (a case with one is cut at it).

@@ -45,7 +45,7 @@ pub enum Command {
     /// Show what a running proxy is doing (admin `GET /status`).
     Status(status::Args),
     /// CI gate: replay a golden data set, score it, exit non-zero on regression.
-    Eval(eval::Args),
+    Eval(Box<eval::Args>),
 }
 
 /// `--config FILE`, defaulting to `$CUTOVER_CONFIG`, then `cutover.toml`.

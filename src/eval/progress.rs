@@ -29,6 +29,8 @@ impl Progress {
             ) {
                 bar.set_style(style.progress_chars("=> "));
             }
+            // The elapsed time and spinner move while slow cases run.
+            bar.enable_steady_tick(std::time::Duration::from_millis(200));
             Progress::Bar(bar)
         } else {
             Progress::Lines {

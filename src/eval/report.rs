@@ -249,15 +249,23 @@ pub fn render(report: &Report) -> String {
         d.and_then(|d| d.p95_latency_ms.map(signed_ms))
             .unwrap_or_default(),
     ));
+    // Means over the responses that carried usage: say so when that is
+    // not every case (a timed-out case has none).
+    let tokens = |x: Option<f64>, s: &Summary| match x {
+        Some(_) if s.usage_cases < s.cases => {
+            format!("{} ({}/{})", opt_num(x), s.usage_cases, s.cases)
+        }
+        _ => opt_num(x),
+    };
     rows.push(row(
         "input tokens/request",
-        &|s| opt_num(s.input_tokens_per_request),
+        &|s| tokens(s.input_tokens_per_request, s),
         d.and_then(|d| d.input_tokens_per_request.map(signed_num))
             .unwrap_or_default(),
     ));
     rows.push(row(
         "output tokens/request",
-        &|s| opt_num(s.output_tokens_per_request),
+        &|s| tokens(s.output_tokens_per_request, s),
         d.and_then(|d| d.output_tokens_per_request.map(signed_num))
             .unwrap_or_default(),
     ));
@@ -359,14 +367,13 @@ fn failed_cases(out: &mut String, label: &str, side: &Side) {
     }
     let _ = writeln!(out, "\nfailed cases on the {label} ({}):", failed.len());
     for c in failed.iter().take(MAX_FAILED_SHOWN) {
-        let status = c
-            .status
-            .map_or_else(|| "no response".to_owned(), |s| format!("status {s}"));
-        let latency = c
-            .latency_ms
-            .map(|l| format!(", {}", fmt_ms(l)))
-            .unwrap_or_default();
-        let _ = writeln!(out, "  FAIL {} (line {}): {status}{latency}", c.id, c.line);
+        let what = match (c.status, c.latency_ms) {
+            (_, Some(l)) if c.timed_out => format!("no complete response within {}", fmt_ms(l)),
+            (Some(s), Some(l)) => format!("status {s} in {}", fmt_ms(l)),
+            (Some(s), None) => format!("status {s}, body incomplete"),
+            (None, _) => "no response".to_owned(),
+        };
+        let _ = writeln!(out, "  FAIL {} (line {}): {what}", c.id, c.line);
         for f in &c.failures {
             let _ = writeln!(
                 out,
