@@ -12,12 +12,14 @@
 //!   [`upstream`] (pooled clients per upstream), [`resilience`] (refusal)
 //!   and [`telemetry`] (metric handles, access log).
 //!
+//! [`eval`] is `cutover eval`, the CI gate: golden replay, scoring, report.
 //! [`mock`] is the fake agent backend used by the demo, tests and benches.
 
 pub mod admin;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod eval;
 pub mod gateway;
 pub mod mock;
 pub mod proxy;

@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => cutover::cli::demo::run(args),
         Command::Status(args) => cutover::cli::status::run(args),
         Command::Rollout(args) => cutover::cli::rollout::run(args),
+        Command::Eval(args) => cutover::cli::eval::run(*args),
     };
     ExitCode::from(code)
 }

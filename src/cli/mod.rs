@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 pub mod check;
 pub mod demo;
+pub mod eval;
 pub mod hash;
 pub mod mock_backend;
 pub mod rollout;
@@ -46,6 +47,8 @@ pub enum Command {
     Status(status::Args),
     /// Act on a route's rollout: advance, promote, pause, resume, abort, restart.
     Rollout(rollout::Args),
+    /// CI gate: replay a golden data set, score it, exit non-zero on regression.
+    Eval(Box<eval::Args>),
 }
 
 /// `--config FILE`, defaulting to `$CUTOVER_CONFIG`, then `cutover.toml`.
