@@ -532,3 +532,98 @@ set_json = { tools = [{ type = "function", function = { name = "refund_order" } 
     assert_eq!(shadows[0]["match_share"], 1.0);
     assert_eq!(shadows[1]["match_share"], 0.0);
 }
+
+/// Through the real binary: a request with a compared shadow on a caching
+/// route writes a request line (with its cache result) and a shadow line
+/// (same request id, the shadow's name, deps and compare result).
+#[tokio::test]
+async fn the_access_log_has_a_shadow_line_beside_the_request_line() {
+    let primary = healthy_backend("primary").await;
+    let shadow = healthy_backend("shadow").await;
+    let port = free_port();
+    let admin = free_port();
+    let toml = config(
+        "logged",
+        &primary.url(),
+        &upstream("logged-shadow", &shadow.url()),
+        r#"
+[[routes.shadows]]
+name = "v3"
+upstream = "logged-shadow"
+percent = 100.0
+max_in_flight = 8
+compare = ["/choices/0/message/role"]
+deps = { prompt = "support@3" }
+"#,
+    )
+    .replace(
+        "listen = \"127.0.0.1:0\"\nshutdown_grace",
+        &format!("listen = \"127.0.0.1:{port}\"\nshutdown_grace"),
+    )
+    .replace(
+        "[admin]\nlisten = \"127.0.0.1:0\"",
+        &format!("[admin]\nlisten = \"127.0.0.1:{admin}\""),
+    )
+    .replace("access_log = false", "access_log = true\nformat = \"json\"")
+    .replace(
+        "sticky = [\"header:x-user-id\"]",
+        "sticky = [\"header:x-user-id\"]\ncache = { ttl = \"60s\", deterministic_only = false }",
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, toml).expect("write");
+    let mut bin = Binary::spawn(&["serve", "--config", path.to_str().expect("utf8")], &[]);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    assert!(wait_listening(addr, Duration::from_secs(10)).await);
+    let r = client()
+        .post(format!("http://{addr}/logged/x"))
+        .header("x-request-id", "req-logged-1")
+        .header("x-user-id", "someone")
+        .body(CHAT)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), StatusCode::OK);
+    r.bytes().await.expect("body");
+    shadow_requests(&shadow, 1).await;
+    // The shadow line is written once its comparison is done.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    bin.signal("TERM");
+    let (status, out) = tokio::task::spawn_blocking(move || {
+        let status = bin.wait_timeout(Duration::from_secs(10));
+        let mut out = String::new();
+        if let Some(mut stdout) = bin.child.stdout.take() {
+            use std::io::Read;
+            let _ = stdout.read_to_string(&mut out);
+        }
+        (status, out)
+    })
+    .await
+    .expect("join");
+    assert_eq!(status.and_then(|s| s.code()), Some(0));
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    let request = lines
+        .iter()
+        .find(|l| l["kind"] == "request")
+        .expect("request line");
+    let mirror = lines
+        .iter()
+        .find(|l| l["kind"] == "shadow")
+        .expect("shadow line");
+    assert_eq!(request["request_id"], "req-logged-1");
+    assert_eq!(request["version"], "v1");
+    assert_eq!(request["cache"], "miss");
+    assert_eq!(mirror["request_id"], "req-logged-1");
+    assert_eq!(mirror["version"], "v3");
+    assert_eq!(mirror["upstream"], "logged-shadow");
+    assert_eq!(mirror["deps"]["prompt"], "support@3");
+    assert_eq!(mirror["status"], 200);
+    assert_eq!(mirror["compare"], "match");
+    assert_eq!(mirror["key_hash"], request["key_hash"]);
+    assert!(mirror["input_tokens"].as_u64().unwrap_or(0) > 0, "{mirror}");
+    assert!(!out.contains("someone"), "raw sticky key logged");
+}
