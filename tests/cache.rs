@@ -557,3 +557,20 @@ async fn big_upstream(total: usize) -> std::net::SocketAddr {
     });
     addr
 }
+
+#[tokio::test]
+async fn entries_expire_after_their_routes_ttl() {
+    let up = healthy_backend("up").await;
+    let proxy = start_proxy(&config(
+        "ttl",
+        &up.url(),
+        r#"ttl = "400ms", deterministic_only = false"#,
+        "",
+    ))
+    .await;
+    assert_eq!(ask(&proxy, "/ttl/x", CHAT, &[]).await.0, "miss");
+    assert_eq!(ask(&proxy, "/ttl/x", CHAT, &[]).await.0, "hit");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(ask(&proxy, "/ttl/x", CHAT, &[]).await.0, "miss");
+    assert_eq!(requests(&up), 2);
+}
