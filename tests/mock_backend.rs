@@ -245,6 +245,45 @@ async fn error_rate_one_fails_every_request_with_error_status() -> TestResult {
 }
 
 #[tokio::test]
+async fn faults_switch_failures_on_and_off_while_running() -> TestResult {
+    let mock = start(MockArgs {
+        error_status: http::StatusCode::BAD_GATEWAY,
+        ..args()
+    })
+    .await?;
+    assert_eq!(post(&mock, &chat(false)).await?.status(), 200);
+
+    mock.faults()
+        .fail_with(Some(http::StatusCode::SERVICE_UNAVAILABLE));
+    for _ in 0..3 {
+        assert_eq!(post(&mock, &chat(false)).await?.status(), 503);
+    }
+    mock.faults().clear();
+    assert_eq!(post(&mock, &chat(false)).await?.status(), 200);
+
+    // A rate of 1 fails everything with --error-status; 0 nothing.
+    mock.faults().set_error_rate(1.0);
+    assert_eq!(post(&mock, &chat(false)).await?.status(), 502);
+    mock.faults().set_error_rate(0.0);
+    assert_eq!(post(&mock, &chat(false)).await?.status(), 200);
+
+    // A share in between fails some and not others.
+    mock.faults().set_error_rate(0.5);
+    let mut failed = 0;
+    for _ in 0..200 {
+        if post(&mock, &chat(false)).await?.status() == 502 {
+            failed += 1;
+        }
+    }
+    assert!(
+        (40..=160).contains(&failed),
+        "{failed} of 200 failed at 0.5"
+    );
+    assert_eq!(mock.stats().injected_errors(), 3 + 1 + failed);
+    Ok(())
+}
+
+#[tokio::test]
 async fn hanging_backend_times_the_client_out_and_releases_on_shutdown() -> TestResult {
     let mock = start(MockArgs {
         hang: true,

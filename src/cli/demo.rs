@@ -1,32 +1,33 @@
 //! `cutover demo`: mock backends and the proxy on loopback, driven live.
 //!
-//! The demo embeds `config/demo.toml`, starts one mock backend per version
-//! and the proxy in-process on free ports ([`stage`]), then plays a list of
-//! acts ([`acts`]), each driving simulated users through the proxy
-//! ([`driver`]) and printing what happened ([`out`]). Every act also
-//! checks what it shows, so the demo doubles as a self-check: any broken
-//! invariant exits 1 with a message saying what went wrong.
+//! The demo embeds `config/demo.toml`, starts one mock backend per upstream
+//! and the proxy in-process on free ports ([`stage`]), then plays the acts
+//! of a release ([`acts`]): the sticky split, a shadow being compared, a
+//! failing backend with breakers, fallbacks and the refusal, the
+//! version-aware cache, a rollout to promotion and a bad canary rolled
+//! back. Simulated users drive each act through the proxy ([`driver`]);
+//! the terminal shows a redrawn dashboard, or a plain transcript with
+//! `--no-tty` ([`screen`]). Every act also checks what it shows, so the
+//! demo doubles as a self-check: any broken promise exits 1 and says what
+//! went wrong.
 
 mod acts;
 mod driver;
-mod out;
+mod screen;
 mod stage;
 
 use std::time::{Duration, Instant};
 
 use acts::{ACTS, Show};
 use driver::Driver;
-use out::Out;
-use stage::Stage;
+use screen::Screen;
+use stage::{Stage, named_mut, route_mut};
 
-/// Simulated users in every round of traffic.
-const USERS: usize = 300;
-/// Requests each user sends per round.
-const REQUESTS_PER_USER: usize = 4;
-/// Requests in flight at once.
-const CONCURRENCY: usize = 16;
 /// The whole show must end by then, or the demo fails.
-const DEADLINE: Duration = Duration::from_secs(45);
+const DEADLINE: Duration = Duration::from_secs(150);
+/// On a terminal, how long each phase's numbers stay up.
+const HOLD: Duration = Duration::from_millis(2500);
+const TITLE: &str = "cutover demo: shipping a new agent version safely";
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -36,7 +37,6 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> u8 {
-    let out = Out::new(args.no_tty);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -48,10 +48,16 @@ pub fn run(args: Args) -> u8 {
             return super::EXIT_USER;
         }
     };
+    let names: Vec<(&'static str, &'static str)> =
+        ACTS.iter().map(|a| (a.short, a.title)).collect();
+    let screen = Screen::new(args.no_tty, TITLE, &names);
     let verdict = runtime.block_on(async {
-        match tokio::time::timeout(DEADLINE, play(out)).await {
-            Ok(result) => result,
-            Err(_) => Err(format!("the demo did not finish within {DEADLINE:?}")),
+        tokio::select! {
+            played = tokio::time::timeout(DEADLINE, play(screen)) => match played {
+                Ok(result) => result,
+                Err(_) => Err(format!("the demo did not finish within {DEADLINE:?}")),
+            },
+            _ = tokio::signal::ctrl_c() => Err("interrupted".to_owned()),
         }
     });
     runtime.shutdown_timeout(Duration::from_secs(2));
@@ -64,26 +70,47 @@ pub fn run(args: Args) -> u8 {
     }
 }
 
-async fn play(out: Out) -> Result<(), String> {
+async fn play(screen: Screen) -> Result<(), String> {
     let started = Instant::now();
-    out.title("cutover demo: shipping a new agent version to a sticky slice of users");
-    let stage = Stage::start().await?;
-    intro(&out, &stage)?;
-
+    // The shadow starts switched off; act 2 switches it on with a config
+    // edit, as an operator would.
+    let stage = Stage::start(|doc| {
+        named_mut(route_mut(doc, "chat")?, "shadows", "v3")?["percent"] = toml_edit::value(0.0);
+        Ok(())
+    })
+    .await?;
+    screen.intro(&format!(
+        "proxy: traffic http://{}, admin http://{} (try GET /status or /metrics while it runs)",
+        stage.traffic, stage.admin
+    ));
+    screen.intro(&format!(
+        "{} mock backends on loopback: {}",
+        stage.mocks.len(),
+        stage
+            .mocks
+            .iter()
+            .map(|(name, _)| *name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    let hold = if screen.is_tty() {
+        HOLD
+    } else {
+        Duration::ZERO
+    };
     let mut show = Show {
-        out,
-        driver: Driver::new(stage.traffic, CONCURRENCY),
+        driver: Driver::new(stage.traffic),
+        screen,
         stage,
-        users: (1..=USERS).map(|n| format!("user-{n}")).collect(),
-        requests_per_user: REQUESTS_PER_USER,
-        previous: None,
-        total_requests: 0,
+        requests: 0,
+        hold,
+        p50_before_shadow: None,
     };
     let played = async {
-        for act in ACTS {
-            show.out.heading(act.title);
-            show.out.caption(act.caption);
+        for (index, act) in ACTS.iter().enumerate() {
+            show.screen.begin(index, act.caption);
             (act.play)(&mut show).await?;
+            show.screen.end();
         }
         Ok::<(), String>(())
     }
@@ -91,43 +118,24 @@ async fn play(out: Out) -> Result<(), String> {
     let Show {
         stage,
         driver,
-        total_requests,
+        screen,
+        requests,
         ..
     } = show;
     // Idle keep-alive connections go first, so the drain has nothing to wait for.
     drop(driver);
     let stopped = stage.stop().await;
-    played?;
-    stopped?;
-
-    out.blank();
-    out.title(&format!(
-        "The end: {} acts, {total_requests} requests, proxy and mocks shut down cleanly, {:.1}s in all.",
-        ACTS.len(),
-        started.elapsed().as_secs_f64()
-    ));
-    out.line("Try it yourself: cutover check --config config/demo.toml");
-    Ok(())
-}
-
-fn intro(out: &Out, stage: &Stage) -> Result<(), String> {
-    let (low, high) = stage::MOCK_LATENCY;
-    for (version, mock) in &stage.mocks {
-        out.info(&format!(
-            "mock backend {version}: {} ({}-{} ms latency)",
-            mock.url(),
-            low.as_millis(),
-            high.as_millis()
-        ));
+    if let Err(e) = played.and(stopped) {
+        screen.restore();
+        return Err(e);
     }
-    out.info(&format!(
-        "proxy: traffic http://{}, admin http://{}",
-        stage.traffic, stage.admin
-    ));
-    let weights = acts::describe_weights(&stage.weights()?);
-    out.info(&format!(
-        "route {}: POST /v1/..., sticky on the x-user-id header, {weights}",
-        stage::ROUTE
-    ));
+    screen.finish(&[
+        format!(
+            "The end: {} acts, {requests} requests, proxy and mocks shut down cleanly, {:.1}s in all.",
+            ACTS.len(),
+            started.elapsed().as_secs_f64()
+        ),
+        "Next: cutover check --config config/demo.toml, then read docs/concepts.md".to_owned(),
+    ]);
     Ok(())
 }

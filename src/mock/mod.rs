@@ -9,11 +9,13 @@
 //! * [`serve`] takes an already-bound listener and a shutdown future (tests
 //!   bind port 0);
 //! * [`spawn`] binds, runs `serve` on the current runtime and returns a
-//!   [`MockHandle`] with the address and the [`MockStats`] of what it saw.
+//!   [`MockHandle`] with the address, the [`MockStats`] of what it saw, and
+//!   its [`Faults`]: failures switched on and off while it runs (the demo's
+//!   "a backend goes down").
 //!
 //! Per request, in order: record it → `/healthz` (always 200, no
-//! behaviours) → `--hang` → latency → `--status` / `--error-rate` (complete
-//! JSON error bodies) → `--fail-before-body` → the reply, JSON or SSE, cut
+//! behaviours) → `--hang` → latency → injected [`Faults`], `--status` /
+//! `--error-rate` (complete JSON error bodies) → `--fail-before-body` → the reply, JSON or SSE, cut
 //! by `--abort-after` if set.
 
 mod reply;
@@ -23,6 +25,7 @@ use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -220,6 +223,57 @@ enum NoResponse {
     ReadBody(Box<dyn std::error::Error + Send + Sync>),
 }
 
+/// Failures injected while the server runs, on top of its options: every
+/// request fails with a status, or a share of them with `--error-status`.
+/// Atomics, so switching them never waits on the requests in flight.
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// 0: none; else every request is answered with this status.
+    status: AtomicU16,
+    /// Share of requests failed, in millionths.
+    error_ppm: AtomicU32,
+}
+
+impl Faults {
+    /// Fail every request with `status` (an error status, 400..=599), or
+    /// stop doing so with `None`. Other statuses are ignored.
+    pub fn fail_with(&self, status: Option<StatusCode>) {
+        let code = status
+            .map(|s| s.as_u16())
+            .filter(|c| (400..=599).contains(c));
+        self.status.store(code.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// Fail this share (0..1, clamped) of requests with `--error-status`.
+    pub fn set_error_rate(&self, rate: f64) {
+        let rate = if rate.is_nan() {
+            0.0
+        } else {
+            rate.clamp(0.0, 1.0)
+        };
+        self.error_ppm
+            .store((rate * 1e6).round() as u32, Ordering::Relaxed);
+    }
+
+    /// Back to the options alone.
+    pub fn clear(&self) {
+        self.fail_with(None);
+        self.set_error_rate(0.0);
+    }
+
+    fn status(&self) -> Option<StatusCode> {
+        match self.status.load(Ordering::Relaxed) {
+            0 => None,
+            code => StatusCode::from_u16(code).ok(),
+        }
+    }
+
+    fn roll_error(&self) -> bool {
+        let ppm = self.error_ppm.load(Ordering::Relaxed);
+        ppm > 0 && rand::random_range(0..1_000_000) < ppm
+    }
+}
+
 /// Per-server state shared by every connection.
 struct Shared {
     opts: MockArgs,
@@ -227,6 +281,8 @@ struct Shared {
     /// valid header value (the header is then left out).
     name_header: Option<HeaderValue>,
     stats: Arc<MockStats>,
+    /// Failures switched on from outside while the server runs.
+    faults: Arc<Faults>,
     /// Flips to `true` at shutdown: connections start their graceful close
     /// and `--hang` requests are released.
     shutdown: watch::Receiver<bool>,
@@ -242,11 +298,21 @@ pub async fn serve(
     serve_with_stats(listener, opts, Arc::new(MockStats::default()), shutdown).await
 }
 
-/// [`serve`], recording into `stats` (what [`spawn`] uses).
+/// [`serve`], recording into `stats`.
 pub async fn serve_with_stats(
     listener: TcpListener,
     opts: MockArgs,
     stats: Arc<MockStats>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    serve_inner(listener, opts, stats, Arc::default(), shutdown).await
+}
+
+async fn serve_inner(
+    listener: TcpListener,
+    opts: MockArgs,
+    stats: Arc<MockStats>,
+    faults: Arc<Faults>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -254,6 +320,7 @@ pub async fn serve_with_stats(
         name_header: HeaderValue::from_str(&opts.name).ok(),
         opts,
         stats,
+        faults,
         shutdown: stop_rx,
     });
     // Every connection task lives in this set, so dropping `serve` (e.g.
@@ -347,10 +414,15 @@ async fn handle(
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
+    if let Some(status) = shared.faults.status() {
+        return Ok(shared.injected_error(status));
+    }
     let status = match opts.status {
         Some(status) if status.as_u16() >= 400 => return Ok(shared.injected_error(status)),
         Some(status) => status,
-        None if opts.roll_error() => return Ok(shared.injected_error(opts.error_status)),
+        None if opts.roll_error() || shared.faults.roll_error() => {
+            return Ok(shared.injected_error(opts.error_status));
+        }
         None => StatusCode::OK,
     };
 
@@ -473,15 +545,23 @@ pub async fn spawn(opts: MockArgs) -> std::io::Result<MockHandle> {
     let listener = TcpListener::bind(opts.listen).await?;
     let addr = listener.local_addr()?;
     let stats = Arc::new(MockStats::default());
+    let faults = Arc::new(Faults::default());
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let stop = async move {
         // Err (sender dropped) also means stop.
         let _ = stop_rx.await;
     };
-    let task = tokio::spawn(serve_with_stats(listener, opts, Arc::clone(&stats), stop));
+    let task = tokio::spawn(serve_inner(
+        listener,
+        opts,
+        Arc::clone(&stats),
+        Arc::clone(&faults),
+        stop,
+    ));
     Ok(MockHandle {
         addr,
         stats,
+        faults,
         stop: Some(stop_tx),
         task: Some(task),
     })
@@ -493,6 +573,7 @@ pub async fn spawn(opts: MockArgs) -> std::io::Result<MockHandle> {
 pub struct MockHandle {
     addr: SocketAddr,
     stats: Arc<MockStats>,
+    faults: Arc<Faults>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -516,6 +597,11 @@ impl MockHandle {
     /// What the mock has seen so far.
     pub fn stats(&self) -> &Arc<MockStats> {
         &self.stats
+    }
+
+    /// The failures to inject from now on.
+    pub fn faults(&self) -> &Faults {
+        &self.faults
     }
 
     /// Stops accepting, releases `--hang` requests, lets in-flight responses

@@ -1,8 +1,6 @@
 //! `Driver`: simulated users sending chat requests through the proxy, a
-//! bounded number at a time, and what they saw (`Observations`).
+//! bounded number at a time, and what each got back.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -13,149 +11,173 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use indicatif::ProgressBar;
 
 use crate::mock::NAME_HEADER;
 
-/// The header the route's sticky key is read from (see `config/demo.toml`).
+/// The header the routes' sticky key is read from (see `config/demo.toml`).
 pub const USER_HEADER: &str = "x-user-id";
-/// The response header naming the version that answered.
-pub const VERSION_HEADER: &str = "x-cutover-version";
 
-const CHAT_BODY: &str =
-    r#"{"model":"support-agent","messages":[{"role":"user","content":"Where is my order?"}]}"#;
+/// How often a running round hands control back for a redraw.
+const TICK: Duration = Duration::from_millis(150);
 
-/// Sends requests for a set of users through the proxy.
+/// One request to send.
+#[derive(Clone, Debug)]
+pub struct Ask {
+    pub path: &'static str,
+    pub user: Option<String>,
+    pub body: Bytes,
+    /// The user's pause before sending (so instant answers, such as
+    /// refusals, do not turn a round into a flood).
+    pub think: Duration,
+}
+
+impl Ask {
+    pub fn new(path: &'static str, user: Option<String>, body: String) -> Ask {
+        Ask {
+            path,
+            user,
+            body: Bytes::from(body),
+            think: Duration::ZERO,
+        }
+    }
+
+    pub fn thinking(self, think: Duration) -> Ask {
+        Ask { think, ..self }
+    }
+}
+
+/// What came back.
+#[derive(Clone, Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    /// `x-cutover-version`: the version chosen.
+    pub version: Option<String>,
+    /// `x-cutover-upstream`: who produced the answer, or `refusal`.
+    pub upstream: Option<String>,
+    /// `x-mock-name`: the mock backend that really answered.
+    pub backend: Option<String>,
+    /// `x-cutover-cache`.
+    pub cache: Option<String>,
+    pub body: Bytes,
+    pub latency: Duration,
+}
+
+impl Answer {
+    /// The answer's text, for showing a refusal.
+    pub fn message(&self) -> Option<String> {
+        let doc: serde_json::Value = serde_json::from_slice(&self.body).ok()?;
+        doc.pointer("/choices/0/message/content")
+            .or_else(|| doc.pointer("/error/message"))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    }
+}
+
+/// Sent to a round's observer.
+pub enum Event<'a> {
+    /// A request finished: its answer, or why it got none.
+    Answer(&'a Ask, Result<Answer, String>),
+    /// Time passed (every [`TICK`]): redraw, look at the proxy, maybe stop.
+    Tick,
+}
+
+/// What the observer wants after an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Stop,
+}
+
+/// How a round ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// Every request was answered.
+    Done,
+    /// The observer said stop.
+    Stopped,
+    /// The time limit passed first.
+    TimedOut,
+}
+
+/// Sends requests through the proxy.
 pub struct Driver {
     client: Client<HttpConnector, Full<Bytes>>,
-    url: String,
-    concurrency: usize,
+    base: String,
     timeout: Duration,
-}
-
-/// What one round of traffic saw.
-#[derive(Clone, Debug, Default)]
-pub struct Observations {
-    pub requests: u64,
-    /// Requests answered per version.
-    pub by_version: BTreeMap<String, u64>,
-    /// The versions each user was answered by.
-    pub per_user: BTreeMap<String, BTreeSet<String>>,
-    pub elapsed: Duration,
-}
-
-impl Observations {
-    /// The version a user saw, if it saw exactly one.
-    pub fn version_of(&self, user: &str) -> Option<&str> {
-        let seen = self.per_user.get(user)?;
-        if seen.len() == 1 {
-            seen.iter().next().map(String::as_str)
-        } else {
-            None
-        }
-    }
-
-    /// Users answered by more than one version, with what they saw.
-    pub fn changed_users(&self) -> Vec<(&str, &BTreeSet<String>)> {
-        self.per_user
-            .iter()
-            .filter(|(_, seen)| seen.len() > 1)
-            .map(|(user, seen)| (user.as_str(), seen))
-            .collect()
-    }
-
-    /// Users per version, counting only users that kept one version.
-    pub fn users_by_version(&self) -> BTreeMap<&str, u64> {
-        let mut counts = BTreeMap::new();
-        for user in self.per_user.keys() {
-            if let Some(v) = self.version_of(user) {
-                *counts.entry(v).or_insert(0) += 1;
-            }
-        }
-        counts
-    }
-
-    /// Share of requests answered by `version`, in percent.
-    pub fn share(&self, version: &str) -> f64 {
-        let n = self.by_version.get(version).copied().unwrap_or(0);
-        if self.requests == 0 {
-            0.0
-        } else {
-            n as f64 * 100.0 / self.requests as f64
-        }
-    }
 }
 
 impl Driver {
     /// A client for the proxy's traffic listener at `proxy`.
-    pub fn new(proxy: SocketAddr, concurrency: usize) -> Driver {
+    pub fn new(proxy: std::net::SocketAddr) -> Driver {
         let client = Client::builder(TokioExecutor::new()).build_http();
         Driver {
             client,
-            url: format!("http://{proxy}/v1/chat/completions"),
-            concurrency: concurrency.max(1),
+            base: format!("http://{proxy}"),
             timeout: Duration::from_secs(10),
         }
     }
 
-    pub fn concurrency(&self) -> usize {
-        self.concurrency
-    }
-
-    /// `per_user` requests for each user, round-robin (every user's first
-    /// request, then every user's second, ...), `concurrency` at a time.
-    /// Stops at the first failed request.
-    pub async fn drive(
+    /// Sends `asks`, `concurrency` at a time, until they run out, the
+    /// observer says stop, or `limit` passes. The observer sees every answer
+    /// and a tick every 150 ms; its error ends the round with that error.
+    pub async fn round(
         &self,
-        users: &[String],
-        per_user: usize,
-        progress: Option<&ProgressBar>,
-    ) -> Result<Observations, String> {
-        let started = Instant::now();
-        let mut seen = Observations::default();
-        let order = (0..per_user).flat_map(|_| users.iter());
-        let mut responses = futures_util::stream::iter(order)
-            .map(|user| async move { (user, self.one(user).await) })
-            .buffer_unordered(self.concurrency);
-        while let Some((user, result)) = responses.next().await {
-            let version = match result {
-                Ok(v) => v,
-                Err(e) => {
-                    if let Some(bar) = progress {
-                        bar.abandon();
-                    }
-                    return Err(format!("a request for {user} failed: {e}"));
+        asks: impl Iterator<Item = Ask>,
+        concurrency: usize,
+        limit: Duration,
+        mut observe: impl FnMut(Event<'_>) -> Result<Flow, String>,
+    ) -> Result<Ended, String> {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut answers = futures_util::stream::iter(asks)
+            .map(|ask| async move {
+                if !ask.think.is_zero() {
+                    tokio::time::sleep(ask.think).await;
                 }
+                let answer = self.send(&ask).await;
+                (ask, answer)
+            })
+            .buffer_unordered(concurrency.max(1));
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            let flow = tokio::select! {
+                next = answers.next() => match next {
+                    Some((ask, answer)) => observe(Event::Answer(&ask, answer))?,
+                    None => {
+                        observe(Event::Tick)?;
+                        return Ok(Ended::Done);
+                    }
+                },
+                _ = tick.tick() => observe(Event::Tick)?,
+                () = tokio::time::sleep_until(deadline) => return Ok(Ended::TimedOut),
             };
-            seen.requests += 1;
-            *seen.by_version.entry(version.clone()).or_insert(0) += 1;
-            seen.per_user
-                .entry(user.clone())
-                .or_default()
-                .insert(version);
-            if let Some(bar) = progress {
-                bar.inc(1);
+            if flow == Flow::Stop {
+                return Ok(Ended::Stopped);
             }
         }
-        seen.elapsed = started.elapsed();
-        Ok(seen)
     }
 
-    /// One chat request as `user`; the version that answered.
-    async fn one(&self, user: &str) -> Result<String, String> {
-        let request = Request::builder()
+    /// One request; `Err` when no response came (a transport error or the
+    /// driver's own timeout).
+    pub async fn send(&self, ask: &Ask) -> Result<Answer, String> {
+        let url = format!("{}{}", self.base, ask.path);
+        let mut request = Request::builder()
             .method(Method::POST)
-            .uri(&self.url)
-            .header(CONTENT_TYPE, "application/json")
-            .header(USER_HEADER, user)
-            .body(Full::new(Bytes::from_static(CHAT_BODY.as_bytes())))
+            .uri(&url)
+            .header(CONTENT_TYPE, "application/json");
+        if let Some(user) = &ask.user {
+            request = request.header(USER_HEADER, user);
+        }
+        let request = request
+            .body(Full::new(ask.body.clone()))
             .map_err(|e| format!("cannot build the request: {e}"))?;
+        let started = Instant::now();
         let exchange = async {
             let response = self
                 .client
                 .request(request)
                 .await
-                .map_err(|e| format!("POST {}: {e}", self.url))?;
+                .map_err(|e| format!("POST {url}: {e}"))?;
             let status = response.status();
             let header = |name: &str| {
                 response
@@ -164,8 +186,10 @@ impl Driver {
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned)
             };
-            let version = header(VERSION_HEADER);
+            let version = header("x-cutover-version");
+            let upstream = header("x-cutover-upstream");
             let backend = header(NAME_HEADER);
+            let cache = header("x-cutover-cache");
             // Read the whole body, so the connection goes back to the pool.
             let body = response
                 .into_body()
@@ -173,21 +197,15 @@ impl Driver {
                 .await
                 .map_err(|e| format!("reading the response body: {e}"))?
                 .to_bytes();
-            if status != StatusCode::OK {
-                let text = String::from_utf8_lossy(&body);
-                return Err(format!("status {status}: {}", text.trim()));
-            }
-            let version =
-                version.ok_or_else(|| format!("the response has no {VERSION_HEADER} header"))?;
-            // Each mock backend is named after its version: a mismatch means
-            // the proxy sent the request to the wrong upstream.
-            match backend {
-                Some(b) if b == version => Ok(version),
-                Some(b) => Err(format!(
-                    "{VERSION_HEADER} says {version} but backend {b} answered"
-                )),
-                None => Err(format!("the response has no {NAME_HEADER} header")),
-            }
+            Ok(Answer {
+                status,
+                version,
+                upstream,
+                backend,
+                cache,
+                body,
+                latency: started.elapsed(),
+            })
         };
         tokio::time::timeout(self.timeout, exchange)
             .await
@@ -195,52 +213,66 @@ impl Driver {
     }
 }
 
+/// Latencies of a set of answers.
+#[derive(Clone, Debug, Default)]
+pub struct Latencies(Vec<Duration>);
+
+impl Latencies {
+    pub fn add(&mut self, d: Duration) {
+        self.0.push(d);
+    }
+
+    /// Nearest-rank percentile `p` (0..=100); `None` when empty.
+    pub fn percentile(&self, p: f64) -> Option<Duration> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let mut sorted = self.0.clone();
+        sorted.sort_unstable();
+        let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+        sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
+    }
+}
+
+/// `12.3 ms`, or `-` when there is nothing to show.
+pub fn ms(d: Option<Duration>) -> String {
+    d.map_or_else(
+        || "-".to_owned(),
+        |d| format!("{:.1}ms", d.as_secs_f64() * 1000.0),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn seen(pairs: &[(&str, &str)]) -> Observations {
-        let mut o = Observations::default();
-        for (user, version) in pairs {
-            o.requests += 1;
-            *o.by_version.entry((*version).to_owned()).or_insert(0) += 1;
-            o.per_user
-                .entry((*user).to_owned())
-                .or_default()
-                .insert((*version).to_owned());
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let mut l = Latencies::default();
+        assert_eq!(l.percentile(50.0), None);
+        for n in 1..=10 {
+            l.add(Duration::from_millis(n));
         }
-        o
+        assert_eq!(l.percentile(50.0), Some(Duration::from_millis(5)));
+        assert_eq!(l.percentile(95.0), Some(Duration::from_millis(10)));
+        assert_eq!(l.percentile(0.0), Some(Duration::from_millis(1)));
     }
 
     #[test]
-    fn a_user_with_one_version_is_counted_under_it() {
-        let o = seen(&[("a", "v1"), ("a", "v1"), ("b", "v2")]);
-        assert_eq!(o.version_of("a"), Some("v1"));
-        assert_eq!(o.version_of("b"), Some("v2"));
-        assert_eq!(o.version_of("nobody"), None);
-        assert!(o.changed_users().is_empty());
-        let users = o.users_by_version();
-        assert_eq!(users.get("v1"), Some(&1));
-        assert_eq!(users.get("v2"), Some(&1));
-    }
-
-    #[test]
-    fn a_user_with_two_versions_is_reported_and_not_counted() {
-        let o = seen(&[("a", "v1"), ("a", "v2"), ("b", "v1")]);
-        assert_eq!(o.version_of("a"), None);
-        let changed = o.changed_users();
-        assert_eq!(changed.len(), 1);
-        assert_eq!(changed[0].0, "a");
-        assert_eq!(o.users_by_version().get("v1"), Some(&1));
-        assert_eq!(o.users_by_version().get("v2"), None);
-    }
-
-    #[test]
-    fn shares_are_per_request() {
-        let o = seen(&[("a", "v1"), ("a", "v1"), ("a", "v1"), ("b", "v2")]);
-        assert!((o.share("v1") - 75.0).abs() < 1e-9);
-        assert!((o.share("v2") - 25.0).abs() < 1e-9);
-        assert_eq!(o.share("v3"), 0.0);
-        assert_eq!(Observations::default().share("v1"), 0.0);
+    fn refusal_text_is_read_from_chat_or_error_bodies() {
+        let answer = |body: &str| Answer {
+            status: StatusCode::OK,
+            version: None,
+            upstream: None,
+            backend: None,
+            cache: None,
+            body: Bytes::from(body.to_owned()),
+            latency: Duration::ZERO,
+        };
+        let chat = answer(r#"{"choices":[{"message":{"content":"Sorry"}}]}"#);
+        assert_eq!(chat.message().as_deref(), Some("Sorry"));
+        let error = answer(r#"{"error":{"message":"Later"}}"#);
+        assert_eq!(error.message().as_deref(), Some("Later"));
+        assert_eq!(answer("not json").message(), None);
     }
 }

@@ -1,7 +1,8 @@
 //! `Stage`: everything the demo runs on loopback: one mock backend per
-//! version, the config file in a scratch directory (with the upstreams
+//! upstream, the config file in a scratch directory (with the upstreams
 //! pointed at the mocks), and the proxy itself, started in-process the way
-//! `tests/common` does.
+//! `tests/common` does. Acts change the config the way an operator would:
+//! edit the file, then reload.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,23 +12,28 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use toml_edit::{DocumentMut, value};
+use toml_edit::{DocumentMut, Table, value};
 
+use crate::admin::status::{self, Status};
 use crate::gateway::Gateway;
 use crate::mock::{self, MockArgs, MockHandle};
+use crate::rollout::RolloutStatus;
 
 /// The demo config, embedded so `cutover demo` works from any directory.
 pub const DEMO_TOML: &str = include_str!("../../../config/demo.toml");
 
-/// The route the demo drives (`[[routes]] name` in `config/demo.toml`).
-pub const ROUTE: &str = "chat";
-
-/// Mock backends: (version name, upstream name in the config).
-const BACKENDS: [(&str, &str); 2] = [("v1", "agent-v1"), ("v2", "agent-v2")];
-
-/// Mock latency: uniform in this range, so the traffic feels real.
-pub const MOCK_LATENCY: (Duration, Duration) =
-    (Duration::from_millis(5), Duration::from_millis(30));
+/// One mock backend per upstream of `config/demo.toml`, named after it,
+/// with its latency range in milliseconds. agent-v3 (the shadow) is slow on
+/// purpose: the demo shows that users never wait for it.
+const MOCKS: [(&str, u64, u64); 7] = [
+    ("agent-v1", 5, 30),
+    ("agent-v2", 5, 30),
+    ("agent-v3", 60, 150),
+    ("agent-main", 5, 30),
+    ("agent-backup", 10, 40),
+    ("small-model", 5, 20),
+    ("agent-faq", 20, 60),
+];
 
 /// How long the proxy and the mocks get to stop.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -36,8 +42,8 @@ pub struct Stage {
     pub gateway: Arc<Gateway>,
     pub traffic: SocketAddr,
     pub admin: SocketAddr,
-    /// (version, mock) pairs.
-    pub mocks: Vec<(String, MockHandle)>,
+    /// (upstream name, mock) pairs.
+    pub mocks: Vec<(&'static str, MockHandle)>,
     config: DocumentMut,
     config_path: PathBuf,
     stop: Option<oneshot::Sender<()>>,
@@ -47,27 +53,31 @@ pub struct Stage {
 }
 
 impl Stage {
-    /// Start the mocks, write the config, start the proxy.
-    pub async fn start() -> Result<Stage, String> {
+    /// Start the mocks, write the config (after `prepare` has edited it),
+    /// start the proxy.
+    pub async fn start(
+        prepare: impl FnOnce(&mut DocumentMut) -> Result<(), String>,
+    ) -> Result<Stage, String> {
         let mut mocks = Vec::new();
-        for (version, _) in BACKENDS {
+        for (name, low, high) in MOCKS {
             let handle = mock::spawn(MockArgs {
-                name: version.to_owned(),
-                latency: MOCK_LATENCY.0,
-                latency_max: Some(MOCK_LATENCY.1),
+                name: name.to_owned(),
+                latency: Duration::from_millis(low),
+                latency_max: Some(Duration::from_millis(high)),
                 ..MockArgs::new(SocketAddr::from(([127, 0, 0, 1], 0)))
             })
             .await
-            .map_err(|e| format!("cannot start the {version} mock backend on 127.0.0.1: {e}"))?;
-            mocks.push((version.to_owned(), handle));
+            .map_err(|e| format!("cannot start the {name} mock backend on 127.0.0.1: {e}"))?;
+            mocks.push((name, handle));
         }
 
         let mut config: DocumentMut = DEMO_TOML
             .parse()
             .map_err(|e| format!("the embedded config/demo.toml is not valid TOML: {e}"))?;
-        for ((_, upstream), (_, mock)) in BACKENDS.iter().zip(&mocks) {
-            set_upstream_url(&mut config, upstream, &mock.url())?;
+        for (name, mock) in &mocks {
+            set_upstream_url(&mut config, name, &mock.url())?;
         }
+        prepare(&mut config)?;
 
         let scratch = ScratchDir::create()
             .map_err(|e| format!("cannot create a scratch directory for the config: {e}"))?;
@@ -104,28 +114,56 @@ impl Stage {
         })
     }
 
-    /// The weights in force, in percent, as the running proxy sees them.
-    pub fn weights(&self) -> Result<Vec<(String, f64)>, String> {
-        let runtime = self.gateway.runtime.load();
-        let route = runtime
-            .config
+    /// The mock behind upstream `name`.
+    pub fn mock(&self, name: &str) -> Result<&MockHandle, String> {
+        self.mocks
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, m)| m)
+            .ok_or_else(|| format!("the demo has no mock backend for upstream {name}"))
+    }
+
+    /// Requests the mock behind upstream `name` has received so far.
+    pub fn upstream_calls(&self, name: &str) -> Result<u64, String> {
+        Ok(self.mock(name)?.stats().requests())
+    }
+
+    /// What `GET /status` would answer now.
+    pub fn status(&self) -> Status {
+        status::build(&self.gateway)
+    }
+
+    /// The rollout of `route`, as `/status` shows it.
+    pub fn rollout(&self, route: &str) -> Result<RolloutStatus, String> {
+        self.gateway
+            .rollouts
+            .status(route)
+            .ok_or_else(|| format!("route {route} has no rollout"))
+    }
+
+    /// The effective weights of `route`, in percent, as the running proxy
+    /// uses them.
+    pub fn weights(&self, route: &str) -> Result<Vec<(String, f64)>, String> {
+        let status = self.status();
+        let view = status
             .routes
             .iter()
-            .find(|r| r.name == ROUTE)
-            .ok_or_else(|| format!("the running config has no route {ROUTE}"))?;
-        Ok(route
+            .find(|r| r.name == route)
+            .ok_or_else(|| format!("the running config has no route {route}"))?;
+        Ok(view
             .versions
             .iter()
-            .map(|v| (v.target.name.clone(), v.weight.percent()))
+            .map(|v| (v.name.clone(), v.effective_weight))
             .collect())
     }
 
-    /// Rewrite the config file with new weights and reload it, as an
-    /// operator would; returns the new config generation.
-    pub async fn set_weights(&mut self, weights: &[(&str, f64)]) -> Result<u64, String> {
-        for (version, weight) in weights {
-            set_version_weight(&mut self.config, version, *weight)?;
-        }
+    /// Edit the config file as an operator would, then reload it; returns
+    /// the new config generation.
+    pub async fn edit(
+        &mut self,
+        change: impl FnOnce(&mut DocumentMut) -> Result<(), String>,
+    ) -> Result<u64, String> {
+        change(&mut self.config)?;
         write_config(&self.config_path, &self.config)?;
         self.gateway
             .reload()
@@ -146,11 +184,11 @@ impl Stage {
                 Err(_) => return Err(format!("the proxy did not stop within {STOP_TIMEOUT:?}")),
             }
         }
-        for (version, mock) in std::mem::take(&mut self.mocks) {
+        for (name, mock) in std::mem::take(&mut self.mocks) {
             match tokio::time::timeout(STOP_TIMEOUT, mock.shutdown()).await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(format!("the {version} mock stopped with an error: {e}")),
-                Err(_) => return Err(format!("the {version} mock did not stop in time")),
+                Ok(Err(e)) => return Err(format!("the {name} mock stopped with an error: {e}")),
+                Err(_) => return Err(format!("the {name} mock did not stop in time")),
             }
         }
         Ok(())
@@ -166,37 +204,38 @@ impl Drop for Stage {
 }
 
 fn set_upstream_url(config: &mut DocumentMut, upstream: &str, url: &str) -> Result<(), String> {
-    let upstreams = config
-        .get_mut("upstreams")
-        .and_then(|u| u.as_array_of_tables_mut())
-        .ok_or("the embedded config/demo.toml has no [[upstreams]]")?;
-    let entry = upstreams
-        .iter_mut()
-        .find(|t| t.get("name").and_then(|n| n.as_str()) == Some(upstream))
-        .ok_or_else(|| format!("the embedded config/demo.toml has no upstream {upstream}"))?;
+    let entry = named_mut(config.as_table_mut(), "upstreams", upstream)?;
     entry["url"] = value(url);
     Ok(())
 }
 
-fn set_version_weight(config: &mut DocumentMut, version: &str, weight: f64) -> Result<(), String> {
-    let route = config
-        .get_mut("routes")
-        .and_then(|r| r.as_array_of_tables_mut())
-        .and_then(|routes| {
-            routes
+/// The `[[routes]]` table named `route`.
+pub fn route_mut<'a>(config: &'a mut DocumentMut, route: &str) -> Result<&'a mut Table, String> {
+    named_mut(config.as_table_mut(), "routes", route)
+}
+
+/// The entry of the array of tables `key` (in `table`) whose `name` is
+/// `name`: an upstream, a route, a version, a shadow.
+pub fn named_mut<'a>(table: &'a mut Table, key: &str, name: &str) -> Result<&'a mut Table, String> {
+    table
+        .get_mut(key)
+        .and_then(|item| item.as_array_of_tables_mut())
+        .and_then(|entries| {
+            entries
                 .iter_mut()
-                .find(|t| t.get("name").and_then(|n| n.as_str()) == Some(ROUTE))
+                .find(|t| t.get("name").and_then(|n| n.as_str()) == Some(name))
         })
-        .ok_or_else(|| format!("the demo config has no route {ROUTE}"))?;
-    let entry = route
-        .get_mut("versions")
-        .and_then(|v| v.as_array_of_tables_mut())
-        .and_then(|versions| {
-            versions
-                .iter_mut()
-                .find(|t| t.get("name").and_then(|n| n.as_str()) == Some(version))
-        })
-        .ok_or_else(|| format!("route {ROUTE} has no version {version}"))?;
+        .ok_or_else(|| format!("the demo config has no {key} entry named {name}"))
+}
+
+/// Set a version's weight on `route`.
+pub fn set_version_weight(
+    config: &mut DocumentMut,
+    route: &str,
+    version: &str,
+    weight: f64,
+) -> Result<(), String> {
+    let entry = named_mut(route_mut(config, route)?, "versions", version)?;
     entry["weight"] = value(weight);
     Ok(())
 }
@@ -262,16 +301,14 @@ mod tests {
     #[test]
     fn the_embedded_config_is_patched_and_still_valid() {
         let mut doc: DocumentMut = DEMO_TOML.parse().expect("demo.toml is TOML");
-        set_upstream_url(&mut doc, "agent-v1", "http://127.0.0.1:41001").expect("v1 url");
-        set_upstream_url(&mut doc, "agent-v2", "http://127.0.0.1:41002").expect("v2 url");
-        set_version_weight(&mut doc, "v1", 75.0).expect("v1 weight");
-        set_version_weight(&mut doc, "v2", 25.0).expect("v2 weight");
+        for (n, (name, _, _)) in MOCKS.iter().enumerate() {
+            set_upstream_url(&mut doc, name, &format!("http://127.0.0.1:{}", 41001 + n))
+                .expect("url");
+        }
+        set_version_weight(&mut doc, "chat", "v1", 75.0).expect("v1 weight");
+        set_version_weight(&mut doc, "chat", "v2", 25.0).expect("v2 weight");
         let text = doc.to_string();
-        assert!(
-            !text.contains("\"http://127.0.0.1:9101\"")
-                && !text.contains("\"http://127.0.0.1:9102\""),
-            "{text}"
-        );
+        assert!(!text.contains("\"http://127.0.0.1:91"), "{text}");
         let loaded = crate::config::load_str(&text, Path::new("demo.toml"), &|_| None)
             .unwrap_or_else(|e| panic!("patched demo config invalid:\n{e}"));
         let route = &loaded.config.routes[0];
@@ -283,17 +320,18 @@ mod tests {
             .iter()
             .map(|u| u.url.raw.clone())
             .collect();
-        assert!(
-            urls[0].contains("41001") && urls[1].contains("41002"),
-            "{urls:?}"
-        );
+        assert_eq!(urls.len(), MOCKS.len(), "one mock per upstream: {urls:?}");
+        for (n, url) in urls.iter().enumerate() {
+            assert!(url.contains(&(41001 + n).to_string()), "{urls:?}");
+        }
     }
 
     #[test]
     fn unknown_names_are_errors_not_silent() {
         let mut doc: DocumentMut = DEMO_TOML.parse().expect("demo.toml is TOML");
         assert!(set_upstream_url(&mut doc, "agent-v9", "http://x").is_err());
-        assert!(set_version_weight(&mut doc, "v9", 1.0).is_err());
+        assert!(set_version_weight(&mut doc, "chat", "v9", 1.0).is_err());
+        assert!(set_version_weight(&mut doc, "nope", "v1", 1.0).is_err());
     }
 
     #[test]
