@@ -386,9 +386,11 @@ async fn prometheus_scrapes_cutover_and_answers_dashboard_queries() {
             panic!("dashboard expression rejected by Prometheus: {err}\n{q}");
         }
     }
-    // And the ones the traffic above feeds have data.
+    // And the ones the traffic above feeds have data (the error share is
+    // 0, not empty, for versions without errors).
     for needle in [
         "rate(cutover_requests_total",
+        "status=\"5xx\"",
         "cutover_time_to_first_byte_seconds_bucket",
         "cutover_overhead_seconds_bucket",
         "cutover_breaker_state",
