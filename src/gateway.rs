@@ -294,6 +294,10 @@ fn restart_required(running: &Config, next: &Config) -> Vec<String> {
     if running.server.request_header_timeout != next.server.request_header_timeout {
         keys.push("server.request_header_timeout".to_string());
     }
+    // The drain deadline is taken when serving starts.
+    if running.server.shutdown_grace != next.server.shutdown_grace {
+        keys.push("server.shutdown_grace".to_string());
+    }
     let otlp = |c: &Config| {
         c.tracing
             .as_ref()
@@ -313,4 +317,31 @@ fn restart_required(running: &Config, next: &Config) -> Vec<String> {
         keys.push("cache.max_size".to_string());
     }
     keys
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(server: &str) -> Config {
+        let text = format!(
+            "[server]\n{server}\n[[upstreams]]\nname = \"a\"\nurl = \"http://127.0.0.1:9\"\n[[routes]]\nname = \"r\"\n[[routes.versions]]\nname = \"v\"\nupstream = \"a\"\n"
+        );
+        match config::load_str(&text, std::path::Path::new("t.toml"), &|_| None) {
+            Ok(l) => l.config,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn settings_bound_at_start_are_reported() {
+        let running = config("listen = \"127.0.0.1:8080\"\nshutdown_grace = \"30s\"");
+        let same = config("listen = \"127.0.0.1:8080\"\nshutdown_grace = \"30s\"\nmax_body = 10");
+        assert!(restart_required(&running, &same).is_empty());
+        let next = config("listen = \"127.0.0.1:8081\"\nshutdown_grace = \"5s\"");
+        assert_eq!(
+            restart_required(&running, &next),
+            ["server.listen", "server.shutdown_grace"]
+        );
+    }
 }
