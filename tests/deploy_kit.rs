@@ -267,8 +267,9 @@ fn dockerfile_healthcheck() -> Vec<String> {
     serde_json::from_str(json.trim()).expect("HEALTHCHECK CMD in exec (JSON) form")
 }
 
-/// `Cargo.toml`'s target paths: [lib], [[bin]], [[bench]] (default
-/// `benches/NAME.rs`), [[example]], [[test]], and build.rs.
+/// `Cargo.toml`'s target paths that must exist for the manifest to load:
+/// [lib], [[bin]], [[bench]] (default `benches/NAME.rs`), and build.rs.
+/// (Auto-discovered examples and tests are not needed to build the binary.)
 fn manifest_target_paths() -> Vec<String> {
     let manifest: toml::Table = read(&repo().join("Cargo.toml"))
         .parse()
