@@ -323,6 +323,137 @@ fn route(o: &mut String, r: &RouteView) {
             );
         }
     }
+    if let Some(r) = &r.rollout {
+        rollout(o, r);
+    }
+}
+
+/// The rollout block of a route: state, the step's figures and the gates
+/// at the last tick. Read loosely from the JSON, so a field an older or
+/// newer proxy lacks shows as `-`.
+fn rollout(o: &mut String, r: &serde_json::Value) {
+    use std::fmt::Write;
+    let f = |v: &serde_json::Value, k: &str| v.get(k).and_then(serde_json::Value::as_f64);
+    let text = |v: &serde_json::Value, k: &str| {
+        v.get(k)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("-")
+            .to_string()
+    };
+    let state = text(r, "state");
+    let detail = r.get("detail").cloned().unwrap_or_default();
+    let mut head = state.clone();
+    if let Some(stage) = detail.get("stage").and_then(|s| s.get("stage")) {
+        head.push_str(&format!(" (while {})", plain(stage)));
+    }
+    if let Some(step) = r.get("step").and_then(serde_json::Value::as_i64)
+        && step >= 0
+    {
+        head.push_str(&format!(", step {step}"));
+    }
+    let _ = writeln!(
+        o,
+        "  rollout     {head}, canary at {}%{}, {} on this stage",
+        f(r, "canary_weight").map_or("-".into(), |w| format!("{w:.2}")),
+        if r.get("mirrored").and_then(serde_json::Value::as_bool) == Some(true) {
+            " (mirrored 100%)"
+        } else {
+            ""
+        },
+        f(r, "stage_seconds").map_or("-".into(), |s| format!("{s:.0}s")),
+    );
+    if let Some(reason) = detail.get("reason") {
+        let _ = writeln!(
+            o,
+            "    reason    {}: {}",
+            text(reason, "kind"),
+            text(reason, "detail")
+        );
+    }
+    if state == "rolled_back" {
+        // The canary gets nothing until a restart or a new canary.
+        return;
+    }
+    let ms = |v: Option<f64>| v.map_or("-".into(), |s| format!("{:.1}ms", s * 1000.0));
+    for role in ["baseline", "canary"] {
+        let Some(v) = r.get(role) else { continue };
+        let _ = writeln!(
+            o,
+            "    {role:<9} {} requests, {} failed, p95 {}, p99 {}, cost/request {}, outcomes {} ok / {} failed",
+            v.get("requests")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0),
+            share(f(v, "failure_rate")),
+            ms(f(v, "p95_seconds")),
+            ms(f(v, "p99_seconds")),
+            f(v, "mean_cost_usd").map_or("-".into(), |c| format!("${c:.6}")),
+            v.get("outcome_success")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0),
+            v.get("outcome_failure")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0),
+        );
+    }
+    let _ = writeln!(
+        o,
+        "    window    {} canary requests, {} failed",
+        r.get("window_requests")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0),
+        r.get("window_failures")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0),
+    );
+    let gates = r
+        .get("judgement")
+        .and_then(|j| j.get("gates"))
+        .and_then(serde_json::Value::as_array);
+    let Some(gates) = gates else {
+        let _ = writeln!(o, "    gates     not judged yet on this stage");
+        return;
+    };
+    // Costs per request are small: keep their digits.
+    let num = |v: Option<f64>| {
+        v.map_or("-".into(), |x| {
+            if x != 0.0 && x.abs() < 1e-3 {
+                format!("{x:.2e}")
+            } else {
+                format!("{x:.4}")
+            }
+        })
+    };
+    let width = gates
+        .iter()
+        .map(|g| text(g, "gate").len())
+        .max()
+        .unwrap_or(0);
+    for (i, g) in gates.iter().enumerate() {
+        let n = match g.get("n_baseline").and_then(serde_json::Value::as_u64) {
+            Some(b) => format!(
+                "{}/{b}",
+                g.get("n_canary")
+                    .and_then(serde_json::Value::as_u64)
+                    .unwrap_or(0)
+            ),
+            None => g
+                .get("n_canary")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0)
+                .to_string(),
+        };
+        let _ = writeln!(
+            o,
+            "    {:<9} {:width$}  {:<12}  estimate {}  bounds [{}, {}]  threshold {}  n {n}",
+            if i == 0 { "gates" } else { "" },
+            text(g, "gate"),
+            text(g, "verdict"),
+            num(f(g, "estimate")),
+            num(f(g, "lower")),
+            num(f(g, "upper")),
+            f(g, "threshold").map_or("-".into(), |t| t.to_string()),
+        );
+    }
 }
 
 /// A JSON value for a terminal: strings without their quotes.
@@ -356,6 +487,57 @@ mod tests {
         assert!(u("http://").is_err());
         assert!(u("http:///").is_err());
         assert!(u("").is_err());
+    }
+
+    #[test]
+    fn a_rollout_is_shown_with_its_gates() {
+        let r = serde_json::json!({
+            "state": "canary", "detail": {"state": "canary", "step": 0},
+            "step": 0, "canary_weight": 1.0, "mirrored": false, "stage_seconds": 31.1,
+            "baseline": {"requests": 2824, "failures": 0, "failure_rate": 0.0, "p95_seconds": 0.0597, "p99_seconds": 0.0614, "mean_cost_usd": 4.3e-05, "outcome_success": 0, "outcome_failure": 0},
+            "canary": {"requests": 55, "failures": 0, "failure_rate": null, "p95_seconds": null, "p99_seconds": null, "mean_cost_usd": null, "outcome_success": 0, "outcome_failure": 0},
+            "window_requests": 40, "window_failures": 12,
+            "judgement": {"gates": [
+                {"gate": "error_rate_margin", "verdict": "inconclusive", "estimate": 0.0, "lower": -0.004, "upper": 0.1077, "threshold": 0.01, "n_canary": 55, "n_baseline": 2824},
+                {"gate": "max_cost_per_request", "verdict": "pass", "estimate": 4.3e-05, "lower": 4.3e-05, "upper": 4.3e-05, "threshold": 0.05, "n_canary": 55, "n_baseline": null}
+            ]}
+        });
+        let mut o = String::new();
+        rollout(&mut o, &r);
+        for needle in [
+            "  rollout     canary, step 0, canary at 1.00%, 31s on this stage\n",
+            "    baseline  2824 requests, 0.0% failed, p95 59.7ms",
+            "    canary    55 requests, - failed, p95 -",
+            "    window    40 canary requests, 12 failed\n",
+            "    gates     error_rate_margin     inconclusive  estimate 0.0000  bounds [-0.0040, 0.1077]  threshold 0.01  n 55/2824\n",
+            "              max_cost_per_request  pass          estimate 4.30e-5  bounds [4.30e-5, 4.30e-5]  threshold 0.05  n 55\n",
+        ] {
+            assert!(o.contains(needle), "missing {needle:?} in:\n{o}");
+        }
+
+        let mut o = String::new();
+        rollout(
+            &mut o,
+            &serde_json::json!({"state": "rolled_back", "step": -1, "canary_weight": 0.0, "stage_seconds": 2.0,
+                "detail": {"state": "rolled_back", "reason": {"kind": "breaker_open", "detail": "the canary upstream's circuit breaker is open"}}}),
+        );
+        assert_eq!(
+            o,
+            "  rollout     rolled_back, canary at 0.00%, 2s on this stage\n    reason    breaker_open: the canary upstream's circuit breaker is open\n"
+        );
+
+        let mut o = String::new();
+        rollout(
+            &mut o,
+            &serde_json::json!({"state": "paused", "detail": {"state": "paused", "stage": {"stage": "canary", "step": 2}}, "step": 2, "canary_weight": 10.0}),
+        );
+        assert!(
+            o.starts_with(
+                "  rollout     paused (while canary), step 2, canary at 10.00%, - on this stage\n"
+            ),
+            "{o}"
+        );
+        assert!(o.contains("not judged yet"), "{o}");
     }
 
     #[test]
