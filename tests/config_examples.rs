@@ -1,7 +1,8 @@
 //! Every example config in `config/` and `config/golden/` passes
 //! `cutover check` through the real binary, with the environment variables
 //! it names set (and fails without them); and none prints a lint warning
-//! that the file does not explain.
+//! that the file does not explain. Complete configs shown in `docs/*.md`
+//! (a ```toml block with `[server]`) pass too, without warnings.
 //!
 //! The directories are listed at test time, so a new example is checked
 //! without touching this file.
@@ -242,6 +243,79 @@ fn no_example_has_an_unexplained_lint_warning() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Every complete config (a ```toml block with a `[server]` section) in
+/// `docs/*.md`, as (doc, line, text).
+fn doc_configs() -> Vec<(String, usize, String)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) => panic!("cannot list {}: {e}", dir.display()),
+    };
+    let mut docs: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "md"))
+        .collect();
+    docs.sort();
+    let mut out = Vec::new();
+    for doc in docs {
+        let text = read(&doc);
+        let name = doc
+            .file_name()
+            .map_or(String::new(), |n| n.to_string_lossy().into_owned());
+        let mut block: Option<(usize, String)> = None;
+        for (i, line) in text.lines().enumerate() {
+            match &mut block {
+                None if line.trim_start() == "```toml" => block = Some((i + 2, String::new())),
+                None => {}
+                Some(_) if line.trim_start() == "```" => {
+                    if let Some((at, body)) = block.take()
+                        && body.lines().any(|l| l.trim() == "[server]")
+                    {
+                        out.push((name.clone(), at, body));
+                    }
+                }
+                Some((_, body)) => {
+                    body.push_str(line);
+                    body.push('\n');
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_complete_config_in_the_docs_passes_check() {
+    let configs = doc_configs();
+    assert!(
+        configs
+            .iter()
+            .filter(|(d, _, _)| d == "migration.md")
+            .count()
+            >= 2,
+        "docs/migration.md should hold the nginx and LiteLLM equivalents"
+    );
+    let dir = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => panic!("{e}"),
+    };
+    let mut failures = Vec::new();
+    for (doc, line, text) in configs {
+        let path = dir.path().join(format!("{doc}-{line}.toml"));
+        if let Err(e) = std::fs::write(&path, &text) {
+            panic!("{e}");
+        }
+        let (code, output) = check(&path, &variables(&text), true);
+        if code != 0 || !warnings(&output).is_empty() {
+            failures.push(format!(
+                "docs/{doc}:{line}: exit {code}, warnings {:?}\n{output}",
+                warnings(&output)
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
 #[test]

@@ -1,0 +1,277 @@
+//! The operator docs name real metrics, their links resolve, and the
+//! runbook's alert rules are valid Prometheus rules.
+//!
+//! * Every `cutover_*` name in `docs/runbook.md`, `docs/concepts.md`,
+//!   `docs/migration.md` and `docs/configuration.md` is a metric cutover
+//!   exports (histograms may carry `_bucket`, `_sum`, `_count`).
+//! * Every relative link in those docs points at a file that exists, and a
+//!   `#fragment` into a markdown file at one of its headings (GitHub's
+//!   anchor rules).
+//! * The `yaml` block under "## Alerts" in `docs/runbook.md`, wrapped in a
+//!   rule group, passes `promtool check rules`. Skipped, loudly, where
+//!   promtool is not installed (`.ci/run` installs it).
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use cutover::telemetry::names;
+
+const DOCS: &[&str] = &[
+    "runbook.md",
+    "concepts.md",
+    "migration.md",
+    "configuration.md",
+];
+
+/// Words that start like a metric but are not one.
+const NOT_METRICS: &[&str] = &[
+    // The refusal body's error code.
+    "cutover_refusal",
+];
+
+fn read(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("docs")
+        .join(name);
+    match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) => panic!("cannot read {}: {e}", path.display()),
+    }
+}
+
+fn known_metrics() -> BTreeSet<&'static str> {
+    let mut known: BTreeSet<&'static str> =
+        names::DESCRIPTIONS.iter().map(|(name, _)| *name).collect();
+    known.insert(names::COST_USD_TOTAL);
+    known.insert(names::SHADOW_COST_USD_TOTAL);
+    known
+}
+
+/// `cutover_...` words in `text`, with the line they are on.
+fn metric_words(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let mut rest = line;
+        while let Some(at) = rest.find("cutover_") {
+            let before = rest[..at].chars().last();
+            let word: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            rest = &rest[at + word.len()..];
+            if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+                continue;
+            }
+            out.push((i + 1, word));
+        }
+    }
+    out
+}
+
+#[test]
+fn the_docs_name_only_real_metrics() {
+    let known = known_metrics();
+    let mut problems = Vec::new();
+    let mut seen = 0;
+    for doc in DOCS {
+        for (line, word) in metric_words(&read(doc)) {
+            // `cutover_shadow_*` stands for a family.
+            if word.ends_with('_') || NOT_METRICS.contains(&word.as_str()) {
+                continue;
+            }
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| word.strip_suffix(s))
+                .filter(|b| known.contains(b))
+                .unwrap_or(&word);
+            seen += 1;
+            if !known.contains(base) {
+                problems.push(format!(
+                    "docs/{doc}:{line}: `{word}` is not a cutover metric"
+                ));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert!(seen >= 30, "only {seen} metric names found in the docs");
+}
+
+#[test]
+fn metric_words_are_found_whole() {
+    let words: Vec<String> = metric_words("a cutover_x_total{y} and my_cutover_no, `cutover_b_`")
+        .into_iter()
+        .map(|(_, w)| w)
+        .collect();
+    assert_eq!(words, ["cutover_x_total", "cutover_b_"]);
+}
+
+/// The first ```yaml block after `## Alerts`.
+fn alert_rules() -> String {
+    let text = read("runbook.md");
+    let Some(section) = text.split("\n## Alerts\n").nth(1) else {
+        panic!("docs/runbook.md has no `## Alerts` section");
+    };
+    let Some(block) = section.split("```yaml\n").nth(1) else {
+        panic!("docs/runbook.md: no ```yaml block under ## Alerts");
+    };
+    match block.split("\n```").next() {
+        Some(b) => b.to_string(),
+        None => panic!("docs/runbook.md: unterminated yaml block"),
+    }
+}
+
+fn promtool() -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("promtool"))
+            .find(|p| p.is_file())
+    })
+}
+
+#[test]
+fn the_runbook_alerts_pass_promtool() {
+    let rules = alert_rules();
+    let alerts = rules.matches("- alert: ").count();
+    assert!(alerts >= 8, "only {alerts} alerts in the runbook");
+    let Some(promtool) = promtool() else {
+        eprintln!("SKIP: promtool not installed (apt-get install prometheus)");
+        return;
+    };
+    let mut file = String::from("groups:\n  - name: cutover\n    rules:\n");
+    for line in rules.lines() {
+        file.push_str("      ");
+        file.push_str(line);
+        file.push('\n');
+    }
+    let dir = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => panic!("{e}"),
+    };
+    let path = dir.path().join("cutover.rules.yml");
+    if let Err(e) = std::fs::write(&path, &file) {
+        panic!("{e}");
+    }
+    let out = match Command::new(&promtool)
+        .arg("check")
+        .arg("rules")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => panic!("cannot run promtool: {e}"),
+    };
+    let _ = std::io::stderr().write_all(&out.stdout);
+    assert!(
+        out.status.success(),
+        "promtool check rules failed:\n{}{}\n--- rules ---\n{file}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// GitHub's anchor for a heading: lowercase, punctuation dropped (but `-`
+/// and `_`), spaces to `-`.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+fn anchors(text: &str) -> BTreeSet<String> {
+    let mut in_code = false;
+    let mut out = BTreeSet::new();
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            in_code = !in_code;
+        }
+        if !in_code && line.starts_with('#') {
+            out.insert(anchor(line.trim_start_matches('#')));
+        }
+    }
+    out
+}
+
+/// `(line, target)` of every `](target)` link outside code blocks.
+fn links(text: &str) -> Vec<(usize, String)> {
+    let mut in_code = false;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim_start().starts_with("```") {
+            in_code = !in_code;
+            continue;
+        }
+        if in_code {
+            continue;
+        }
+        let mut rest = line;
+        while let Some(at) = rest.find("](") {
+            rest = &rest[at + 2..];
+            if let Some(end) = rest.find(')') {
+                out.push((i + 1, rest[..end].to_string()));
+                rest = &rest[end..];
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_docs_links_resolve() {
+    let docs_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for doc in DOCS {
+        let text = read(doc);
+        for (line, target) in links(&text) {
+            if target.contains("://") || target.starts_with("mailto:") {
+                continue;
+            }
+            checked += 1;
+            let (file, fragment) = match target.split_once('#') {
+                Some((f, a)) => (f, Some(a)),
+                None => (target.as_str(), None),
+            };
+            let (path, body) = if file.is_empty() {
+                (docs_dir.join(doc), text.clone())
+            } else {
+                let path = docs_dir.join(file);
+                let body = std::fs::read_to_string(&path).unwrap_or_default();
+                (path, body)
+            };
+            if !path.exists() {
+                problems.push(format!("docs/{doc}:{line}: `{target}`: no such file"));
+                continue;
+            }
+            if let Some(fragment) = fragment
+                && path.extension().is_some_and(|x| x == "md")
+                && !anchors(&body).contains(fragment)
+            {
+                problems.push(format!(
+                    "docs/{doc}:{line}: `{target}`: no heading with that anchor"
+                ));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert!(checked >= 20, "only {checked} links checked");
+}
+
+#[test]
+fn anchors_follow_github() {
+    assert_eq!(anchor(" `routes.rollout.gates`"), "routesrolloutgates");
+    assert_eq!(
+        anchor(" Reading `cutover status`"),
+        "reading-cutover-status"
+    );
+    assert_eq!(
+        anchor(" Time to decision against effect size"),
+        "time-to-decision-against-effect-size"
+    );
+}
