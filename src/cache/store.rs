@@ -284,7 +284,12 @@ impl Fill {
         };
         let body = body.freeze();
         let entry = Arc::new(Entry {
-            content_type: self.content_type,
+            // A parsed header value is a slice of the upstream connection's
+            // read buffer: an entry that kept it would pin that whole
+            // buffer (kilobytes) for its lifetime, far past its weight.
+            content_type: self
+                .content_type
+                .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok()),
             upstream: self.upstream,
             upstream_header: self.upstream_header,
             body,
@@ -319,6 +324,36 @@ mod tests {
             "up".into(),
             HeaderValue::from_static("up"),
         )
+    }
+
+    #[test]
+    fn a_stored_content_type_owns_its_bytes() {
+        let cache = Arc::new(ResponseCache::new(1 << 20, 1024));
+        // As hyper parses it: a slice of the connection's read buffer.
+        let mut read =
+            BytesMut::from(&b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"[..]);
+        read.resize(8192, 0);
+        let buffer = read.freeze();
+        let parsed = HeaderValue::from_maybe_shared(buffer.slice(31..47)).expect("header");
+        assert_eq!(parsed, "application/json");
+        let g = leader(&cache, key(9));
+        let mut f = cache.fill(
+            g,
+            Duration::from_secs(60),
+            Some(parsed.clone()),
+            "up".into(),
+            HeaderValue::from_static("up"),
+        );
+        f.observe(&Bytes::from_static(b"{}"));
+        assert!(f.store());
+        let entry = cache.get(&key(9)).expect("stored");
+        let stored = entry.content_type.as_ref().expect("content type");
+        assert_eq!(stored, "application/json");
+        let inside = buffer.as_ptr_range();
+        assert!(
+            !inside.contains(&stored.as_bytes().as_ptr()),
+            "the entry still points into the connection's buffer"
+        );
     }
 
     #[test]
