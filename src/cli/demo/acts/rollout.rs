@@ -47,7 +47,7 @@ pub async fn play_promotion(show: &mut Show) -> Result<(), String> {
         "route agent: rollout v1 -> v2 is {}; steps 10/25/50/100%, each at least 2s with 60 judged v2 requests and every gate passing",
         label(&status)
     ));
-    let walk = drive(show, "v2", PROMOTION_LIMIT, |s| {
+    let (walk, _) = drive(show, "v2", asks(), PROMOTION_LIMIT, |s| {
         matches!(s.detail, State::Promoted | State::RolledBack { .. })
     })
     .await?;
@@ -122,7 +122,7 @@ pub async fn play_rollback(show: &mut Show) -> Result<(), String> {
         V3_ERROR_RATE * 100.0
     ));
 
-    let run = drive(show, "v3", ROLLBACK_LIMIT, |s| {
+    let (run, _) = drive(show, "v3", asks(), ROLLBACK_LIMIT, |s| {
         matches!(s.detail, State::RolledBack { .. })
     })
     .await?;
@@ -148,7 +148,20 @@ pub async fn play_rollback(show: &mut Show) -> Result<(), String> {
 
     // After the rollback nobody reaches v3.
     let calls_before = show.stage.upstream_calls("agent-v3")?;
-    let after = drive_n(show, "v3", AFTER_ROLLBACK).await?;
+    let (after, ended) = drive(
+        show,
+        "v3",
+        asks().take(AFTER_ROLLBACK),
+        ROLLBACK_LIMIT,
+        |_| false,
+    )
+    .await?;
+    if ended != Ended::Done {
+        return Err(format!(
+            "route agent: {} of {AFTER_ROLLBACK} requests answered within {ROLLBACK_LIMIT:?}",
+            after.requests
+        ));
+    }
     let calls = show
         .stage
         .upstream_calls("agent-v3")?
@@ -271,13 +284,15 @@ fn asks() -> impl Iterator<Item = Ask> {
     })
 }
 
-/// Sends traffic until `done` holds for the rollout (checked every tick).
+/// Sends `asks` until they run out, `done` holds for the rollout (checked
+/// every tick), or `limit` passes.
 async fn drive(
     show: &mut Show,
     canary: &str,
+    asks: impl Iterator<Item = Ask>,
     limit: Duration,
     done: impl Fn(&RolloutStatus) -> bool,
-) -> Result<Walk, String> {
+) -> Result<(Walk, Ended), String> {
     let started = Instant::now();
     let mut walk = Walk::default();
     let mut previous: Option<RolloutStatus> = None;
@@ -286,7 +301,7 @@ async fn drive(
     walk.look(&first, None, screen);
     let ended = show
         .driver
-        .round(asks(), CONCURRENCY, limit, |event| {
+        .round(asks, CONCURRENCY, limit, |event| {
             match event {
                 Event::Answer(_, answer) => walk.add(
                     canary,
@@ -310,44 +325,7 @@ async fn drive(
     show.requests += walk.requests;
     let status = show.stage.rollout(ROUTE)?;
     show.screen.settle(panel(&walk, &status, &show.stage));
-    if ended == Ended::TimedOut {
-        // The callers say what did not happen in time.
-        show.screen
-            .event(&format!("no decision within {limit:?}: {}", label(&status)));
-    }
-    Ok(walk)
-}
-
-/// Sends exactly `n` requests.
-async fn drive_n(show: &mut Show, canary: &str, n: usize) -> Result<Walk, String> {
-    let mut walk = Walk::default();
-    let (stage, screen) = (&show.stage, &show.screen);
-    let first = stage.rollout(ROUTE)?;
-    walk.look(&first, None, screen);
-    let ended = show
-        .driver
-        .round(asks().take(n), CONCURRENCY, ROLLBACK_LIMIT, |event| {
-            match event {
-                Event::Answer(_, answer) => walk.add(
-                    canary,
-                    answer.map_err(|e| format!("a request on route agent failed: {e}"))?,
-                )?,
-                Event::Tick => {
-                    let status = stage.rollout(ROUTE)?;
-                    screen.panel(panel(&walk, &status, stage));
-                }
-            }
-            Ok(Flow::Continue)
-        })
-        .await?;
-    if ended == Ended::TimedOut {
-        return Err(format!(
-            "route agent: {} of {n} requests answered within {ROLLBACK_LIMIT:?}",
-            walk.requests
-        ));
-    }
-    show.requests += walk.requests;
-    Ok(walk)
+    Ok((walk, ended))
 }
 
 fn panel(walk: &Walk, status: &RolloutStatus, stage: &Stage) -> Vec<String> {
