@@ -334,6 +334,8 @@ fn route(o: &mut String, r: &RouteView) {
 fn rollout(o: &mut String, r: &serde_json::Value) {
     use std::fmt::Write;
     let f = |v: &serde_json::Value, k: &str| v.get(k).and_then(serde_json::Value::as_f64);
+    let n =
+        |v: &serde_json::Value, k: &str| v.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
     let text = |v: &serde_json::Value, k: &str| {
         v.get(k)
             .and_then(serde_json::Value::as_str)
@@ -380,30 +382,20 @@ fn rollout(o: &mut String, r: &serde_json::Value) {
         let _ = writeln!(
             o,
             "    {role:<9} {} requests, {} failed, p95 {}, p99 {}, cost/request {}, outcomes {} ok / {} failed",
-            v.get("requests")
-                .and_then(serde_json::Value::as_u64)
-                .unwrap_or(0),
+            n(v, "requests"),
             share(f(v, "failure_rate")),
             ms(f(v, "p95_seconds")),
             ms(f(v, "p99_seconds")),
             f(v, "mean_cost_usd").map_or("-".into(), |c| format!("${c:.6}")),
-            v.get("outcome_success")
-                .and_then(serde_json::Value::as_u64)
-                .unwrap_or(0),
-            v.get("outcome_failure")
-                .and_then(serde_json::Value::as_u64)
-                .unwrap_or(0),
+            n(v, "outcome_success"),
+            n(v, "outcome_failure"),
         );
     }
     let _ = writeln!(
         o,
         "    window    {} canary requests, {} failed",
-        r.get("window_requests")
-            .and_then(serde_json::Value::as_u64)
-            .unwrap_or(0),
-        r.get("window_failures")
-            .and_then(serde_json::Value::as_u64)
-            .unwrap_or(0),
+        n(r, "window_requests"),
+        n(r, "window_failures"),
     );
     let gates = r
         .get("judgement")
@@ -429,22 +421,13 @@ fn rollout(o: &mut String, r: &serde_json::Value) {
         .max()
         .unwrap_or(0);
     for (i, g) in gates.iter().enumerate() {
-        let n = match g.get("n_baseline").and_then(serde_json::Value::as_u64) {
-            Some(b) => format!(
-                "{}/{b}",
-                g.get("n_canary")
-                    .and_then(serde_json::Value::as_u64)
-                    .unwrap_or(0)
-            ),
-            None => g
-                .get("n_canary")
-                .and_then(serde_json::Value::as_u64)
-                .unwrap_or(0)
-                .to_string(),
+        let samples = match g.get("n_baseline").and_then(serde_json::Value::as_u64) {
+            Some(b) => format!("{}/{b}", n(g, "n_canary")),
+            None => n(g, "n_canary").to_string(),
         };
         let _ = writeln!(
             o,
-            "    {:<9} {:width$}  {:<12}  estimate {}  bounds [{}, {}]  threshold {}  n {n}",
+            "    {:<9} {:width$}  {:<12}  estimate {}  bounds [{}, {}]  threshold {}  n {samples}",
             if i == 0 { "gates" } else { "" },
             text(g, "gate"),
             text(g, "verdict"),

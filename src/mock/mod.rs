@@ -295,17 +295,7 @@ pub async fn serve(
     opts: MockArgs,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    serve_with_stats(listener, opts, Arc::new(MockStats::default()), shutdown).await
-}
-
-/// [`serve`], recording into `stats`.
-pub async fn serve_with_stats(
-    listener: TcpListener,
-    opts: MockArgs,
-    stats: Arc<MockStats>,
-    shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
-    serve_inner(listener, opts, stats, Arc::default(), shutdown).await
+    serve_inner(listener, opts, Arc::default(), Arc::default(), shutdown).await
 }
 
 async fn serve_inner(

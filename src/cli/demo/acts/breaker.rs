@@ -32,7 +32,7 @@ pub async fn play(show: &mut Show) -> Result<(), String> {
     breakers.look(&show.stage, None);
 
     // 1. Healthy: agent-main answers everything.
-    let healthy = phase(show, &mut breakers, "all healthy", 120, |_, _| false).await?;
+    let healthy = phase(show, &mut breakers, "all healthy", Some(120), |_, _| false).await?;
     expect_all_from(&healthy, MAIN)?;
     show.screen.ok(&format!(
         "healthy: all {} answers from agent-main",
@@ -47,7 +47,10 @@ pub async fn play(show: &mut Show) -> Result<(), String> {
         .fail_with(Some(StatusCode::SERVICE_UNAVAILABLE));
     show.screen
         .event("agent-main starts failing: it answers every request with 503");
-    let failing = phase(show, &mut breakers, "agent-main down", 300, |_, _| false).await?;
+    let failing = phase(show, &mut breakers, "agent-main down", Some(300), |_, _| {
+        false
+    })
+    .await?;
     expect_all_from(&failing, BACKUP)?;
     if !breakers.seen_open(MAIN) {
         return Err("agent-main failed every request but its breaker never opened".to_owned());
@@ -74,7 +77,10 @@ pub async fn play(show: &mut Show) -> Result<(), String> {
     }
     show.screen
         .event("agent-backup and small-model fail too: nothing is left to answer");
-    let down = phase(show, &mut breakers, "everything down", 150, |_, _| false).await?;
+    let down = phase(show, &mut breakers, "everything down", Some(150), |_, _| {
+        false
+    })
+    .await?;
     expect_all_from(&down, REFUSAL)?;
     let message = down
         .last_refusal
@@ -96,7 +102,7 @@ pub async fn play(show: &mut Show) -> Result<(), String> {
         show,
         &mut breakers,
         "recovering",
-        usize::MAX,
+        None,
         |tally, breakers| {
             breakers.state(MAIN) == Some("closed")
                 && tally.by_source.get(MAIN).copied().unwrap_or(0) >= 50
@@ -158,24 +164,21 @@ impl Tally {
     }
 }
 
-/// Sends up to `n` requests (or until `done`), watching the breakers.
+/// Sends `n` requests, or with `None` as many as it takes until `done`
+/// (within [`RECOVERY_LIMIT`]), watching the breakers.
 async fn phase(
     show: &mut Show,
     breakers: &mut Breakers,
     name: &str,
-    n: usize,
+    n: Option<usize>,
     done: impl Fn(&Tally, &Breakers) -> bool,
 ) -> Result<Tally, String> {
     let start_calls: Vec<u64> = CHAIN
         .iter()
         .map(|b| show.stage.upstream_calls(b))
         .collect::<Result<_, _>>()?;
-    let limit = if n == usize::MAX {
-        RECOVERY_LIMIT
-    } else {
-        LIMIT
-    };
-    let asks = (0..n).map(|i| {
+    let limit = if n.is_some() { LIMIT } else { RECOVERY_LIMIT };
+    let asks = (0..n.unwrap_or(usize::MAX)).map(|i| {
         let question = format!("My order #{} has not arrived.", 1000 + i % 50);
         Ask::new(PATH, None, chat_body(&question, 0.2, &[])).thinking(THINK)
     });
@@ -203,7 +206,7 @@ async fn phase(
             Ok(Flow::Continue)
         })
         .await?;
-    if ended == Ended::TimedOut && n != usize::MAX {
+    if let (Ended::TimedOut, Some(n)) = (ended, n) {
         return Err(format!(
             "route support, {name}: {} of {n} requests answered within {limit:?}",
             tally.requests
