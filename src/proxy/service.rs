@@ -392,7 +392,7 @@ fn respond(
         }
     }
     let content_type = parts.headers.get(header::CONTENT_TYPE);
-    ex.usage = UsageScanner::for_content_type(content_type);
+    ex.usage = UsageScanner::new(ex.api(), content_type);
     ex.begin_capture(content_type);
     if let (Some(guard), Some(cache)) = (fill, &route.cache)
         && storable(&parts)

@@ -13,6 +13,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use super::float::{self, FloatCounter};
 use super::names;
 use super::usage::Usage;
+use crate::api::Skip;
 use crate::config::Cost;
 use crate::rollout::{Role, RolloutStats};
 
@@ -79,6 +80,25 @@ pub struct VersionMetrics {
     outcomes: [[Counter; 2]; 2],
     /// On a rollout's versions: where outcomes also go, for the judge.
     pub judge: Option<(Arc<RolloutStats>, Role)>,
+    /// By [`AssignmentKind`].
+    assignments: [Counter; 4],
+}
+
+/// How a request's version was chosen (SPEC §3): the `assignment` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AssignmentKind {
+    Sticky,
+    Unsticky,
+    Pinned,
+    Session,
+}
+
+impl AssignmentKind {
+    pub const LABELS: [&'static str; 4] = ["sticky", "unsticky", "pinned", "session"];
+
+    pub fn as_str(self) -> &'static str {
+        Self::LABELS[self as usize]
+    }
 }
 
 /// Where a task outcome came from (the `source` label).
@@ -143,7 +163,15 @@ impl VersionMetrics {
                 ],
             ],
             judge: None,
+            assignments: AssignmentKind::LABELS
+                .map(|a| metrics::counter!(names::ASSIGNMENTS_TOTAL, with(&[("assignment", a)]))),
         }
+    }
+
+    /// Count a request assigned to this version.
+    #[inline]
+    pub fn assigned(&self, kind: AssignmentKind) {
+        self.assignments[kind as usize].increment(1);
     }
 
     #[inline]
@@ -348,6 +376,38 @@ impl ShadowMetrics {
         self.cost.add(usd);
         Some(usd)
     }
+}
+
+/// What read a response body when it skipped something (the `use` label
+/// of `cutover_api_skipped_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SkipUse {
+    Usage,
+    Compare,
+}
+
+impl SkipUse {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipUse::Usage => "usage",
+            SkipUse::Compare => "compare",
+        }
+    }
+}
+
+/// Count what usage reading or compare skipped. Only bad input gets here,
+/// so the labels are resolved per call rather than kept as handles.
+pub fn api_skipped(route: &str, used_by: SkipUse, skip: Skip, n: u64) {
+    if n == 0 {
+        return;
+    }
+    metrics::counter!(
+        names::API_SKIPPED_TOTAL,
+        "route" => route.to_string(),
+        "use" => used_by.as_str(),
+        "reason" => skip.as_str()
+    )
+    .increment(n);
 }
 
 /// Handles for one route's cache results.

@@ -31,6 +31,8 @@ pub const ROLLBACKS_TOTAL: &str = "cutover_rollbacks_total";
 pub const CACHE_REQUESTS_TOTAL: &str = "cutover_cache_requests_total";
 pub const CACHE_BYTES: &str = "cutover_cache_bytes";
 pub const SET_JSON_SKIPPED_TOTAL: &str = "cutover_set_json_skipped_total";
+pub const API_SKIPPED_TOTAL: &str = "cutover_api_skipped_total";
+pub const ASSIGNMENTS_TOTAL: &str = "cutover_assignments_total";
 
 /// (name, help) for every metric, registered once at start. A test checks
 /// that every series `/metrics` exposes has HELP text.
@@ -122,6 +124,14 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
     (
         SET_JSON_SKIPPED_TOTAL,
         "Requests forwarded unchanged because set_json was configured but the body is not a JSON object.",
+    ),
+    (
+        API_SKIPPED_TOTAL,
+        "Responses (and stream events) that usage reading or shadow compare skipped, by route, use (usage, compare) and reason (malformed, wrong_shape, unknown_event, incomplete, error_event); the client's bytes are never changed.",
+    ),
+    (
+        ASSIGNMENTS_TOTAL,
+        "Requests by the way their version was chosen: sticky, unsticky, pinned, or session (a protocol session kept on its version).",
     ),
     (
         ROLLOUT_STEP,
