@@ -136,6 +136,9 @@ fn route(out: &mut String, r: &RouteConfig) {
     let refusal = match &r.refusal.format {
         RefusalFormat::OpenAiError => "openai-error",
         RefusalFormat::OpenAiChat => "openai-chat",
+        RefusalFormat::OpenAiResponses => "openai-responses",
+        RefusalFormat::AnthropicMessages => "anthropic-messages",
+        RefusalFormat::Auto => "auto",
         RefusalFormat::Raw { .. } => "raw",
     };
     chain.push(format!("refusal {} {refusal}", r.refusal.status.as_u16()));

@@ -1163,6 +1163,9 @@ impl<'a> Validator<'a> {
         let format = match raw.format.as_deref() {
             None | Some("openai-error") => RefusalFormat::OpenAiError,
             Some("openai-chat") => RefusalFormat::OpenAiChat,
+            Some("openai-responses") => RefusalFormat::OpenAiResponses,
+            Some("anthropic-messages") => RefusalFormat::AnthropicMessages,
+            Some("auto") => RefusalFormat::Auto,
             Some("raw") => {
                 let content_type = raw
                     .content_type
@@ -1177,7 +1180,7 @@ impl<'a> Validator<'a> {
                 }
             }
             Some(other) => {
-                self.err(p.key("format"), format!("unknown refusal format {other:?}; valid: one of openai-error, openai-chat, raw"));
+                self.err(p.key("format"), format!("unknown refusal format {other:?}; valid: one of openai-error, openai-chat, raw, openai-responses, anthropic-messages, auto"));
                 RefusalFormat::OpenAiError
             }
         };

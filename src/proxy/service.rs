@@ -436,7 +436,7 @@ fn refuse(
     reason: RefusalReason,
 ) -> Response<ProxyBody> {
     route.metrics.refusal(reason);
-    let rendered = route.refusal.for_request(wants_stream);
+    let rendered = route.refusal.for_path(ex.path(), wants_stream);
     let mut response = Response::new(ProxyBody::plain(Bytes::new()));
     *response.status_mut() = rendered.status;
     let h = response.headers_mut();
