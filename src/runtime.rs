@@ -142,6 +142,8 @@ pub struct Route {
     /// Handles for responses that never reached a version (shed, 413).
     pub unassigned_metrics: VersionMetrics,
     pub metrics: RouteMetrics,
+    /// Sessions of this header stay on their version (SPEC §3).
+    pub session_header: Option<HeaderName>,
 }
 
 impl Route {
@@ -150,6 +152,15 @@ impl Route {
         self.versions
             .iter()
             .position(|v| v.target.name.as_bytes() == name)
+    }
+
+    /// The version a session value `VERSION.VALUE` names, and where its
+    /// bare value starts (see [`crate::routing::session`]).
+    pub fn session_version(&self, value: &[u8]) -> Option<(usize, usize)> {
+        crate::routing::session::named_version(
+            self.versions.iter().map(|v| v.target.name.as_bytes()),
+            value,
+        )
     }
 }
 
@@ -300,6 +311,7 @@ impl Runtime {
                 refusal: Refusal::render(&r.refusal),
                 unassigned_metrics: VersionMetrics::new(&r.name, ""),
                 metrics: RouteMetrics::new(&r.name),
+                session_header: r.session_header.clone(),
             });
         }
         for route in &routes {

@@ -418,6 +418,9 @@ pub struct RouteConfig {
     pub cache: Option<RouteCacheConfig>,
     pub refusal: RefusalConfig,
     pub rollout: Option<RolloutConfig>,
+    /// A protocol session header (`mcp-session-id`) whose sessions stay on
+    /// the version that opened them (SPEC §3).
+    pub session_header: Option<HeaderName>,
 }
 
 impl RouteConfig {

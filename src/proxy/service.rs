@@ -111,8 +111,35 @@ pub async fn handle(
     let client_ip = headers::client_ip(&parts.headers, conn.peer, server.trust_forwarded_for);
     let key = routing::sticky_key(&route.sticky, &parts.headers, parts.uri.query(), client_ip);
     let key = key.as_ref().map(|k| k.as_bytes());
-    let (version_index, assignment, key_hash) = assign(route, &parts.headers, key);
+    let mut bare_session = None;
+    let (version_index, assignment, key_hash) = match session(route, &parts.headers) {
+        Some(Session::Live(index, bare)) => {
+            bare_session = Some(bare);
+            (
+                index,
+                Assignment::Session,
+                key.map(|k| routing::split::bucket_and_tag(&route.salt, k).1),
+            )
+        }
+        Some(Session::Gone(index)) => {
+            ex.version = Some(index);
+            ex.assignment = Some(Assignment::Session);
+            route.versions[index].metrics.assigned(Assignment::Session);
+            return local(
+                ex,
+                StatusCode::NOT_FOUND,
+                "session_gone",
+                "this session's version no longer takes traffic; start a new session",
+            );
+        }
+        None => assign(route, &parts.headers, key),
+    };
+    route.versions[version_index].metrics.assigned(assignment);
     let mirrored = mirror_set(route, key);
+    // The upstream (and any mirror) sees its own session id.
+    if let (Some(name), Some(bare)) = (&route.session_header, bare_session) {
+        parts.headers.insert(name.clone(), bare);
+    }
     ex.version = Some(version_index);
     ex.assignment = Some(assignment);
     ex.key_hash = key_hash;
@@ -198,6 +225,30 @@ pub async fn handle(
     }
     let wants_stream = json::wants_stream(&body);
     refuse(ex, route, wants_stream, RefusalReason::Exhausted)
+}
+
+/// A request's protocol session, when its `session_header` names a
+/// version of the route (SPEC §3).
+enum Session {
+    /// The version takes traffic: the request goes there, with the
+    /// upstream's bare id in the header.
+    Live(usize, HeaderValue),
+    /// The version has weight 0 (rolled back, or out of the split): the
+    /// client must start a new session.
+    Gone(usize),
+}
+
+/// Session affinity, before pins and the split. A value naming no version
+/// (or not visible ASCII) is left as it is, and the request split as usual.
+fn session(route: &Route, headers: &HeaderMap) -> Option<Session> {
+    let name = route.session_header.as_ref()?;
+    let value = headers.get(name)?;
+    let (index, at) = route.session_version(value.as_bytes())?;
+    if route.versions[index].weight.get() == 0 {
+        return Some(Session::Gone(index));
+    }
+    let bare = HeaderValue::from_bytes(&value.as_bytes()[at..]).ok()?;
+    Some(Session::Live(index, bare))
 }
 
 /// Pin header, then sticky key, then random by weight.
@@ -406,6 +457,16 @@ fn respond(
         ));
     }
     headers::prepare_response(&mut parts.headers);
+    // A session opened (or answered) by a version travels as VERSION.VALUE,
+    // so its later requests find the version again (SPEC §3). A fallback
+    // target outside the route's versions leaves the id as it is.
+    if let Some(name) = &route.session_header
+        && route.version_index(target.name.as_bytes()).is_some()
+        && let Some(value) = parts.headers.get(name)
+        && let Some(tagged) = routing::session::prefixed(&target.name, value)
+    {
+        parts.headers.insert(name.clone(), tagged);
+    }
     if let Some(result) = ex.cache {
         parts
             .headers
