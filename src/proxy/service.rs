@@ -124,13 +124,19 @@ pub async fn handle(
         Some(Session::Gone(index)) => {
             ex.version = Some(index);
             ex.assignment = Some(Assignment::Session);
-            route.versions[index].metrics.assigned(Assignment::Session);
-            return local(
+            let version = &route.versions[index];
+            version.metrics.assigned(Assignment::Session);
+            let mut gone = local(
                 ex,
                 StatusCode::NOT_FOUND,
                 "session_gone",
                 "this session's version no longer takes traffic; start a new session",
             );
+            gone.headers_mut().insert(
+                X_CUTOVER_VERSION.clone(),
+                version.target.name_header.clone(),
+            );
+            return gone;
         }
         None => assign(route, &parts.headers, key),
     };
