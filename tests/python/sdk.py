@@ -13,6 +13,11 @@ traceback on stderr.
         ask once unstreamed and once streamed, and print both texts as the
         SDK sees them: {"json": TEXT, "stream": TEXT}
 
+    sdk.py batch JOBS_JSON
+        run several of the above in one process (the SDKs take seconds to
+        import): JOBS_JSON is a list of argument lists, the answer a list
+        of their documents, in order
+
 BASE_URL is what the SDK is given: for OpenAI it ends in /v1 (the SDK
 appends /chat/completions or /responses), for Anthropic it does not (the
 SDK appends /v1/messages).
@@ -92,18 +97,24 @@ def messages(base_url, prompt, stream):
 APIS = {"chat": chat, "responses": responses, "messages": messages}
 
 
-def main(argv):
-    command, api, base_url = argv[1], argv[2], argv[3]
+def run(args):
+    command, api, base_url = args[0], args[1], args[2]
     call = APIS[api]
     if command in ("stream", "answer"):
-        text, tokens_in, tokens_out = call(base_url, argv[4], command == "stream")
-        print(json.dumps({"text": text, "input": tokens_in, "output": tokens_out}))
-    elif command == "refusal":
+        text, tokens_in, tokens_out = call(base_url, args[3], command == "stream")
+        return {"text": text, "input": tokens_in, "output": tokens_out}
+    if command == "refusal":
         plain = call(base_url, "are you there?", False)[0]
         streamed = call(base_url, "are you there?", True)[0]
-        print(json.dumps({"json": plain, "stream": streamed}))
+        return {"json": plain, "stream": streamed}
+    raise SystemExit(f"unknown command {command!r}")
+
+
+def main(argv):
+    if argv[1] == "batch":
+        print(json.dumps([run(job) for job in json.loads(argv[2])]))
     else:
-        raise SystemExit(f"unknown command {command!r}")
+        print(json.dumps(run(argv[1:])))
 
 
 if __name__ == "__main__":
