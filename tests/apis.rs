@@ -828,3 +828,37 @@ weight = 100.0
     let doc: Value = r.json().await.expect("json");
     assert_eq!(doc["error"]["code"], "cutover_refusal");
 }
+
+// ---------------------------------------------------------------- bench bodies
+
+#[test]
+fn the_bench_streams_are_whole_answers_with_the_same_usage() {
+    use cutover::api::usage::UsageScanner;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/sse");
+    let mut texts = Vec::new();
+    for (api, file) in [
+        (Api::Chat, "chat.sse"),
+        (Api::Responses, "responses.sse"),
+        (Api::Messages, "messages.sse"),
+    ] {
+        let body = std::fs::read(root.join(file)).expect("bench stream");
+        let read = api::reassemble(Some(api), &body);
+        assert_eq!(read.unknown_events, 0, "{file}");
+        let doc = read
+            .complete()
+            .unwrap_or_else(|| panic!("{file} is not complete"));
+        let text = match api {
+            Api::Chat => doc["choices"][0]["message"]["content"].clone(),
+            Api::Responses => doc["output"][0]["content"][0]["text"].clone(),
+            Api::Messages => doc["content"][0]["text"].clone(),
+        };
+        texts.push(text);
+        let ct = http::HeaderValue::from_static("text/event-stream");
+        let mut scanner = UsageScanner::new(Some(api), Some(&ct));
+        scanner.observe(&Bytes::from(body));
+        let usage = scanner.finish();
+        assert_eq!((usage.input, usage.output), (Some(24), Some(20)), "{file}");
+    }
+    // The same 20-token answer in each API.
+    assert!(texts.windows(2).all(|w| w[0] == w[1]), "{texts:?}");
+}
