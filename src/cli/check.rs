@@ -141,7 +141,16 @@ fn route(out: &mut String, r: &RouteConfig) {
         RefusalFormat::Auto => "auto",
         RefusalFormat::Raw { .. } => "raw",
     };
-    chain.push(format!("refusal {} {refusal}", r.refusal.status.as_u16()));
+    // The API-shaped formats answer 200, so their SDKs read a normal reply;
+    // `auto` uses `status` only on paths that name no model API.
+    let status = r.refusal.status.as_u16();
+    chain.push(match &r.refusal.format {
+        RefusalFormat::OpenAiChat
+        | RefusalFormat::OpenAiResponses
+        | RefusalFormat::AnthropicMessages => format!("refusal 200 {refusal}"),
+        RefusalFormat::Auto => format!("refusal auto (by path; {status} openai-error elsewhere)"),
+        _ => format!("refusal {status} {refusal}"),
+    });
     let _ = writeln!(out, "    fallbacks: {}", chain.join(" -> "));
     match &r.cache {
         Some(c) => {
