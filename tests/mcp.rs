@@ -456,3 +456,65 @@ async fn the_official_mcp_client_keeps_its_session_through_a_canary_and_restarts
         assert!(got_get, "{name} never got the SDK's GET stream");
     }
 }
+
+#[tokio::test]
+async fn session_requests_are_judged_like_sticky_ones() {
+    let (v1, v2) = mcp_backends().await;
+    let toml = config("mcp-judged", &v1, &v2, 50.0, 50.0)
+        + r#"
+[routes.rollout]
+baseline = "v1"
+canary = "v2"
+steps = [50, 100]
+interval = "1h"
+min_requests = 1000
+[routes.rollout.rollback]
+window = "1m"
+min_requests = 1000
+"#;
+    let proxy = start_proxy(&toml).await;
+    // Open sessions (each initialize is sticky by its user) until one is
+    // on the canary.
+    let mut on_canary = None;
+    let mut sent = 0.0;
+    for user in 0..64 {
+        let r = client()
+            .post(format!("{}/mcp", proxy.url()))
+            .header("accept", "application/json, text/event-stream")
+            .header("x-user-id", format!("user-{user}"))
+            .json(&initialize())
+            .send()
+            .await
+            .expect("initialize");
+        if r.headers()["x-cutover-version"] == "v2" {
+            on_canary = Some(r.headers()[SESSION].to_str().expect("ascii").to_owned());
+            sent += 1.0;
+            break;
+        }
+    }
+    let id = on_canary.expect("no user of 64 landed on a 50 % canary");
+    // The session's requests carry no user key: only the session id
+    // assigns them, and each is judged as the canary's.
+    for n in 0..5 {
+        let r = rpc(&proxy, Some(&id), &whoami(n)).await;
+        assert_eq!(r.headers()["x-cutover-version"], "v2");
+        r.bytes().await.expect("body");
+        sent += 1.0;
+    }
+    let judged = eventually_async(Duration::from_secs(5), || async {
+        let status: Value = reqwest::get(format!("{}/status", proxy.admin_url()))
+            .await
+            .expect("status")
+            .json()
+            .await
+            .expect("json");
+        let route = status["routes"]
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["name"] == "mcp-judged").cloned())
+            .unwrap_or(Value::Null);
+        assert_eq!(route["session_header"], SESSION);
+        route["rollout"]["canary"]["requests"].as_f64() == Some(sent)
+    })
+    .await;
+    assert!(judged, "the canary's judged requests never reached {sent}");
+}

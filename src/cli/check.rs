@@ -98,6 +98,12 @@ fn route(out: &mut String, r: &RouteConfig) {
     if let Some(h) = &r.pin_header {
         let _ = writeln!(out, "    pin header: {h}");
     }
+    if let Some(h) = &r.session_header {
+        let _ = writeln!(
+            out,
+            "    session header: {h} (sessions stay on their version)"
+        );
+    }
     let _ = writeln!(out, "    versions:");
     for v in &r.versions {
         let _ = writeln!(
