@@ -128,7 +128,7 @@ pub fn reassemble(body: &[u8]) -> Read {
 #[derive(Default)]
 struct Acc {
     message: Option<Map<String, Value>>,
-    blocks: BTreeMap<u64, Value>,
+    blocks: BTreeMap<u64, Map<String, Value>>,
     /// `partial_json` collected per block index, until its stop.
     json: BTreeMap<u64, String>,
     stopped: bool,
@@ -155,7 +155,7 @@ impl Acc {
             },
             "content_block_start" => {
                 let index = index_of(&event, "index").ok_or(BAD_EVENT)?;
-                let Some(block @ Value::Object(_)) = event.remove("content_block") else {
+                let Some(Value::Object(block)) = event.remove("content_block") else {
                     return Err(BAD_EVENT);
                 };
                 self.blocks.insert(index, block);
@@ -234,19 +234,12 @@ impl Acc {
 
     /// Block `index`, opened as a `kind` block if no start event came.
     fn block(&mut self, index: u64, kind: &str) -> &mut Map<String, Value> {
-        let block = self.blocks.entry(index).or_insert_with(|| {
+        self.blocks.entry(index).or_insert_with(|| {
             let mut fresh = Map::new();
             fresh.insert("type".into(), Value::from(kind));
             fresh.insert(kind.into(), Value::from(""));
-            Value::Object(fresh)
-        });
-        if !block.is_object() {
-            *block = Value::Object(Map::new());
-        }
-        match block {
-            Value::Object(map) => map,
-            _ => unreachable!("made an object above"),
-        }
+            fresh
+        })
     }
 
     /// Parse block `index`'s collected `partial_json` into its `input`. A
@@ -261,7 +254,7 @@ impl Acc {
         }
         match serde_json::from_str::<Value>(&json) {
             Ok(input) => {
-                if let Some(Value::Object(block)) = self.blocks.get_mut(&index) {
+                if let Some(block) = self.blocks.get_mut(&index) {
                     block.insert("input".into(), input);
                 }
                 Ok(())
@@ -281,7 +274,7 @@ impl Acc {
         };
         message.insert(
             "content".into(),
-            Value::Array(self.blocks.into_values().collect()),
+            Value::Array(self.blocks.into_values().map(Value::Object).collect()),
         );
         Ok(Document {
             value: Value::Object(message),

@@ -111,7 +111,7 @@ struct Acc {
     /// The terminal `response` (completed, incomplete, failed).
     terminal: Option<Map<String, Value>>,
     /// Output items by `output_index`.
-    items: BTreeMap<u64, Value>,
+    items: BTreeMap<u64, Map<String, Value>>,
     unknown: u32,
 }
 
@@ -149,7 +149,7 @@ impl Acc {
             "response.output_item.added" | "response.output_item.done" => {
                 let index = index_of(&event, "output_index").ok_or(BAD_EVENT)?;
                 let item = take_object(&mut event, "item")?;
-                self.items.insert(index, Value::Object(item));
+                self.items.insert(index, item);
             }
             "response.content_part.added" | "response.content_part.done" => {
                 let (index, part_index) = indexes(&event)?;
@@ -200,7 +200,7 @@ impl Acc {
         index: u64,
         kind: &str,
     ) -> &mut Map<String, Value> {
-        let item = self.items.entry(index).or_insert_with(|| {
+        self.items.entry(index).or_insert_with(|| {
             let mut fresh = Map::new();
             if let Some(id) = event.get("item_id") {
                 fresh.insert("id".into(), id.clone());
@@ -215,15 +215,8 @@ impl Acc {
                     fresh.insert("arguments".into(), Value::from(""));
                 }
             }
-            Value::Object(fresh)
-        });
-        if !item.is_object() {
-            *item = Value::Object(Map::new());
-        }
-        match item {
-            Value::Object(map) => map,
-            _ => unreachable!("made an object above"),
-        }
+            fresh
+        })
     }
 
     /// Content part `part_index` of message item `index`, created as a
@@ -276,7 +269,7 @@ impl Acc {
         if !keep {
             response.insert(
                 "output".into(),
-                Value::Array(self.items.into_values().collect()),
+                Value::Array(self.items.into_values().map(Value::Object).collect()),
             );
         }
         Ok(Document {
