@@ -1,5 +1,4 @@
-"""Patch a copy of the side-by-side harness for the apis variant of
-bench/features.sh: the upstream also serves the Responses API and Anthropic
+"""Patch a copy of the side-by-side harness for bench/apis.sh: the upstream also serves the Responses API and Anthropic
 Messages streams of bench/sse/ (beside the harness's chat stream), and
 bench.py gains the scenario kinds `responses` and `messages` that ask for
 them. Usage: apis_harness.py COPY_DIR SSE_DIR"""

@@ -2,9 +2,6 @@
 # cutover's own features through the side-by-side harness (../shared/bench):
 #   shadow  cutover with one 100 % shadow (with compare) to the same upstream
 #   cache   cutover with the response cache on, at a 90 % hit ratio
-#   apis    the same stream as Chat Completions, the Responses API and
-#           Anthropic Messages (bench/sse/), each API's usage read by
-#           cutover: the scenarios sse/32, responses/32 and messages/32
 # Each variant is one harness run beside nginx, so its ratios come from the
 # same interleaved rounds. The harness itself is copied, never edited: the
 # copy gets the variant's cutover template, (for cache) a wrk script whose
@@ -12,13 +9,11 @@
 # summary that also counts shadow and cache results.
 #
 # Usage (from the checkout, after cargo build --release):
-#   bench/features.sh            # shadow and cache
+#   bench/features.sh            # both variants
 #   bench/features.sh cache      # one
-#   bench/features.sh apis       # the three APIs' streams side by side
 # Settings are the harness's (BENCH_TARGETS, BENCH_SCENARIOS, BENCH_ROUNDS,
 # BENCH_DURATION, ...); the defaults here are "nginx cutover" and
-# "chat/32 sse/32 chat/1" ("sse/32 responses/32 messages/32 sse/1
-# responses/1 messages/1" for apis). Results go to bench-VARIANT.json.
+# "chat/32 sse/32 chat/1". Results go to bench-VARIANT.json.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 harness=${BENCH_HARNESS:-$here/../../shared/bench}
@@ -27,20 +22,15 @@ variants=("$@")
 ((${#variants[@]})) || variants=(shadow cache)
 
 for variant in "${variants[@]}"; do
-  [[ -f $here/$variant.toml.tmpl ]] || { echo "unknown variant $variant (shadow, cache, apis)" >&2; exit 2; }
+  [[ -f $here/$variant.toml.tmpl ]] || { echo "unknown variant $variant (shadow, cache)" >&2; exit 2; }
   copy=$(mktemp -d "${TMPDIR:-/tmp}/cutover-bench-$variant.XXXXXX")
   cp -r "$harness"/. "$copy"/
   cp "$here/$variant.toml.tmpl" "$copy/cutover.toml.tmpl"
   if [[ $variant == cache ]]; then cp "$here/chat-miss-10.lua" "$copy/chat.lua"; fi
-  scenarios=${BENCH_SCENARIOS:-chat/32 sse/32 chat/1}
-  if [[ $variant == apis ]]; then
-    python3 "$here/apis_harness.py" "$copy" "$here/sse"
-    scenarios=${BENCH_SCENARIOS:-sse/32 responses/32 messages/32 sse/1 responses/1 messages/1}
-  fi
   python3 "$here/count_features.py" "$copy/bench.py"
   echo "[features] $variant: harness copy in $copy" >&2
   BENCH_TARGETS=${BENCH_TARGETS:-nginx cutover} \
-    BENCH_SCENARIOS=$scenarios \
+    BENCH_SCENARIOS=${BENCH_SCENARIOS:-chat/32 sse/32 chat/1} \
     BENCH_OUT=${BENCH_OUT_DIR:-$PWD}/bench-$variant.json \
     "$copy/run.sh"
   rm -rf "$copy"

@@ -2,8 +2,8 @@
 //! usage from each API's event stream, and what compare and eval pay once
 //! per answer to fold a stream back into its document.
 //!
-//! The bodies are `bench/sse/*.sse`, the same files `bench/features.sh
-//! apis` serves from its upstream: a 20-token answer as OpenAI Chat
+//! The bodies are `bench/sse/*.sse`, the same files `bench/apis.sh` serves
+//! from its upstream: a 20-token answer as OpenAI Chat
 //! Completions chunks (the shared harness's chat stream), the Responses
 //! API's events and Anthropic Messages events.
 //!

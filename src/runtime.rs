@@ -162,6 +162,21 @@ impl Route {
             value,
         )
     }
+
+    /// Session affinity (SPEC §3), checked before pins and the split: the
+    /// version the request's session header names, live or gone. A value
+    /// naming no version (or not visible ASCII) gives `None`: the request
+    /// is split as usual, its header left as it is.
+    pub fn session(&self, headers: &http::HeaderMap) -> Option<crate::routing::session::Session> {
+        use crate::routing::session::Session;
+        let value = headers.get(self.session_header.as_ref()?)?;
+        let (index, at) = self.session_version(value.as_bytes())?;
+        if self.versions[index].weight.get() == 0 {
+            return Some(Session::Gone(index));
+        }
+        let bare = HeaderValue::from_bytes(&value.as_bytes()[at..]).ok()?;
+        Some(Session::Live(index, bare))
+    }
 }
 
 /// Mirrors in flight to a shadowing canary at most.

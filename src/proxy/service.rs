@@ -20,6 +20,7 @@ use super::mirror;
 
 use crate::cache::{self, Entry, FillGuard, KeyInput, Lock, RouteCache};
 use crate::gateway::Gateway;
+use crate::routing::session::Session;
 use crate::routing::{self, matcher};
 use crate::runtime::{Route, Target};
 use crate::telemetry::{
@@ -112,7 +113,7 @@ pub async fn handle(
     let key = routing::sticky_key(&route.sticky, &parts.headers, parts.uri.query(), client_ip);
     let key = key.as_ref().map(|k| k.as_bytes());
     let mut bare_session = None;
-    let (version_index, assignment, key_hash) = match session(route, &parts.headers) {
+    let (version_index, assignment, key_hash) = match route.session(&parts.headers) {
         Some(Session::Live(index, bare)) => {
             bare_session = Some(bare);
             (
@@ -231,30 +232,6 @@ pub async fn handle(
     }
     let wants_stream = json::wants_stream(&body);
     refuse(ex, route, wants_stream, RefusalReason::Exhausted)
-}
-
-/// A request's protocol session, when its `session_header` names a
-/// version of the route (SPEC §3).
-enum Session {
-    /// The version takes traffic: the request goes there, with the
-    /// upstream's bare id in the header.
-    Live(usize, HeaderValue),
-    /// The version has weight 0 (rolled back, or out of the split): the
-    /// client must start a new session.
-    Gone(usize),
-}
-
-/// Session affinity, before pins and the split. A value naming no version
-/// (or not visible ASCII) is left as it is, and the request split as usual.
-fn session(route: &Route, headers: &HeaderMap) -> Option<Session> {
-    let name = route.session_header.as_ref()?;
-    let value = headers.get(name)?;
-    let (index, at) = route.session_version(value.as_bytes())?;
-    if route.versions[index].weight.get() == 0 {
-        return Some(Session::Gone(index));
-    }
-    let bare = HeaderValue::from_bytes(&value.as_bytes()[at..]).ok()?;
-    Some(Session::Live(index, bare))
 }
 
 /// Pin header, then sticky key, then random by weight.

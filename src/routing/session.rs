@@ -11,6 +11,18 @@
 
 use http::HeaderValue;
 
+/// A request's protocol session, when its session header names a version
+/// of the route.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Session {
+    /// The version (by index) takes traffic: the request goes there, with
+    /// the upstream's bare id in the header.
+    Live(usize, HeaderValue),
+    /// The version has weight 0 (rolled back, or out of the split): the
+    /// client must start a new session (`404`).
+    Gone(usize),
+}
+
 /// Visible ASCII (0x21..=0x7E), what MCP allows in a session id.
 pub fn is_visible_ascii(value: &[u8]) -> bool {
     !value.is_empty() && value.iter().all(|b| (0x21..=0x7e).contains(b))

@@ -71,6 +71,8 @@ impl StatusClass {
 /// Handles for one (route, version).
 pub struct VersionMetrics {
     requests: [Counter; 5],
+    /// By [`AssignmentKind`].
+    assignments: [Counter; 4],
     pub duration: Histogram,
     pub ttfb: Histogram,
     input_tokens: Counter,
@@ -80,25 +82,6 @@ pub struct VersionMetrics {
     outcomes: [[Counter; 2]; 2],
     /// On a rollout's versions: where outcomes also go, for the judge.
     pub judge: Option<(Arc<RolloutStats>, Role)>,
-    /// By [`AssignmentKind`].
-    assignments: [Counter; 4],
-}
-
-/// How a request's version was chosen (SPEC §3): the `assignment` label.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AssignmentKind {
-    Sticky,
-    Unsticky,
-    Pinned,
-    Session,
-}
-
-impl AssignmentKind {
-    pub const LABELS: [&'static str; 4] = ["sticky", "unsticky", "pinned", "session"];
-
-    pub fn as_str(self) -> &'static str {
-        Self::LABELS[self as usize]
-    }
 }
 
 /// Where a task outcome came from (the `source` label).
@@ -147,6 +130,8 @@ impl VersionMetrics {
         };
         VersionMetrics {
             requests,
+            assignments: AssignmentKind::LABELS
+                .map(|a| metrics::counter!(names::ASSIGNMENTS_TOTAL, with(&[("assignment", a)]))),
             duration: metrics::histogram!(names::REQUEST_DURATION_SECONDS, base.to_vec()),
             ttfb: metrics::histogram!(names::TIME_TO_FIRST_BYTE_SECONDS, base.to_vec()),
             input_tokens: metrics::counter!(names::TOKENS_TOTAL, with(&[("kind", "input")])),
@@ -163,8 +148,6 @@ impl VersionMetrics {
                 ],
             ],
             judge: None,
-            assignments: AssignmentKind::LABELS
-                .map(|a| metrics::counter!(names::ASSIGNMENTS_TOTAL, with(&[("assignment", a)]))),
         }
     }
 
@@ -375,6 +358,23 @@ impl ShadowMetrics {
         let usd = cost.usd(input, output);
         self.cost.add(usd);
         Some(usd)
+    }
+}
+
+/// How a request's version was chosen (SPEC §3): the `assignment` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AssignmentKind {
+    Sticky,
+    Unsticky,
+    Pinned,
+    Session,
+}
+
+impl AssignmentKind {
+    pub const LABELS: [&'static str; 4] = ["sticky", "unsticky", "pinned", "session"];
+
+    pub fn as_str(self) -> &'static str {
+        Self::LABELS[self as usize]
     }
 }
 

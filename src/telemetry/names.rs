@@ -14,6 +14,9 @@ pub const COST_USD_TOTAL: &str = "cutover_cost_usd_total";
 pub const OUTCOMES_TOTAL: &str = "cutover_outcomes_total";
 pub const ROUTE_WEIGHT: &str = "cutover_route_weight";
 pub const OVERHEAD_SECONDS: &str = "cutover_overhead_seconds";
+// Issue 14: how requests were assigned, and what usage and compare skipped.
+pub const ASSIGNMENTS_TOTAL: &str = "cutover_assignments_total";
+pub const API_SKIPPED_TOTAL: &str = "cutover_api_skipped_total";
 pub const COST_USD_TOTAL_HELP: &str =
     "Cost in USD of the tokens each version used, from its configured per-million-token prices.";
 pub const TRACE_SPANS_DROPPED_TOTAL: &str = "cutover_trace_spans_dropped_total";
@@ -31,8 +34,6 @@ pub const ROLLBACKS_TOTAL: &str = "cutover_rollbacks_total";
 pub const CACHE_REQUESTS_TOTAL: &str = "cutover_cache_requests_total";
 pub const CACHE_BYTES: &str = "cutover_cache_bytes";
 pub const SET_JSON_SKIPPED_TOTAL: &str = "cutover_set_json_skipped_total";
-pub const API_SKIPPED_TOTAL: &str = "cutover_api_skipped_total";
-pub const ASSIGNMENTS_TOTAL: &str = "cutover_assignments_total";
 
 /// (name, help) for every metric, registered once at start. A test checks
 /// that every series `/metrics` exposes has HELP text.
