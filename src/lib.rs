@@ -12,10 +12,14 @@
 //!   [`upstream`] (pooled clients per upstream), [`resilience`] (refusal)
 //!   and [`telemetry`] (metric handles, access log).
 //!
+//! [`api`] owns what cutover understands of the model APIs agents speak
+//! (usage, stream reassembly, refusals), for both planes' users.
+//!
 //! [`eval`] is `cutover eval`, the CI gate: golden replay, scoring, report.
 //! [`mock`] is the fake agent backend used by the demo, tests and benches.
 
 pub mod admin;
+pub mod api;
 pub mod cache;
 pub mod cli;
 pub mod config;

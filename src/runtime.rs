@@ -142,6 +142,8 @@ pub struct Route {
     /// Handles for responses that never reached a version (shed, 413).
     pub unassigned_metrics: VersionMetrics,
     pub metrics: RouteMetrics,
+    /// Sessions of this header stay on their version (SPEC §3).
+    pub session_header: Option<HeaderName>,
 }
 
 impl Route {
@@ -150,6 +152,30 @@ impl Route {
         self.versions
             .iter()
             .position(|v| v.target.name.as_bytes() == name)
+    }
+
+    /// The version a session value `VERSION.VALUE` names, and where its
+    /// bare value starts (see [`crate::routing::session`]).
+    pub fn session_version(&self, value: &[u8]) -> Option<(usize, usize)> {
+        crate::routing::session::named_version(
+            self.versions.iter().map(|v| v.target.name.as_bytes()),
+            value,
+        )
+    }
+
+    /// Session affinity (SPEC §3), checked before pins and the split: the
+    /// version the request's session header names, live or gone. A value
+    /// naming no version (or not visible ASCII) gives `None`: the request
+    /// is split as usual, its header left as it is.
+    pub fn session(&self, headers: &http::HeaderMap) -> Option<crate::routing::session::Session> {
+        use crate::routing::session::Session;
+        let value = headers.get(self.session_header.as_ref()?)?;
+        let (index, at) = self.session_version(value.as_bytes())?;
+        if self.versions[index].weight.get() == 0 {
+            return Some(Session::Gone(index));
+        }
+        let bare = HeaderValue::from_bytes(&value.as_bytes()[at..]).ok()?;
+        Some(Session::Live(index, bare))
     }
 }
 
@@ -300,6 +326,7 @@ impl Runtime {
                 refusal: Refusal::render(&r.refusal),
                 unassigned_metrics: VersionMetrics::new(&r.name, ""),
                 metrics: RouteMetrics::new(&r.name),
+                session_header: r.session_header.clone(),
             });
         }
         for route in &routes {

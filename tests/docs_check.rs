@@ -23,6 +23,7 @@ const DOCS: &[&str] = &[
     "concepts.md",
     "migration.md",
     "configuration.md",
+    "apis.md",
 ];
 
 /// Words that start like a metric but are not one.

@@ -676,3 +676,264 @@ async fn http1_connection_is_kept_alive_across_requests() -> TestResult {
     driver.abort();
     Ok(())
 }
+
+// ---- the Responses API and Anthropic Messages, by path ----
+
+async fn post_to(
+    mock: &MockHandle,
+    path: &str,
+    body: &Value,
+) -> reqwest::Result<reqwest::Response> {
+    client()
+        .post(format!("{}{path}", mock.url()))
+        .json(body)
+        .send()
+        .await
+}
+
+/// `(event name, data)` of each event of an SSE body.
+fn named_events(body: &str) -> Vec<(String, Value)> {
+    body.split("\n\n")
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            let mut name = String::new();
+            let mut data = Value::Null;
+            for line in e.lines() {
+                if let Some(n) = line.strip_prefix("event: ") {
+                    name = n.to_owned();
+                } else if let Some(d) = line.strip_prefix("data: ") {
+                    data = serde_json::from_str(d).unwrap_or(Value::Null);
+                }
+            }
+            (name, data)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn responses_path_answers_a_response_object_and_its_event_stream() -> TestResult {
+    let mock = start(MockArgs {
+        name: "resp".into(),
+        chunks: 3,
+        ..args()
+    })
+    .await?;
+    let body = json!({"model": "gpt-x", "instructions": "be brief", "input": "one two three"});
+    let doc: Value = post_to(&mock, "/v1/responses", &body).await?.json().await?;
+    assert_eq!(doc["object"], "response");
+    assert_eq!(doc["status"], "completed");
+    assert_eq!(
+        doc["output"][0]["content"][0]["text"],
+        "Hello from resp: one two three"
+    );
+    assert_eq!(doc["usage"]["input_tokens"], 5);
+    assert_eq!(doc["usage"]["output_tokens"], 6);
+
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let r = post_to(&mock, "/v1/responses", &streamed).await?;
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    let events = named_events(&r.text().await?);
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names.first(), Some(&"response.created"));
+    assert_eq!(names.last(), Some(&"response.completed"));
+    assert_eq!(
+        names
+            .iter()
+            .filter(|n| **n == "response.output_text.delta")
+            .count(),
+        3
+    );
+    for (name, data) in &events {
+        assert_eq!(data["type"], name.as_str());
+    }
+    let completed = &events[events.len() - 1].1["response"];
+    // The same answer (ids carry the request's number).
+    assert_eq!(
+        completed["output"][0]["content"],
+        doc["output"][0]["content"]
+    );
+    assert_eq!(completed["usage"], doc["usage"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn messages_path_answers_an_anthropic_message_and_its_event_stream() -> TestResult {
+    let mock = start(MockArgs {
+        name: "claude".into(),
+        chunks: 2,
+        ..args()
+    })
+    .await?;
+    let body = json!({"model": "claude-x", "max_tokens": 100, "system": "be brief",
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "weather in Oslo"}]}],
+        "tools": [{"name": "get_weather", "input_schema": {"type": "object"}}]});
+    let doc: Value = post_to(&mock, "/v1/messages", &body).await?.json().await?;
+    assert_eq!(doc["type"], "message");
+    assert_eq!(
+        doc["content"][0]["text"],
+        "Hello from claude: weather in Oslo"
+    );
+    assert_eq!(doc["content"][1]["type"], "tool_use");
+    assert_eq!(doc["content"][1]["name"], "get_weather");
+    assert_eq!(doc["content"][1]["input"]["echo"], "weather in Oslo");
+    assert_eq!(doc["stop_reason"], "tool_use");
+    assert_eq!(doc["usage"], json!({"input_tokens": 5, "output_tokens": 6}));
+
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let text = post_to(&mock, "/v1/messages", &streamed)
+        .await?
+        .text()
+        .await?;
+    let events = named_events(&text);
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names.first(), Some(&"message_start"));
+    assert_eq!(names.last(), Some(&"message_stop"));
+    assert!(names.contains(&"ping"));
+    let json_parts: String = events
+        .iter()
+        .filter(|(_, d)| d["delta"]["type"] == "input_json_delta")
+        .filter_map(|(_, d)| d["delta"]["partial_json"].as_str())
+        .collect();
+    assert_eq!(
+        serde_json::from_str::<Value>(&json_parts)?,
+        doc["content"][1]["input"]
+    );
+    let delta = events
+        .iter()
+        .find(|(n, _)| n == "message_delta")
+        .ok_or("no delta")?;
+    assert_eq!(delta.1["usage"]["output_tokens"], 6);
+    Ok(())
+}
+
+#[tokio::test]
+async fn injected_errors_take_the_apis_error_shape() -> TestResult {
+    let mock = start(MockArgs {
+        status: Some(http::StatusCode::SERVICE_UNAVAILABLE),
+        ..args()
+    })
+    .await?;
+    let r = post_to(&mock, "/v1/messages", &json!({})).await?;
+    assert_eq!(r.status(), 503);
+    let doc: Value = r.json().await?;
+    assert_eq!(doc["type"], "error");
+    assert_eq!(doc["error"]["type"], "overloaded_error");
+    let doc: Value = post_to(&mock, "/v1/responses", &json!({}))
+        .await?
+        .json()
+        .await?;
+    assert_eq!(doc["error"]["code"], 503);
+    Ok(())
+}
+
+// ---- --mcp ----
+
+async fn mcp_post(
+    mock: &MockHandle,
+    session: Option<&str>,
+    body: Value,
+) -> reqwest::Result<reqwest::Response> {
+    let mut req = client()
+        .post(format!("{}/mcp", mock.url()))
+        .header("accept", "application/json, text/event-stream")
+        .json(&body);
+    if let Some(s) = session {
+        req = req.header("mcp-session-id", s);
+    }
+    req.send().await
+}
+
+#[tokio::test]
+async fn mcp_mode_runs_a_session_from_initialize_to_delete() -> TestResult {
+    let mock = start(MockArgs {
+        name: "tools-v1".into(),
+        mcp: true,
+        ..args()
+    })
+    .await?;
+    // Anything but initialize needs a session.
+    let r = mcp_post(
+        &mock,
+        None,
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+    )
+    .await?;
+    assert_eq!(r.status(), 400);
+    let r = mcp_post(
+        &mock,
+        Some("nope"),
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+    )
+    .await?;
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.json::<Value>().await?["error"]["code"], -32001);
+
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+        "params": {"protocolVersion": "2025-03-26", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let r = mcp_post(&mock, None, init).await?;
+    assert_eq!(r.status(), 200);
+    let session = r.headers()["mcp-session-id"].to_str()?.to_owned();
+    let doc: Value = r.json().await?;
+    assert_eq!(doc["result"]["protocolVersion"], "2025-03-26");
+    assert_eq!(doc["result"]["serverInfo"]["name"], "tools-v1");
+
+    let r = mcp_post(
+        &mock,
+        Some(&session),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    )
+    .await?;
+    assert_eq!(r.status(), 202);
+    let tools: Value = mcp_post(
+        &mock,
+        Some(&session),
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}),
+    )
+    .await?
+    .json()
+    .await?;
+    assert_eq!(tools["result"]["tools"][0]["name"], "whoami");
+    // tools/call streams when the client accepts it.
+    let r = mcp_post(
+        &mock,
+        Some(&session),
+        json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+        "params": {"name": "whoami", "arguments": {}}}),
+    )
+    .await?;
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    let events = named_events(&r.text().await?);
+    assert_eq!(
+        events[0].1["result"]["content"][0]["text"],
+        format!("served by tools-v1, session {session}").as_str()
+    );
+
+    // The GET stream opens with a notification.
+    let mut get = client()
+        .get(format!("{}/mcp", mock.url()))
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &session)
+        .send()
+        .await?;
+    assert_eq!(get.status(), 200);
+    let first = get.chunk().await?.ok_or("no first event")?;
+    assert!(std::str::from_utf8(&first)?.contains("notifications/message"));
+    drop(get);
+
+    let r = client()
+        .delete(format!("{}/mcp", mock.url()))
+        .header("mcp-session-id", &session)
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    let r = mcp_post(
+        &mock,
+        Some(&session),
+        json!({"jsonrpc": "2.0", "id": 4, "method": "ping"}),
+    )
+    .await?;
+    assert_eq!(r.status(), 404);
+    Ok(())
+}

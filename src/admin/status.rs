@@ -18,6 +18,7 @@
 //!     "match": {"path_prefix": "/v1/", "methods": ["POST"], "host": null, "headers": {}},
 //!     "sticky": ["header:x-user-id"],
 //!     "pin_header": "x-cutover-version",
+//!     "session_header": null,
 //!     "versions": [{
 //!       "name": "v1", "upstream": "a",
 //!       "weight": 90.0, "effective_weight": 90.0,
@@ -108,6 +109,8 @@ pub struct RouteView {
     /// per-version stats and the gates' last verdicts (see
     /// `rollout::route::RolloutStatus`).
     pub rollout: Option<serde_json::Value>,
+    /// The header whose sessions stay on their version (`null`: none).
+    pub session_header: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -347,6 +350,7 @@ fn route_view(rt: &Runtime, r: &RouteConfig) -> RouteView {
             deterministic_only: c.deterministic_only,
         }),
         rollout: None,
+        session_header: r.session_header.as_ref().map(|h| h.to_string()),
     }
 }
 

@@ -98,6 +98,12 @@ fn route(out: &mut String, r: &RouteConfig) {
     if let Some(h) = &r.pin_header {
         let _ = writeln!(out, "    pin header: {h}");
     }
+    if let Some(h) = &r.session_header {
+        let _ = writeln!(
+            out,
+            "    session header: {h} (sessions stay on their version)"
+        );
+    }
     let _ = writeln!(out, "    versions:");
     for v in &r.versions {
         let _ = writeln!(
@@ -136,9 +142,21 @@ fn route(out: &mut String, r: &RouteConfig) {
     let refusal = match &r.refusal.format {
         RefusalFormat::OpenAiError => "openai-error",
         RefusalFormat::OpenAiChat => "openai-chat",
+        RefusalFormat::OpenAiResponses => "openai-responses",
+        RefusalFormat::AnthropicMessages => "anthropic-messages",
+        RefusalFormat::Auto => "auto",
         RefusalFormat::Raw { .. } => "raw",
     };
-    chain.push(format!("refusal {} {refusal}", r.refusal.status.as_u16()));
+    // The API-shaped formats answer 200, so their SDKs read a normal reply;
+    // `auto` uses `status` only on paths that name no model API.
+    let status = r.refusal.status.as_u16();
+    chain.push(match &r.refusal.format {
+        RefusalFormat::OpenAiChat
+        | RefusalFormat::OpenAiResponses
+        | RefusalFormat::AnthropicMessages => format!("refusal 200 {refusal}"),
+        RefusalFormat::Auto => format!("refusal auto (by path; {status} openai-error elsewhere)"),
+        _ => format!("refusal {status} {refusal}"),
+    });
     let _ = writeln!(out, "    fallbacks: {}", chain.join(" -> "));
     match &r.cache {
         Some(c) => {

@@ -39,7 +39,7 @@ pub enum Command {
     Check(check::Args),
     /// Print the bucket (0..9999) of a sticky key and the version it maps to.
     Hash(hash::Args),
-    /// Run an OpenAI-compatible fake agent backend (for demos and tests).
+    /// Run a fake agent backend (Chat Completions, Responses, Anthropic Messages; or MCP with --mcp) for demos and tests.
     MockBackend(mock_backend::Args),
     /// Start mock backends and the proxy on loopback and show what happens.
     Demo(demo::Args),

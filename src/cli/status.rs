@@ -263,6 +263,9 @@ fn route(o: &mut String, r: &RouteView) {
     if let Some(pin) = &r.pin_header {
         let _ = writeln!(o, "  pin header  {pin}");
     }
+    if let Some(session) = &r.session_header {
+        let _ = writeln!(o, "  sessions    {session} (kept on their version)");
+    }
     let _ = writeln!(o, "  versions    configured  effective");
     let width = r
         .versions

@@ -6,16 +6,20 @@ use super::model::{Config, FallbackConfig, TargetConfig};
 use super::spans::KeyPath;
 
 /// Whether a model id looks like a floating alias that the provider can
-/// repoint (`gpt-4o`, `claude-3-5-sonnet`, `*-latest`).
+/// repoint (`gpt-4o`, `claude-sonnet-4`, `claude-3-5-sonnet`, `*-latest`).
 ///
 /// Heuristic: a model is *pinned* when it carries a snapshot marker, that is
-/// an `@` (`model@2024-05-13`) or a segment of three or more digits when the
-/// id is split on `-`, `_`, `.`, `:` and `/` (`gpt-4o-2024-08-06`,
-/// `claude-3-5-sonnet-20241022`, `gpt-4-0613`, `gemini-1.5-pro-002`).
-/// Anything else (`gpt-4`, `gpt-3.5-turbo`, `gpt-4o-mini`, `o1`) is treated
-/// as floating, and so is anything ending in `-latest` whatever it carries.
-/// A few pinned ids without a number (rare) will be flagged; a lint may err
-/// on that side.
+/// an `@` (`model@2024-05-13`, Vertex's `claude-opus-4-1@20250805`) or a
+/// segment of three or more digits when the id is split on `-`, `_`, `.`,
+/// `:` and `/` (`gpt-4o-2024-08-06`, `claude-sonnet-4-20250514`,
+/// `anthropic.claude-3-5-sonnet-20241022-v2:0`, `gpt-4-0613`,
+/// `gemini-1.5-pro-002`). Anything else is treated as floating: OpenAI
+/// families (`gpt-4`, `gpt-3.5-turbo`, `gpt-4o-mini`, `o1`) and Anthropic
+/// family names without their date (`claude-sonnet-4`, `claude-opus-4-1`,
+/// `claude-3-5-haiku`), which Anthropic moves to each new snapshot; and so
+/// is anything ending in `-latest` (`claude-3-7-sonnet-latest`) whatever it
+/// carries. A few pinned ids without a number (rare) will be flagged; a
+/// lint may err on that side.
 pub fn is_floating_model(model: &str) -> bool {
     let m = model.trim().to_ascii_lowercase();
     if m.ends_with("-latest") || m.ends_with(":latest") {
@@ -28,6 +32,15 @@ pub fn is_floating_model(model: &str) -> bool {
         .any(|seg| seg.len() >= 3 && seg.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// A dated snapshot of the same provider, for the lint's advice.
+fn pinned_example(model: &str) -> &'static str {
+    if model.to_ascii_lowercase().contains("claude") {
+        "claude-sonnet-4-20250514"
+    } else {
+        "gpt-4o-2024-08-06"
+    }
+}
+
 fn lint_model(target: &TargetConfig, path: KeyPath, out: &mut Vec<Lint>) {
     if let Some(model) = target.deps.get("model").and_then(|m| m.as_str())
         && is_floating_model(model)
@@ -35,7 +48,8 @@ fn lint_model(target: &TargetConfig, path: KeyPath, out: &mut Vec<Lint>) {
         out.push(Lint {
             path: path.key("deps").key("model").to_string(),
             message: format!(
-                "`{model}` looks like a floating model alias: the provider can change the model behind it, which breaks reproducibility and cache keys; pin a dated snapshot (like `gpt-4o-2024-08-06`)"
+                "`{model}` looks like a floating model alias: the provider can change the model behind it, which breaks reproducibility and cache keys; pin a dated snapshot (like `{}`)",
+                pinned_example(model)
             ),
         });
     }
@@ -77,7 +91,16 @@ pub fn lints(config: &Config) -> Vec<Lint> {
 
 #[cfg(test)]
 mod tests {
-    use super::is_floating_model;
+    use super::{is_floating_model, pinned_example};
+
+    #[test]
+    fn the_advice_names_a_snapshot_of_the_same_provider() {
+        assert_eq!(
+            pinned_example("claude-sonnet-4"),
+            "claude-sonnet-4-20250514"
+        );
+        assert_eq!(pinned_example("gpt-4o"), "gpt-4o-2024-08-06");
+    }
 
     #[test]
     fn floating_aliases() {
@@ -92,6 +115,31 @@ mod tests {
             "gpt-4o-2024-08-06-latest",
         ] {
             assert!(is_floating_model(m), "{m}");
+        }
+        // Anthropic: `-latest`, and family names without their date.
+        for m in [
+            "claude-3-7-sonnet-latest",
+            "claude-3-5-haiku-latest",
+            "claude-sonnet-4",
+            "claude-sonnet-4-0",
+            "claude-sonnet-4-5",
+            "claude-opus-4-1",
+            "claude-haiku-4-5",
+            "claude-3-5-haiku",
+            "claude-3-opus",
+        ] {
+            assert!(is_floating_model(m), "{m}");
+        }
+        for m in [
+            "claude-sonnet-4-20250514",
+            "claude-sonnet-4-5-20250929",
+            "claude-opus-4-1-20250805",
+            "claude-3-5-haiku-20241022",
+            "claude-3-haiku-20240307",
+            "anthropic.claude-3-5-sonnet-20241022-v2:0",
+            "claude-opus-4-1@20250805",
+        ] {
+            assert!(!is_floating_model(m), "{m}");
         }
         for m in [
             "gpt-4-0125-preview",

@@ -327,7 +327,17 @@ pub struct RouteCacheConfig {
 pub enum RefusalFormat {
     OpenAiError,
     OpenAiChat,
-    Raw { body: String, content_type: String },
+    /// An OpenAI Responses API `response` (its event stream when asked).
+    OpenAiResponses,
+    /// An Anthropic Messages `message` (its event stream when asked).
+    AnthropicMessages,
+    /// By the request path: `…/responses`, `…/messages`,
+    /// `…/chat/completions`, else `openai-error`.
+    Auto,
+    Raw {
+        body: String,
+        content_type: String,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -408,6 +418,9 @@ pub struct RouteConfig {
     pub cache: Option<RouteCacheConfig>,
     pub refusal: RefusalConfig,
     pub rollout: Option<RolloutConfig>,
+    /// A protocol session header (`mcp-session-id`) whose sessions stay on
+    /// the version that opened them (SPEC §3).
+    pub session_header: Option<HeaderName>,
 }
 
 impl RouteConfig {

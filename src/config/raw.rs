@@ -131,6 +131,7 @@ pub struct RawRoute {
     pub cache: Option<Value>,
     pub refusal: Option<Value>,
     pub rollout: Option<Value>,
+    pub session_header: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -810,6 +810,17 @@ impl<'a> Validator<'a> {
         let rollout = raw
             .rollout
             .and_then(|v| self.rollout(v, p.key("rollout"), &version_names));
+        let session_header = raw
+            .session_header
+            .and_then(|h| self.header_name(&h, p.key("session_header")));
+        if let (Some(session), Some(pin)) = (&session_header, &pin_header)
+            && session == pin
+        {
+            self.err(
+                p.key("session_header"),
+                format!("`{session}` is also the pin_header; valid: a header of its own, like \"mcp-session-id\""),
+            );
+        }
 
         Some(RouteConfig {
             salt: raw.salt.unwrap_or_else(|| raw.name.clone()),
@@ -823,6 +834,7 @@ impl<'a> Validator<'a> {
             cache,
             refusal,
             rollout,
+            session_header,
         })
     }
 
@@ -1163,6 +1175,9 @@ impl<'a> Validator<'a> {
         let format = match raw.format.as_deref() {
             None | Some("openai-error") => RefusalFormat::OpenAiError,
             Some("openai-chat") => RefusalFormat::OpenAiChat,
+            Some("openai-responses") => RefusalFormat::OpenAiResponses,
+            Some("anthropic-messages") => RefusalFormat::AnthropicMessages,
+            Some("auto") => RefusalFormat::Auto,
             Some("raw") => {
                 let content_type = raw
                     .content_type
@@ -1177,7 +1192,7 @@ impl<'a> Validator<'a> {
                 }
             }
             Some(other) => {
-                self.err(p.key("format"), format!("unknown refusal format {other:?}; valid: one of openai-error, openai-chat, raw"));
+                self.err(p.key("format"), format!("unknown refusal format {other:?}; valid: one of openai-error, openai-chat, raw, openai-responses, anthropic-messages, auto"));
                 RefusalFormat::OpenAiError
             }
         };

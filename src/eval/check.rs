@@ -1,9 +1,11 @@
 //! The expectations of one case against what came back.
 //!
-//! A streamed (SSE) chat completion is first reassembled into the
-//! equivalent non-streamed `chat.completion` document
-//! ([`crate::shadow::compare::reassemble_sse`]), so the same case passes
-//! against a streaming and a non-streaming agent:
+//! A streamed answer is first folded back into its API's non-streamed
+//! document ([`crate::api::reassemble`]: a `chat.completion`, the Responses
+//! `response`, the Anthropic `message`, by the case's path), so the same
+//! case passes against a streaming and a non-streaming agent. A stream that
+//! ended before its API's final event (`[DONE]`, `response.completed`,
+//! `message_stop`) is no complete response, and fails the case:
 //!
 //! * `status`: exact, or any 2xx when the case names none;
 //! * `contains`: each substring must appear in the body text (for a stream,
@@ -19,7 +21,8 @@ use serde_json::Value;
 
 use super::golden::Case;
 use super::run::{Response, Transport};
-use crate::shadow::compare::{json_eq, reassemble_sse};
+use crate::api;
+use crate::shadow::compare::json_eq;
 
 /// Schema errors listed per failed case, at most.
 const MAX_SCHEMA_ERRORS: usize = 5;
@@ -132,8 +135,24 @@ pub fn check(case: &Case, response: &Response, cap: usize, excerpt_len: usize) -
         });
     }
 
-    let doc = Document::read(response, cap);
+    let doc = Document::read(case, response, cap);
     let text = doc.text(response);
+    if let Some(api) = doc.incomplete {
+        failures.push(Failure {
+            kind: Kind::Response,
+            expected: "a complete response".into(),
+            got: excerpt(&text, MAX_SHOWN),
+            reason: format!(
+                "the event stream ended before its final event ({}): what arrived is not a whole answer",
+                api.final_event()
+            ),
+        });
+        return Verdict {
+            failures,
+            schema_valid: has_schema.then_some(false),
+            excerpt: excerpt(&text, excerpt_len),
+        };
+    }
 
     for needle in &expect.contains {
         let found = text.contains(needle.as_str())
@@ -229,33 +248,35 @@ struct Document {
     value: Option<Value>,
     why_none: String,
     streamed: bool,
+    /// A stream cut before its API's final event (the API it was read as).
+    incomplete: Option<api::Api>,
 }
 
 impl Document {
-    fn read(response: &Response, cap: usize) -> Document {
+    fn read(case: &Case, response: &Response, cap: usize) -> Document {
         let streamed = response.is_event_stream();
+        let none = |why_none: String| Document {
+            value: None,
+            why_none,
+            streamed,
+            incomplete: None,
+        };
         if response.truncated {
-            return Document {
-                value: None,
-                why_none: format!(
-                    "the response had {} bytes, over the --max-body cap of {cap}; it was not parsed",
-                    response.body_len
-                ),
-                streamed,
-            };
+            return none(format!(
+                "the response had {} bytes, over the --max-body cap of {cap}; it was not parsed",
+                response.body_len
+            ));
         }
         if streamed {
-            return match reassemble_sse(&response.body) {
-                Some(value) => Document {
-                    value: Some(value),
+            let read = api::reassemble(case.request.api(), &response.body);
+            return match read.document {
+                Ok(doc) => Document {
+                    incomplete: (!doc.complete).then_some(read.api),
+                    value: Some(doc.value),
                     why_none: String::new(),
                     streamed,
                 },
-                None => Document {
-                    value: None,
-                    why_none: "the event stream is not a chat-completion stream (a data line is not a JSON object, a chunk carries an error, or no chunk arrived)".into(),
-                    streamed,
-                },
+                Err(e) => none(e.why.to_owned()),
             };
         }
         match serde_json::from_slice::<Value>(&response.body) {
@@ -263,12 +284,9 @@ impl Document {
                 value: Some(value),
                 why_none: String::new(),
                 streamed,
+                incomplete: None,
             },
-            Err(e) => Document {
-                value: None,
-                why_none: format!("the body is not JSON ({e})"),
-                streamed,
-            },
+            Err(e) => none(format!("the body is not JSON ({e})")),
         }
     }
 

@@ -54,6 +54,14 @@ pub struct CaseRequest {
     pub json_body: bool,
 }
 
+impl CaseRequest {
+    /// The model API the case's path names, if any (the query aside).
+    pub fn api(&self) -> Option<crate::api::Api> {
+        let path = self.path.split('?').next().unwrap_or_default();
+        crate::api::Api::from_path(path)
+    }
+}
+
 #[derive(Debug)]
 pub struct Expect {
     pub status: StatusExpect,

@@ -226,7 +226,7 @@ async fn exchange(
     let response = client.request(request).await.map_err(|e| error_chain(&e))?;
     out.status = Some(response.status());
     out.content_type = response.headers().get(CONTENT_TYPE).cloned();
-    out.usage = UsageScanner::for_content_type(out.content_type.as_ref());
+    out.usage = UsageScanner::new(case.request.api(), out.content_type.as_ref());
     let mut body = response.into_body();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {

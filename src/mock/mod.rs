@@ -1,10 +1,16 @@
-//! An OpenAI-compatible fake agent backend, named by its behaviours.
+//! A fake agent backend that speaks the model APIs agents use, named by its
+//! behaviours.
 //!
 //! Used by `cutover mock-backend`, the demo, the integration tests and the
 //! benchmarks. It speaks HTTP/1.1 (keep-alive) and h2c with prior knowledge
-//! on one port, answers any request but `GET /healthz` as a chat completion,
-//! and can misbehave on purpose: latency, injected error statuses, hanging,
-//! cutting a response mid-body, or failing right after a 200 header.
+//! on one port, and answers any request but `GET /healthz` in the API its
+//! path names: a path ending in `/responses` as the OpenAI Responses API,
+//! `/messages` as Anthropic Messages, anything else as a chat completion;
+//! each as JSON, or as that API's event stream when the body says
+//! `"stream": true`, with exact usage numbers. With `--mcp` it is a minimal
+//! MCP tool server instead ([`mcp`]). It can misbehave on purpose: latency,
+//! injected error statuses, hanging, cutting a response mid-body, or
+//! failing right after a 200 header.
 //!
 //! * [`serve`] takes an already-bound listener and a shutdown future (tests
 //!   bind port 0);
@@ -18,6 +24,7 @@
 //! `--error-rate` (complete JSON error bodies) → `--fail-before-body` → the reply, JSON or SSE, cut
 //! by `--abort-after` if set.
 
+pub mod mcp;
 mod reply;
 mod stats;
 
@@ -43,6 +50,8 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 pub use reply::{ChatRequest, DEFAULT_MODEL, Reply};
+
+use crate::api::Api;
 pub use stats::{MockStats, RECORD_CAPACITY, RequestRecord};
 
 /// Default for `--name`.
@@ -125,6 +134,12 @@ pub struct MockArgs {
     /// Add `x-cutover-outcome: success|failure` to every reply.
     #[arg(long, value_enum)]
     pub outcome: Option<Outcome>,
+
+    /// Be a minimal MCP tool server (streamable HTTP) instead: initialize
+    /// (returns an Mcp-Session-Id), tools/list, tools/call (tools `whoami`
+    /// and `echo`), the GET event stream, DELETE, 404 on unknown sessions.
+    #[arg(long)]
+    pub mcp: bool,
 }
 
 impl MockArgs {
@@ -144,6 +159,7 @@ impl MockArgs {
             abort_after: None,
             fail_before_body: false,
             outcome: None,
+            mcp: false,
         }
     }
 
@@ -211,7 +227,7 @@ fn parse_name(s: &str) -> Result<String, String> {
 }
 
 /// The body every response uses; the error is a deliberate abort.
-type MockBody = BoxBody<Bytes, std::io::Error>;
+pub(crate) type MockBody = BoxBody<Bytes, std::io::Error>;
 
 /// Why a request got no response at all (hyper then closes the connection
 /// or resets the h2 stream).
@@ -277,6 +293,8 @@ impl Faults {
 /// Per-server state shared by every connection.
 struct Shared {
     opts: MockArgs,
+    /// `--mcp`: the sessions opened and not ended.
+    sessions: Arc<mcp::Sessions>,
     /// `--name` as a header value; `None` if a name built in code is not a
     /// valid header value (the header is then left out).
     name_header: Option<HeaderValue>,
@@ -307,6 +325,7 @@ async fn serve_inner(
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
+        sessions: Arc::default(),
         name_header: HeaderValue::from_str(&opts.name).ok(),
         opts,
         stats,
@@ -382,6 +401,9 @@ async fn handle(
         }
         Err(error) => return Err(NoResponse::ReadBody(error)),
     };
+    // MCP needs the session and Accept headers after the record took them.
+    let mcp_headers = opts.mcp.then(|| parts.headers.clone());
+    let api = Api::from_path(parts.uri.path()).unwrap_or(Api::Chat);
     let seq = shared.stats.record(RequestRecord {
         seq: 0,
         method: parts.method.clone(),
@@ -405,16 +427,19 @@ async fn handle(
         tokio::time::sleep(latency).await;
     }
     if let Some(status) = shared.faults.status() {
-        return Ok(shared.injected_error(status));
+        return Ok(shared.injected_error(api, status));
     }
     let status = match opts.status {
-        Some(status) if status.as_u16() >= 400 => return Ok(shared.injected_error(status)),
+        Some(status) if status.as_u16() >= 400 => return Ok(shared.injected_error(api, status)),
         Some(status) => status,
         None if opts.roll_error() || shared.faults.roll_error() => {
-            return Ok(shared.injected_error(opts.error_status));
+            return Ok(shared.injected_error(api, opts.error_status));
         }
         None => StatusCode::OK,
     };
+    if let Some(headers) = mcp_headers {
+        return Ok(mcp::respond(&shared, &parts.method, &headers, &body));
+    }
 
     let chat = ChatRequest::parse(&body);
     let reply = Reply::new(&opts.name, &chat, seq, unix_now());
@@ -427,7 +452,7 @@ async fn handle(
         shared.stats.count_aborted();
         paced(Vec::new(), Duration::ZERO, Some(0))
     } else if chat.stream {
-        let events = reply.sse_events(usize::try_from(opts.chunks).unwrap_or(usize::MAX));
+        let events = reply.events_for(api, usize::try_from(opts.chunks).unwrap_or(usize::MAX));
         let cut = opts
             .abort_after
             .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
@@ -437,10 +462,10 @@ async fn handle(
         paced(events, opts.chunk_delay, cut)
     } else if opts.abort_after.is_some() {
         shared.stats.count_aborted();
-        let doc = reply.completion_json();
+        let doc = reply.json_for(api);
         paced(vec![doc.slice(..doc.len() / 2)], Duration::ZERO, Some(1))
     } else {
-        full(reply.completion_json())
+        full(reply.json_for(api))
     };
     let mut response = shared.response(status, body);
     response
@@ -469,10 +494,18 @@ impl Shared {
         response
     }
 
-    /// An error from `--status` or `--error-rate` (counted as injected).
-    fn injected_error(&self, status: StatusCode) -> Response<MockBody> {
+    /// An error from `--status` or `--error-rate` (counted as injected),
+    /// in the API's error shape.
+    fn injected_error(&self, api: Api, status: StatusCode) -> Response<MockBody> {
         self.stats.count_injected_error();
-        self.error_response(status)
+        let mut response = self.response(
+            status,
+            full(reply::error_json_for(api, &self.opts.name, status)),
+        );
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        response
     }
 
     /// An OpenAI-style JSON error response.
@@ -485,7 +518,7 @@ impl Shared {
     }
 }
 
-fn full(bytes: Bytes) -> MockBody {
+pub(crate) fn full(bytes: Bytes) -> MockBody {
     Full::new(bytes).map_err(|never| match never {}).boxed()
 }
 
@@ -661,6 +694,7 @@ mod tests {
             "--hang",
             "--outcome",
             "failure",
+            "--mcp",
         ]);
         let Ok(args) = args else {
             panic!("valid flags rejected: {args:?}")
@@ -671,7 +705,7 @@ mod tests {
         assert_eq!(args.status, Some(StatusCode::SERVICE_UNAVAILABLE));
         assert_eq!(args.outcome, Some(Outcome::Failure));
         assert_eq!(args.abort_after, Some(2));
-        assert!(args.hang && args.fail_before_body);
+        assert!(args.hang && args.fail_before_body && args.mcp);
     }
 
     #[test]

@@ -22,28 +22,17 @@ use crate::telemetry::otlp::Span;
 use tokio::sync::oneshot;
 
 use super::mirror::PrimaryAnswer;
+use crate::api::Api;
 use crate::cache::{Entry, Fill};
 use crate::shadow::compare::Capture;
-use crate::telemetry::{AccessRecord, AttemptResult, CacheResult, UsageScanner};
+use crate::telemetry::{
+    AccessRecord, AttemptResult, CacheResult, SkipUse, UsageScanner, api_skipped,
+};
 use crate::upstream::Permit;
 
-/// How a request assigned its version (SPEC §3).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Assignment {
-    Sticky,
-    Unsticky,
-    Pinned,
-}
-
-impl Assignment {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Assignment::Sticky => "sticky",
-            Assignment::Unsticky => "unsticky",
-            Assignment::Pinned => "pinned",
-        }
-    }
-}
+/// How a request assigned its version (SPEC §3): sticky, unsticky, pinned
+/// or session. One type with the metric label it counts under.
+pub use crate::telemetry::AssignmentKind as Assignment;
 
 /// How a request ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -233,6 +222,20 @@ impl Exchange {
         self.start.elapsed()
     }
 
+    /// The request path (no query).
+    pub fn path(&self) -> &str {
+        self.uri.path()
+    }
+
+    /// The model API the request path names, if any.
+    pub fn api(&self) -> Option<Api> {
+        Api::from_path(self.uri.path())
+    }
+
+    fn route_name(&self) -> Option<&str> {
+        self.route.map(|i| &*self.rt.routes[i].name)
+    }
+
     /// Take a slot of `server.max_in_flight`; `false` means shed.
     pub fn admit(&mut self, limit: usize) -> bool {
         let prev = self.gateway.in_flight.fetch_add(1, Ordering::AcqRel);
@@ -282,7 +285,22 @@ impl Exchange {
             fill.store();
         }
         if let Some(capture) = capture {
-            let answer = capture.finish().map(Arc::new);
+            let read = capture.read(self.api());
+            if let Some(route) = self.route_name() {
+                for (skip, n) in read.skips() {
+                    api_skipped(route, SkipUse::Compare, skip, n);
+                }
+            }
+            let answer = match read.document {
+                Ok(doc) if doc.complete => Some(Arc::new(doc.value)),
+                // Cut before its API's final event: like a body cut by the
+                // transport, there is nothing whole to compare with.
+                Ok(_) => {
+                    self.compare_tx.clear();
+                    return;
+                }
+                Err(_) => None,
+            };
             for tx in self.compare_tx.drain(..) {
                 let _ = tx.send(answer.clone());
             }
@@ -313,6 +331,9 @@ impl Exchange {
             });
         }
         let usage = self.usage.finish();
+        if let (Some(skip), Some(route)) = (self.usage.skipped(), route) {
+            api_skipped(&route.name, SkipUse::Usage, skip, 1);
+        }
         let mut cost_usd = None;
         if let Some(route) = route {
             let m = version.map_or(&route.unassigned_metrics, |v| &*v.metrics);

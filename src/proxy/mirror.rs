@@ -17,12 +17,15 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use super::service::upstream_request;
+use crate::api::Api;
 use crate::gateway::Gateway;
 use crate::rollout::{Observation, Role};
 use crate::runtime::Runtime;
 use crate::shadow::compare::{self, Capture, Verdict};
 use crate::shadow::{MirrorSlot, Shadow};
-use crate::telemetry::{AccessRecord, AttemptResult, ShadowResult, Usage, UsageScanner};
+use crate::telemetry::{
+    AccessRecord, AttemptResult, ShadowResult, SkipUse, Usage, UsageScanner, api_skipped,
+};
 
 /// The primary's answer as one JSON document (`None`: not comparable),
 /// sent by the primary's exchange when its response completes.
@@ -193,7 +196,8 @@ async fn send(
     }
     let status = response.status().as_u16();
     let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
-    let mut usage = UsageScanner::for_content_type(content_type.as_ref());
+    let api = Api::from_path(job.uri.path());
+    let mut usage = UsageScanner::new(api, content_type.as_ref());
     let mut capture = (!shadow.compare.is_empty() && job.primary.is_some())
         .then(|| Capture::for_content_type(content_type.as_ref()));
     let mut body = response.into_body();
@@ -220,9 +224,26 @@ async fn send(
     // A shadow is judged on its whole answer: it has no commit point.
     permit.success();
     upstream.metrics.attempt(AttemptResult::Ok);
+    let found = usage.finish();
+    if let Some(skip) = usage.skipped() {
+        api_skipped(route, SkipUse::Usage, skip, 1);
+    }
+    // Only a whole answer can match: a stream cut before its API's final
+    // event, or one that cannot be read, is compared as `None` (every
+    // pointer a mismatch) and counted.
+    let document = capture.and_then(|c| {
+        let read = c.read(api);
+        for (skip, n) in read.skips() {
+            api_skipped(route, SkipUse::Compare, skip, n);
+        }
+        match read.document {
+            Ok(doc) if doc.complete => Some(doc.value),
+            _ => None,
+        }
+    });
     Ok(Answer {
         status,
-        usage: usage.finish(),
-        document: capture.and_then(Capture::finish),
+        usage: found,
+        document,
     })
 }

@@ -20,6 +20,7 @@ use super::mirror;
 
 use crate::cache::{self, Entry, FillGuard, KeyInput, Lock, RouteCache};
 use crate::gateway::Gateway;
+use crate::routing::session::Session;
 use crate::routing::{self, matcher};
 use crate::runtime::{Route, Target};
 use crate::telemetry::{
@@ -111,8 +112,41 @@ pub async fn handle(
     let client_ip = headers::client_ip(&parts.headers, conn.peer, server.trust_forwarded_for);
     let key = routing::sticky_key(&route.sticky, &parts.headers, parts.uri.query(), client_ip);
     let key = key.as_ref().map(|k| k.as_bytes());
-    let (version_index, assignment, key_hash) = assign(route, &parts.headers, key);
+    let mut bare_session = None;
+    let (version_index, assignment, key_hash) = match route.session(&parts.headers) {
+        Some(Session::Live(index, bare)) => {
+            bare_session = Some(bare);
+            (
+                index,
+                Assignment::Session,
+                key.map(|k| routing::split::bucket_and_tag(&route.salt, k).1),
+            )
+        }
+        Some(Session::Gone(index)) => {
+            ex.version = Some(index);
+            ex.assignment = Some(Assignment::Session);
+            let version = &route.versions[index];
+            version.metrics.assigned(Assignment::Session);
+            let mut gone = local(
+                ex,
+                StatusCode::NOT_FOUND,
+                "session_gone",
+                "this session's version no longer takes traffic; start a new session",
+            );
+            gone.headers_mut().insert(
+                X_CUTOVER_VERSION.clone(),
+                version.target.name_header.clone(),
+            );
+            return gone;
+        }
+        None => assign(route, &parts.headers, key),
+    };
+    route.versions[version_index].metrics.assigned(assignment);
     let mirrored = mirror_set(route, key);
+    // The upstream (and any mirror) sees its own session id.
+    if let (Some(name), Some(bare)) = (&route.session_header, bare_session) {
+        parts.headers.insert(name.clone(), bare);
+    }
     ex.version = Some(version_index);
     ex.assignment = Some(assignment);
     ex.key_hash = key_hash;
@@ -392,7 +426,7 @@ fn respond(
         }
     }
     let content_type = parts.headers.get(header::CONTENT_TYPE);
-    ex.usage = UsageScanner::for_content_type(content_type);
+    ex.usage = UsageScanner::new(ex.api(), content_type);
     ex.begin_capture(content_type);
     if let (Some(guard), Some(cache)) = (fill, &route.cache)
         && storable(&parts)
@@ -406,6 +440,16 @@ fn respond(
         ));
     }
     headers::prepare_response(&mut parts.headers);
+    // A session opened (or answered) by a version travels as VERSION.VALUE,
+    // so its later requests find the version again (SPEC §3). A fallback
+    // target outside the route's versions leaves the id as it is.
+    if let Some(name) = &route.session_header
+        && route.version_index(target.name.as_bytes()).is_some()
+        && let Some(value) = parts.headers.get(name)
+        && let Some(tagged) = routing::session::prefixed(&target.name, value)
+    {
+        parts.headers.insert(name.clone(), tagged);
+    }
     if let Some(result) = ex.cache {
         parts
             .headers
@@ -436,7 +480,7 @@ fn refuse(
     reason: RefusalReason,
 ) -> Response<ProxyBody> {
     route.metrics.refusal(reason);
-    let rendered = route.refusal.for_request(wants_stream);
+    let rendered = route.refusal.for_path(ex.path(), wants_stream);
     let mut response = Response::new(ProxyBody::plain(Bytes::new()));
     *response.status_mut() = rendered.status;
     let h = response.headers_mut();

@@ -1,7 +1,9 @@
 //! Routing: which route a request takes (`matcher`), which key makes it
-//! sticky (`sticky`), and which version that key lands on (`split`).
+//! sticky (`sticky`), which version that key lands on (`split`), and which
+//! version a protocol session belongs to (`session`).
 
 pub mod matcher;
+pub mod session;
 pub mod split;
 pub mod sticky;
 

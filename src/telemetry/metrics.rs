@@ -13,6 +13,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use super::float::{self, FloatCounter};
 use super::names;
 use super::usage::Usage;
+use crate::api::Skip;
 use crate::config::Cost;
 use crate::rollout::{Role, RolloutStats};
 
@@ -70,6 +71,8 @@ impl StatusClass {
 /// Handles for one (route, version).
 pub struct VersionMetrics {
     requests: [Counter; 5],
+    /// By [`AssignmentKind`].
+    assignments: [Counter; 4],
     pub duration: Histogram,
     pub ttfb: Histogram,
     input_tokens: Counter,
@@ -127,6 +130,8 @@ impl VersionMetrics {
         };
         VersionMetrics {
             requests,
+            assignments: AssignmentKind::LABELS
+                .map(|a| metrics::counter!(names::ASSIGNMENTS_TOTAL, with(&[("assignment", a)]))),
             duration: metrics::histogram!(names::REQUEST_DURATION_SECONDS, base.to_vec()),
             ttfb: metrics::histogram!(names::TIME_TO_FIRST_BYTE_SECONDS, base.to_vec()),
             input_tokens: metrics::counter!(names::TOKENS_TOTAL, with(&[("kind", "input")])),
@@ -144,6 +149,12 @@ impl VersionMetrics {
             ],
             judge: None,
         }
+    }
+
+    /// Count a request assigned to this version.
+    #[inline]
+    pub fn assigned(&self, kind: AssignmentKind) {
+        self.assignments[kind as usize].increment(1);
     }
 
     #[inline]
@@ -348,6 +359,55 @@ impl ShadowMetrics {
         self.cost.add(usd);
         Some(usd)
     }
+}
+
+/// How a request's version was chosen (SPEC §3): the `assignment` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AssignmentKind {
+    Sticky,
+    Unsticky,
+    Pinned,
+    Session,
+}
+
+impl AssignmentKind {
+    pub const LABELS: [&'static str; 4] = ["sticky", "unsticky", "pinned", "session"];
+
+    pub fn as_str(self) -> &'static str {
+        Self::LABELS[self as usize]
+    }
+}
+
+/// What read a response body when it skipped something (the `use` label
+/// of `cutover_api_skipped_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SkipUse {
+    Usage,
+    Compare,
+}
+
+impl SkipUse {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipUse::Usage => "usage",
+            SkipUse::Compare => "compare",
+        }
+    }
+}
+
+/// Count what usage reading or compare skipped. Only bad input gets here,
+/// so the labels are resolved per call rather than kept as handles.
+pub fn api_skipped(route: &str, used_by: SkipUse, skip: Skip, n: u64) {
+    if n == 0 {
+        return;
+    }
+    metrics::counter!(
+        names::API_SKIPPED_TOTAL,
+        "route" => route.to_string(),
+        "use" => used_by.as_str(),
+        "reason" => skip.as_str()
+    )
+    .increment(n);
 }
 
 /// Handles for one route's cache results.

@@ -14,8 +14,9 @@ pub mod usage;
 
 pub use access_log::{AccessLog, AccessRecord};
 pub use metrics::{
-    AttemptResult, CacheMetrics, CacheResult, Outcome, OutcomeSource, RefusalReason, RouteMetrics,
-    ShadowMetrics, ShadowResult, StatusClass, UpstreamMetrics, VersionMetrics, install_recorder,
+    AssignmentKind, AttemptResult, CacheMetrics, CacheResult, Outcome, OutcomeSource,
+    RefusalReason, RouteMetrics, ShadowMetrics, ShadowResult, SkipUse, StatusClass,
+    UpstreamMetrics, VersionMetrics, api_skipped, install_recorder,
 };
 pub use usage::{Usage, UsageScanner};
 

@@ -14,6 +14,9 @@ pub const COST_USD_TOTAL: &str = "cutover_cost_usd_total";
 pub const OUTCOMES_TOTAL: &str = "cutover_outcomes_total";
 pub const ROUTE_WEIGHT: &str = "cutover_route_weight";
 pub const OVERHEAD_SECONDS: &str = "cutover_overhead_seconds";
+// Issue 14: how requests were assigned, and what usage and compare skipped.
+pub const ASSIGNMENTS_TOTAL: &str = "cutover_assignments_total";
+pub const API_SKIPPED_TOTAL: &str = "cutover_api_skipped_total";
 pub const COST_USD_TOTAL_HELP: &str =
     "Cost in USD of the tokens each version used, from its configured per-million-token prices.";
 pub const TRACE_SPANS_DROPPED_TOTAL: &str = "cutover_trace_spans_dropped_total";
@@ -122,6 +125,14 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
     (
         SET_JSON_SKIPPED_TOTAL,
         "Requests forwarded unchanged because set_json was configured but the body is not a JSON object.",
+    ),
+    (
+        API_SKIPPED_TOTAL,
+        "Responses (and stream events) that usage reading or shadow compare skipped, by route, use (usage, compare) and reason (malformed, wrong_shape, unknown_event, incomplete, error_event); the client's bytes are never changed.",
+    ),
+    (
+        ASSIGNMENTS_TOTAL,
+        "Requests by the way their version was chosen: sticky, unsticky, pinned, or session (a protocol session kept on its version).",
     ),
     (
         ROLLOUT_STEP,

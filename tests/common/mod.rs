@@ -471,3 +471,4 @@ pub async fn wait_metric(proxy: &Proxy, name: &str, labels: &[(&str, &str)], wan
         );
     }
 }
+pub mod python;

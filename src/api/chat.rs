@@ -1,0 +1,437 @@
+//! OpenAI Chat Completions (`…/chat/completions`).
+//!
+//! **Usage**: `usage.prompt_tokens` and `usage.completion_tokens`, at the
+//! top of a `chat.completion`, and in a stream in the usage chunk (a last
+//! chunk whose `choices` is empty, sent with `stream_options.include_usage`).
+//!
+//! **Reassembly**: a stream of `chat.completion.chunk`s folds into the
+//! equivalent non-streamed `chat.completion`, field for field:
+//!
+//! * per choice `index`: `delta.content` strings are concatenated (the
+//!   content is `null` if no delta carried a string), `delta.role` is taken
+//!   from the first delta that has one (`"assistant"` if none did), and
+//!   `finish_reason` is the last non-null one;
+//! * `delta.tool_calls` are merged by their `index` (their position in the
+//!   delta's array if a server omits it): `id` and `type` come from the first
+//!   delta that carries them, `function.name` and `function.arguments` are
+//!   the concatenation of their fragments;
+//! * `id`, `created` and `model` come from the first chunk that has them, and
+//!   `usage` from the last chunk with a non-null `usage`;
+//! * `data: [DONE]` ends the stream (anything after it is ignored).
+//!
+//! A stream is unreadable when any `data:` payload other than `[DONE]` is
+//! not a JSON object, when a chunk carries an `error`, or when no chunk
+//! arrived at all. It is **complete** when it ended with `[DONE]`, or when
+//! every choice has its `finish_reason` (some OpenAI-compatible servers
+//! omit `[DONE]`); a stream cut before either is rebuilt from what arrived
+//! but marked incomplete.
+//!
+//! **Refusal** (`openai-chat`): a `chat.completion` whose assistant message
+//! is the refusal text, or the same as chunks ending in `[DONE]`.
+
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::usage::{Usage, classify};
+use super::{Api, Document, Read, Skip, Unreadable, index_of, sse};
+
+// ---- usage ----
+
+/// The `usage` object of a completion or chunk.
+#[derive(Deserialize)]
+pub(super) struct ChatUsage {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+}
+
+impl From<ChatUsage> for Usage {
+    fn from(u: ChatUsage) -> Usage {
+        Usage {
+            input: u.prompt_tokens,
+            output: u.completion_tokens,
+        }
+    }
+}
+
+/// The usage a chunk carries, if any.
+pub(super) fn event_usage(data: &[u8]) -> Result<Option<Usage>, Skip> {
+    #[derive(Deserialize)]
+    struct Chunk {
+        usage: Option<ChatUsage>,
+    }
+    serde_json::from_slice::<Chunk>(data)
+        .map(|c| c.usage.map(Usage::from))
+        .map_err(|e| classify(&e))
+}
+
+/// A top-level `usage` value of a JSON document (`de` is positioned at it).
+pub(super) fn json_usage<'de>(
+    de: &mut serde_json::Deserializer<serde_json::de::SliceRead<'de>>,
+) -> Result<Option<Usage>, Skip> {
+    Option::<ChatUsage>::deserialize(de)
+        .map(|u| u.map(Usage::from))
+        .map_err(|e| classify(&e))
+}
+
+// ---- reassembly ----
+
+/// Read a whole SSE body of chat-completion chunks into the equivalent
+/// non-streamed `chat.completion`.
+pub fn reassemble(body: &[u8]) -> Read {
+    let mut completion = Completion::default();
+    let mut failed = None;
+    sse::for_each_event(body, |_, data| match completion.event(data) {
+        Ok(Flow::More) => ControlFlow::Continue(()),
+        Ok(Flow::Done) => {
+            completion.done = true;
+            ControlFlow::Break(())
+        }
+        Err(e) => {
+            failed = Some(e);
+            ControlFlow::Break(())
+        }
+    });
+    let document = match failed {
+        Some(e) => Err(e),
+        None => completion.finish(),
+    };
+    Read {
+        api: Api::Chat,
+        document,
+        unknown_events: 0,
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flow {
+    More,
+    Done,
+}
+
+const NOT_JSON: Unreadable = Unreadable {
+    skip: Skip::Malformed,
+    why: "the event stream is not a chat-completion stream: a data line is not a JSON object",
+};
+const ERROR_CHUNK: Unreadable = Unreadable {
+    skip: Skip::ErrorEvent,
+    why: "the event stream is not a chat-completion stream: a chunk carries an error",
+};
+const NO_CHUNK: Unreadable = Unreadable {
+    skip: Skip::Malformed,
+    why: "the event stream is not a chat-completion stream: no chunk arrived",
+};
+
+/// The non-streamed completion being rebuilt from chunks.
+#[derive(Default)]
+struct Completion {
+    chunks: usize,
+    done: bool,
+    id: Option<Value>,
+    created: Option<Value>,
+    model: Option<Value>,
+    choices: BTreeMap<u64, ChoiceAcc>,
+    usage: Option<Value>,
+}
+
+#[derive(Default)]
+struct ChoiceAcc {
+    role: Option<String>,
+    /// `None` until a delta carries a string `content`.
+    content: Option<String>,
+    finish_reason: Option<Value>,
+    tool_calls: BTreeMap<u64, ToolCallAcc>,
+}
+
+#[derive(Default)]
+struct ToolCallAcc {
+    id: Option<String>,
+    kind: Option<String>,
+    name: String,
+    arguments: String,
+}
+
+impl Completion {
+    /// One event's data: `[DONE]`, or a chunk.
+    fn event(&mut self, data: &[u8]) -> Result<Flow, Unreadable> {
+        if data.trim_ascii() == b"[DONE]" {
+            return Ok(Flow::Done);
+        }
+        let Ok(Value::Object(chunk)) = serde_json::from_slice::<Value>(data) else {
+            return Err(NOT_JSON);
+        };
+        if chunk.get("error").is_some_and(|e| !e.is_null()) {
+            return Err(ERROR_CHUNK);
+        }
+        self.chunk(&chunk);
+        Ok(Flow::More)
+    }
+
+    fn chunk(&mut self, chunk: &Map<String, Value>) {
+        self.chunks += 1;
+        first_non_null(&mut self.id, chunk.get("id"));
+        first_non_null(&mut self.created, chunk.get("created"));
+        first_non_null(&mut self.model, chunk.get("model"));
+        if let Some(usage) = chunk.get("usage").filter(|u| !u.is_null()) {
+            self.usage = Some(usage.clone());
+        }
+        let Some(choices) = chunk.get("choices").and_then(Value::as_array) else {
+            return;
+        };
+        for (position, choice) in choices.iter().enumerate() {
+            let Some(choice) = choice.as_object() else {
+                continue;
+            };
+            let index = index_or(choice, position);
+            let acc = self.choices.entry(index).or_default();
+            if let Some(reason) = choice.get("finish_reason").filter(|r| !r.is_null()) {
+                acc.finish_reason = Some(reason.clone());
+            }
+            if let Some(delta) = choice.get("delta").and_then(Value::as_object) {
+                acc.delta(delta);
+            }
+        }
+    }
+
+    fn finish(self) -> Result<Document, Unreadable> {
+        if self.chunks == 0 {
+            return Err(NO_CHUNK);
+        }
+        let complete = self.done
+            || (!self.choices.is_empty()
+                && self.choices.values().all(|c| c.finish_reason.is_some()));
+        let choices: Vec<Value> = self
+            .choices
+            .into_iter()
+            .map(|(index, choice)| choice.finish(index))
+            .collect();
+        let mut doc = Map::new();
+        doc.insert("id".into(), self.id.unwrap_or(Value::Null));
+        doc.insert("object".into(), Value::from("chat.completion"));
+        if let Some(created) = self.created {
+            doc.insert("created".into(), created);
+        }
+        doc.insert("model".into(), self.model.unwrap_or(Value::Null));
+        doc.insert("choices".into(), Value::Array(choices));
+        if let Some(usage) = self.usage {
+            doc.insert("usage".into(), usage);
+        }
+        Ok(Document {
+            value: Value::Object(doc),
+            complete,
+        })
+    }
+}
+
+impl ChoiceAcc {
+    fn delta(&mut self, delta: &Map<String, Value>) {
+        if self.role.is_none()
+            && let Some(role) = delta.get("role").and_then(Value::as_str)
+        {
+            self.role = Some(role.to_owned());
+        }
+        if let Some(piece) = delta.get("content").and_then(Value::as_str) {
+            self.content.get_or_insert_with(String::new).push_str(piece);
+        }
+        let Some(calls) = delta.get("tool_calls").and_then(Value::as_array) else {
+            return;
+        };
+        for (position, call) in calls.iter().enumerate() {
+            let Some(call) = call.as_object() else {
+                continue;
+            };
+            let acc = self.tool_calls.entry(index_or(call, position)).or_default();
+            first_str(&mut acc.id, call.get("id"));
+            first_str(&mut acc.kind, call.get("type"));
+            if let Some(function) = call.get("function").and_then(Value::as_object) {
+                if let Some(name) = function.get("name").and_then(Value::as_str) {
+                    acc.name.push_str(name);
+                }
+                if let Some(arguments) = function.get("arguments").and_then(Value::as_str) {
+                    acc.arguments.push_str(arguments);
+                }
+            }
+        }
+    }
+
+    fn finish(self, index: u64) -> Value {
+        let mut message = Map::new();
+        message.insert(
+            "role".into(),
+            Value::from(self.role.unwrap_or_else(|| "assistant".to_owned())),
+        );
+        message.insert(
+            "content".into(),
+            self.content.map_or(Value::Null, Value::from),
+        );
+        if !self.tool_calls.is_empty() {
+            let calls = self.tool_calls.into_values().map(ToolCallAcc::finish);
+            message.insert("tool_calls".into(), Value::Array(calls.collect()));
+        }
+        let mut choice = Map::new();
+        choice.insert("index".into(), Value::from(index));
+        choice.insert("message".into(), Value::Object(message));
+        choice.insert(
+            "finish_reason".into(),
+            self.finish_reason.unwrap_or(Value::Null),
+        );
+        Value::Object(choice)
+    }
+}
+
+impl ToolCallAcc {
+    fn finish(self) -> Value {
+        let mut function = Map::new();
+        function.insert("name".into(), Value::from(self.name));
+        function.insert("arguments".into(), Value::from(self.arguments));
+        let mut call = Map::new();
+        if let Some(id) = self.id {
+            call.insert("id".into(), Value::from(id));
+        }
+        call.insert(
+            "type".into(),
+            Value::from(self.kind.unwrap_or_else(|| "function".to_owned())),
+        );
+        call.insert("function".into(), Value::Object(function));
+        Value::Object(call)
+    }
+}
+
+/// The `index` field, or the element's position when a server omits it.
+fn index_or(obj: &Map<String, Value>, position: usize) -> u64 {
+    index_of(obj, "index").unwrap_or(position as u64)
+}
+
+fn first_non_null(slot: &mut Option<Value>, value: Option<&Value>) {
+    if slot.is_none()
+        && let Some(value) = value.filter(|v| !v.is_null())
+    {
+        *slot = Some(value.clone());
+    }
+}
+
+fn first_str(slot: &mut Option<String>, value: Option<&Value>) {
+    if slot.is_none()
+        && let Some(s) = value.and_then(Value::as_str)
+    {
+        *slot = Some(s.to_owned());
+    }
+}
+
+// ---- refusal ----
+
+/// The `openai-chat` refusal: a `chat.completion` whose assistant message
+/// is `message`, and the same answer as a chunk stream ending in `[DONE]`.
+pub fn refusal(message: &str, created: u64) -> (Bytes, Bytes) {
+    let body = json!({
+        "id": "chatcmpl-cutover-refusal",
+        "object": "chat.completion",
+        "created": created,
+        "model": "cutover-refusal",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": message}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    });
+    let chunk = |delta: Value, finish: Value| {
+        json!({
+            "id": "chatcmpl-cutover-refusal",
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": "cutover-refusal",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]
+        })
+    };
+    let stream = format!(
+        "data: {}\n\ndata: {}\n\ndata: [DONE]\n\n",
+        chunk(
+            json!({"role": "assistant", "content": message}),
+            Value::Null
+        ),
+        chunk(json!({}), json!("stop")),
+    );
+    (Bytes::from(body.to_string()), Bytes::from(stream))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(body: &str) -> Read {
+        reassemble(body.as_bytes())
+    }
+
+    #[test]
+    fn done_or_every_finish_reason_makes_a_stream_complete() {
+        let cut = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"}}]}\n\n";
+        let r = read(cut);
+        let doc = r.document.as_ref().expect("readable");
+        assert!(!doc.complete);
+        assert_eq!(doc.value["choices"][0]["message"]["content"], "Hel");
+        assert_eq!(r.complete(), None);
+
+        let finished = format!(
+            "{cut}data: {{\"choices\":[{{\"index\":0,\"delta\":{{}},\"finish_reason\":\"stop\"}}]}}\n\n"
+        );
+        assert!(read(&finished).complete().is_some());
+        let done = format!("{cut}data: [DONE]\n\n");
+        assert!(read(&done).complete().is_some());
+        // Two choices, one unfinished: still cut.
+        let two = concat!(
+            "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"},",
+            "{\"index\":1,\"delta\":{\"content\":\"x\"}}]}\n\n"
+        );
+        assert!(read(two).complete().is_none());
+    }
+
+    #[test]
+    fn unreadable_streams_say_why() {
+        for (body, skip) in [
+            ("data: nope\n\n", Skip::Malformed),
+            ("", Skip::Malformed),
+            (
+                "data: {\"error\":{\"message\":\"x\"}}\n\n",
+                Skip::ErrorEvent,
+            ),
+        ] {
+            let r = read(body);
+            let Err(e) = r.document else {
+                panic!("{body:?} was readable")
+            };
+            assert_eq!(e.skip, skip, "{body:?}");
+            assert!(e.why.contains("not a chat-completion stream"), "{}", e.why);
+        }
+    }
+
+    #[test]
+    fn usage_of_a_chunk() {
+        let u = event_usage(br#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#);
+        assert_eq!(
+            u,
+            Ok(Some(Usage {
+                input: Some(3),
+                output: Some(4)
+            }))
+        );
+        assert_eq!(event_usage(br#"{"usage":null}"#), Ok(None));
+        assert_eq!(
+            event_usage(br#"{"usage":{"prompt_tokens":"3"}}"#),
+            Err(Skip::WrongShape)
+        );
+        assert_eq!(event_usage(br#"{"usage":{"#), Err(Skip::Malformed));
+    }
+
+    #[test]
+    fn the_refusal_reassembles_to_its_json() {
+        let (json, sse) = refusal("sorry", 7);
+        let plain: Value = serde_json::from_slice(&json).expect("json");
+        let read = reassemble(&sse);
+        let streamed = read.complete().expect("complete");
+        assert_eq!(
+            streamed["choices"][0]["message"],
+            plain["choices"][0]["message"]
+        );
+        assert_eq!(streamed["choices"][0]["finish_reason"], "stop");
+    }
+}

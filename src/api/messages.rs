@@ -1,0 +1,500 @@
+//! Anthropic Messages (`…/messages`).
+//!
+//! **Usage**: `usage.input_tokens` and `usage.output_tokens` of a `message`;
+//! in a stream, `message.usage` of `message_start`, then `usage` of each
+//! `message_delta`, whose `output_tokens` is cumulative (the last one wins).
+//! `input_tokens` is Anthropic's own count, which excludes the cache's
+//! `cache_creation_input_tokens` and `cache_read_input_tokens`.
+//!
+//! **Reassembly**: a stream folds into the `message` the same call returns
+//! unstreamed:
+//!
+//! * `message_start` gives the message (id, model, role, usage, …);
+//! * `content_block_start` opens block `index` as it is given;
+//!   `content_block_delta` extends it: `text_delta` appends to `text`,
+//!   `input_json_delta` collects `partial_json`, parsed into the
+//!   `tool_use` block's `input` at `content_block_stop`, `thinking_delta`
+//!   appends to `thinking`, `signature_delta` sets `signature`,
+//!   `citations_delta` appends to `citations`;
+//! * `message_delta` sets the message's fields it carries (`stop_reason`,
+//!   `stop_sequence`, …) and updates its `usage`;
+//! * `message_stop` ends it: a stream without it is **incomplete**;
+//! * `ping` is ignored; an `error` event makes the stream unreadable; any
+//!   other event type (Anthropic may add some) is skipped and counted.
+//!
+//! **Refusal** (`anthropic-messages`): a `message` whose one text block is
+//! the refusal text, or the same as its event stream ending in
+//! `message_stop`.
+
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::usage::{InputOutput, Usage, classify};
+use super::{Api, Document, Read, Skip, Unreadable, index_of, sse};
+
+/// The event types of the Messages stream.
+const EVENT_TYPES: [&str; 8] = [
+    "message_start",
+    "content_block_start",
+    "content_block_delta",
+    "content_block_stop",
+    "message_delta",
+    "message_stop",
+    "ping",
+    "error",
+];
+
+/// Is `kind` an event type of the Messages stream?
+pub fn is_event_type(kind: &str) -> bool {
+    EVENT_TYPES.contains(&kind)
+}
+
+// ---- usage ----
+
+/// The usage a stream event carries: `message_start`'s `message.usage`, or
+/// `message_delta`'s `usage`.
+pub(super) fn event_usage(data: &[u8]) -> Result<Option<Usage>, Skip> {
+    #[derive(Deserialize)]
+    struct Message {
+        usage: Option<InputOutput>,
+    }
+    #[derive(Deserialize)]
+    struct Event {
+        message: Option<Message>,
+        usage: Option<InputOutput>,
+    }
+    let event: Event = serde_json::from_slice(data).map_err(|e| classify(&e))?;
+    Ok(event
+        .usage
+        .or_else(|| event.message.and_then(|m| m.usage))
+        .map(Usage::from))
+}
+
+// ---- reassembly ----
+
+const NOT_JSON: Unreadable = Unreadable {
+    skip: Skip::Malformed,
+    why: "the event stream is not an Anthropic Messages stream: a data line is not a JSON object",
+};
+const NO_TYPE: Unreadable = Unreadable {
+    skip: Skip::WrongShape,
+    why: "an Anthropic Messages event has no type",
+};
+const BAD_EVENT: Unreadable = Unreadable {
+    skip: Skip::WrongShape,
+    why: "an Anthropic Messages event is missing its index, message, content block or delta",
+};
+const BAD_TOOL_INPUT: Unreadable = Unreadable {
+    skip: Skip::WrongShape,
+    why: "a tool_use block's input_json_delta fragments do not make JSON",
+};
+const ERROR_EVENT: Unreadable = Unreadable {
+    skip: Skip::ErrorEvent,
+    why: "the Anthropic Messages stream carries an error event",
+};
+const NO_START: Unreadable = Unreadable {
+    skip: Skip::Malformed,
+    why: "the event stream is not an Anthropic Messages stream: no message_start event",
+};
+
+/// Read a whole Messages event stream into its `message`.
+pub fn reassemble(body: &[u8]) -> Read {
+    let mut acc = Acc::default();
+    let mut failed = None;
+    sse::for_each_event(body, |name, data| match acc.event(name, data) {
+        Ok(true) => ControlFlow::Continue(()),
+        Ok(false) => ControlFlow::Break(()),
+        Err(e) => {
+            failed = Some(e);
+            ControlFlow::Break(())
+        }
+    });
+    let unknown_events = acc.unknown;
+    let document = match failed {
+        Some(e) => Err(e),
+        None => acc.finish(),
+    };
+    Read {
+        api: Api::Messages,
+        document,
+        unknown_events,
+    }
+}
+
+#[derive(Default)]
+struct Acc {
+    message: Option<Map<String, Value>>,
+    blocks: BTreeMap<u64, Map<String, Value>>,
+    /// `partial_json` collected per block index, until its stop.
+    json: BTreeMap<u64, String>,
+    stopped: bool,
+    unknown: u32,
+}
+
+impl Acc {
+    /// One event; `Ok(false)` once `message_stop` has arrived.
+    fn event(&mut self, name: Option<&[u8]>, data: &[u8]) -> Result<bool, Unreadable> {
+        let Ok(Value::Object(mut event)) = serde_json::from_slice::<Value>(data) else {
+            return Err(NOT_JSON);
+        };
+        let kind = match event.get("type").and_then(Value::as_str) {
+            Some(kind) => kind.to_owned(),
+            None => name
+                .and_then(|n| std::str::from_utf8(n).ok())
+                .map(str::to_owned)
+                .ok_or(NO_TYPE)?,
+        };
+        match kind.as_str() {
+            "message_start" => match event.remove("message") {
+                Some(Value::Object(message)) => self.message = Some(message),
+                _ => return Err(BAD_EVENT),
+            },
+            "content_block_start" => {
+                let index = index_of(&event, "index").ok_or(BAD_EVENT)?;
+                let Some(Value::Object(block)) = event.remove("content_block") else {
+                    return Err(BAD_EVENT);
+                };
+                self.blocks.insert(index, block);
+                self.json.remove(&index);
+            }
+            "content_block_delta" => {
+                let index = index_of(&event, "index").ok_or(BAD_EVENT)?;
+                let Some(Value::Object(delta)) = event.get("delta") else {
+                    return Err(BAD_EVENT);
+                };
+                self.delta(index, delta)?;
+            }
+            "content_block_stop" => {
+                let index = index_of(&event, "index").ok_or(BAD_EVENT)?;
+                self.close_input(index, true)?;
+            }
+            "message_delta" => {
+                let message = self.message.get_or_insert_with(Map::new);
+                if let Some(Value::Object(delta)) = event.remove("delta") {
+                    message.extend(delta);
+                }
+                if let Some(Value::Object(usage)) = event.remove("usage") {
+                    match message.get_mut("usage") {
+                        Some(Value::Object(current)) => current.extend(usage),
+                        _ => {
+                            message.insert("usage".into(), Value::Object(usage));
+                        }
+                    }
+                }
+            }
+            "message_stop" => {
+                self.stopped = true;
+                return Ok(false);
+            }
+            "ping" => {}
+            "error" => return Err(ERROR_EVENT),
+            _ => self.unknown += 1,
+        }
+        Ok(true)
+    }
+
+    fn delta(&mut self, index: u64, delta: &Map<String, Value>) -> Result<(), Unreadable> {
+        let text = |key: &str| delta.get(key).and_then(Value::as_str).ok_or(BAD_EVENT);
+        match delta.get("type").and_then(Value::as_str) {
+            Some("text_delta") => {
+                let piece = text("text")?;
+                append(self.block(index, "text"), "text", piece);
+            }
+            Some("input_json_delta") => {
+                let piece = text("partial_json")?;
+                self.json.entry(index).or_default().push_str(piece);
+            }
+            Some("thinking_delta") => {
+                let piece = text("thinking")?;
+                append(self.block(index, "thinking"), "thinking", piece);
+            }
+            Some("signature_delta") => {
+                let signature = text("signature")?;
+                self.block(index, "thinking")
+                    .insert("signature".into(), Value::from(signature));
+            }
+            Some("citations_delta") => {
+                let citation = delta.get("citation").cloned().ok_or(BAD_EVENT)?;
+                let block = self.block(index, "text");
+                match block.get_mut("citations") {
+                    Some(Value::Array(list)) => list.push(citation),
+                    _ => {
+                        block.insert("citations".into(), Value::Array(vec![citation]));
+                    }
+                }
+            }
+            _ => self.unknown += 1,
+        }
+        Ok(())
+    }
+
+    /// Block `index`, opened as a `kind` block if no start event came.
+    fn block(&mut self, index: u64, kind: &str) -> &mut Map<String, Value> {
+        self.blocks.entry(index).or_insert_with(|| {
+            let mut fresh = Map::new();
+            fresh.insert("type".into(), Value::from(kind));
+            fresh.insert(kind.into(), Value::from(""));
+            fresh
+        })
+    }
+
+    /// Parse block `index`'s collected `partial_json` into its `input`. A
+    /// cut stream (`strict` false) keeps what the start event gave when
+    /// the fragments do not make JSON yet.
+    fn close_input(&mut self, index: u64, strict: bool) -> Result<(), Unreadable> {
+        let Some(json) = self.json.remove(&index) else {
+            return Ok(());
+        };
+        if json.trim().is_empty() {
+            return Ok(());
+        }
+        match serde_json::from_str::<Value>(&json) {
+            Ok(input) => {
+                if let Some(block) = self.blocks.get_mut(&index) {
+                    block.insert("input".into(), input);
+                }
+                Ok(())
+            }
+            Err(_) if strict => Err(BAD_TOOL_INPUT),
+            Err(_) => Ok(()),
+        }
+    }
+
+    fn finish(mut self) -> Result<Document, Unreadable> {
+        let pending: Vec<u64> = self.json.keys().copied().collect();
+        for index in pending {
+            self.close_input(index, self.stopped)?;
+        }
+        let Some(mut message) = self.message.take() else {
+            return Err(NO_START);
+        };
+        message.insert(
+            "content".into(),
+            Value::Array(self.blocks.into_values().map(Value::Object).collect()),
+        );
+        Ok(Document {
+            value: Value::Object(message),
+            complete: self.stopped,
+        })
+    }
+}
+
+fn append(block: &mut Map<String, Value>, key: &str, piece: &str) {
+    match block.get_mut(key) {
+        Some(Value::String(s)) => s.push_str(piece),
+        _ => {
+            block.insert(key.into(), Value::from(piece));
+        }
+    }
+}
+
+// ---- refusal ----
+
+/// The `anthropic-messages` refusal: a `message` whose one text block is
+/// `message`, and the same answer as its event stream.
+pub fn refusal(message: &str) -> (Bytes, Bytes) {
+    let id = "msg_cutover_refusal";
+    let model = "cutover-refusal";
+    let body = json!({
+        "id": id,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [{"type": "text", "text": message}],
+        "stop_reason": "end_turn",
+        "stop_sequence": null,
+        "usage": {"input_tokens": 0, "output_tokens": 0},
+    });
+    let events = [
+        (
+            "message_start",
+            json!({"type": "message_start", "message": {
+                "id": id, "type": "message", "role": "assistant", "model": model,
+                "content": [], "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": 0, "output_tokens": 0},
+            }}),
+        ),
+        (
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        ),
+        (
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": message}}),
+        ),
+        (
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": 0}),
+        ),
+        (
+            "message_delta",
+            json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": 0}}),
+        ),
+        ("message_stop", json!({"type": "message_stop"})),
+    ];
+    (Bytes::from(body.to_string()), render_events(&events))
+}
+
+/// `event: NAME` / `data: JSON` pairs as one SSE body.
+pub(super) fn render_events(events: &[(&str, Value)]) -> Bytes {
+    let mut out = String::new();
+    for (name, data) in events {
+        out.push_str("event: ");
+        out.push_str(name);
+        out.push_str("\ndata: ");
+        out.push_str(&data.to_string());
+        out.push_str("\n\n");
+    }
+    Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(events: &[Value]) -> String {
+        events
+            .iter()
+            .map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap_or("")))
+            .collect()
+    }
+
+    fn tool_stream() -> Vec<Value> {
+        vec![
+            json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant",
+                "model": "claude-x", "content": [], "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": 10, "output_tokens": 1}}}),
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            json!({"type": "ping"}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Let me "}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "check."}}),
+            json!({"type": "content_block_stop", "index": 0}),
+            json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}}),
+            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": ""}}),
+            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{\"city\": \"Pa"}}),
+            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "ris\"}"}}),
+            json!({"type": "content_block_stop", "index": 1}),
+            json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null}, "usage": {"output_tokens": 42}}),
+            json!({"type": "message_stop"}),
+        ]
+    }
+
+    #[test]
+    fn a_tool_use_stream_is_the_unstreamed_message() {
+        let read = reassemble(stream(&tool_stream()).as_bytes());
+        assert_eq!(read.unknown_events, 0);
+        let doc = read.complete().expect("complete");
+        assert_eq!(
+            *doc,
+            json!({
+                "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x",
+                "content": [
+                    {"type": "text", "text": "Let me check."},
+                    {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}},
+                ],
+                "stop_reason": "tool_use", "stop_sequence": null,
+                "usage": {"input_tokens": 10, "output_tokens": 42},
+            })
+        );
+    }
+
+    #[test]
+    fn without_message_stop_it_is_incomplete() {
+        let events = tool_stream();
+        for cut in 1..events.len() {
+            let read = reassemble(stream(&events[..cut]).as_bytes());
+            assert!(read.complete().is_none(), "cut after {cut} events");
+            assert!(read.skips().any(|(s, _)| s == Skip::Incomplete));
+        }
+        // Cut inside the tool input: the start event's input stays.
+        let read = reassemble(stream(&events[..9]).as_bytes());
+        let doc = read.document.expect("readable");
+        assert_eq!(doc.value["content"][1]["input"], json!({}));
+        assert_eq!(doc.value["content"][0]["text"], "Let me check.");
+    }
+
+    #[test]
+    fn unknown_events_are_skipped_and_counted_errors_are_unreadable() {
+        let mut events = tool_stream();
+        events.insert(2, json!({"type": "future_event", "x": 1}));
+        events.insert(
+            4,
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "future_delta"}}),
+        );
+        let read = reassemble(stream(&events).as_bytes());
+        assert_eq!(read.unknown_events, 2);
+        assert!(read.complete().is_some());
+
+        let error = stream(&[
+            tool_stream()[0].clone(),
+            json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+        ]);
+        let read = reassemble(error.as_bytes());
+        assert_eq!(read.document.map_err(|e| e.skip), Err(Skip::ErrorEvent));
+    }
+
+    #[test]
+    fn wrong_shapes_are_unreadable() {
+        let start = tool_stream()[0].clone();
+        for bad in [
+            json!({"type": "content_block_start", "content_block": {"type": "text"}}),
+            json!({"type": "content_block_delta", "index": 0}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": 5}}),
+            json!({"type": "message_start", "message": "no"}),
+        ] {
+            let read = reassemble(stream(&[start.clone(), bad.clone()]).as_bytes());
+            assert_eq!(
+                read.document.map_err(|e| e.skip),
+                Err(Skip::WrongShape),
+                "{bad}"
+            );
+        }
+        let broken_input = stream(&[
+            start.clone(),
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "input": {}}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": "{nope"}}),
+            json!({"type": "content_block_stop", "index": 0}),
+        ]);
+        let read = reassemble(broken_input.as_bytes());
+        assert_eq!(read.document.map_err(|e| e.skip), Err(Skip::WrongShape));
+        assert_eq!(
+            reassemble(b"data: [1]\n\n").document.map_err(|e| e.skip),
+            Err(Skip::Malformed)
+        );
+        assert_eq!(
+            reassemble(b"").document.map_err(|e| e.skip),
+            Err(Skip::Malformed)
+        );
+    }
+
+    #[test]
+    fn the_refusal_reassembles_to_its_json() {
+        let (json, sse) = refusal("sorry");
+        let plain: Value = serde_json::from_slice(&json).expect("json");
+        let read = reassemble(&sse);
+        assert_eq!(read.complete(), Some(&plain));
+    }
+
+    #[test]
+    fn usage_of_events() {
+        assert_eq!(
+            event_usage(br#"{"type":"message_start","message":{"usage":{"input_tokens":5,"output_tokens":1}}}"#),
+            Ok(Some(Usage {
+                input: Some(5),
+                output: Some(1)
+            }))
+        );
+        assert_eq!(
+            event_usage(br#"{"type":"message_delta","usage":{"output_tokens":9}}"#),
+            Ok(Some(Usage {
+                input: None,
+                output: Some(9)
+            }))
+        );
+        assert_eq!(event_usage(br#"{"type":"ping"}"#), Ok(None));
+    }
+}

@@ -1,0 +1,106 @@
+//! Server-sent events, read whole (after a body has ended): the framing
+//! the three APIs share.
+//!
+//! As the SSE format says: lines end in `\n` or `\r\n`; a blank line
+//! dispatches the event; `data:` fields are joined with `\n`; `event:`
+//! names it; comment lines (`:`) and the `id:` and `retry:` fields are
+//! ignored. A last event without its blank line is still dispatched (a
+//! stream cut mid-event then fails to parse as JSON, which is how callers
+//! see the cut).
+
+use std::ops::ControlFlow;
+
+/// Call `f(name, data)` for each event that has data, in order, until it
+/// breaks. `name` is the event's `event:` field, if any.
+pub fn for_each_event(body: &[u8], mut f: impl FnMut(Option<&[u8]>, &[u8]) -> ControlFlow<()>) {
+    let mut data: Vec<u8> = Vec::new();
+    let mut has_data = false;
+    let mut name: Option<&[u8]> = None;
+    for raw in body.split(|&b| b == b'\n') {
+        let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if line.is_empty() {
+            if has_data {
+                if f(name, &data).is_break() {
+                    return;
+                }
+                data.clear();
+                has_data = false;
+            }
+            name = None;
+            continue;
+        }
+        if line.starts_with(b":") {
+            continue;
+        }
+        let (field, value) = match memchr::memchr(b':', line) {
+            Some(colon) => {
+                let value = &line[colon + 1..];
+                (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
+            }
+            None => (line, &[][..]),
+        };
+        match field {
+            b"data" => {
+                if has_data {
+                    data.push(b'\n');
+                }
+                data.extend_from_slice(value);
+                has_data = true;
+            }
+            b"event" => name = Some(value),
+            _ => {}
+        }
+    }
+    if has_data {
+        let _ = f(name, &data);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events(body: &str) -> Vec<(Option<String>, String)> {
+        let mut out = Vec::new();
+        for_each_event(body.as_bytes(), |name, data| {
+            out.push((
+                name.map(|n| String::from_utf8_lossy(n).into_owned()),
+                String::from_utf8_lossy(data).into_owned(),
+            ));
+            ControlFlow::Continue(())
+        });
+        out
+    }
+
+    #[test]
+    fn names_data_joining_and_comments() {
+        let got = events(concat!(
+            ": comment\r\n",
+            "event: a\r\n",
+            "id: 7\n",
+            "data: one\n",
+            "data:two\n",
+            "\n",
+            "event: named-but-empty\n",
+            "\n",
+            "data: three",
+        ));
+        assert_eq!(
+            got,
+            [
+                (Some("a".to_owned()), "one\ntwo".to_owned()),
+                (None, "three".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn break_stops_early() {
+        let mut seen = 0;
+        for_each_event(b"data: 1\n\ndata: 2\n\n", |_, _| {
+            seen += 1;
+            ControlFlow::Break(())
+        });
+        assert_eq!(seen, 1);
+    }
+}
