@@ -17,6 +17,8 @@ mod validate;
 mod reference_doc;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod cluster_tests;
 
 pub use lint::is_floating_model;
 pub use validate::parse_url;
