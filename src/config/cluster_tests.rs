@@ -66,7 +66,11 @@ fn defaults_and_without_cluster_nothing_changes() {
     );
     let loaded = load_text(&text).unwrap_or_else(|e| panic!("{e}"));
     assert!(loaded.config.cache.shared);
-    let c = loaded.config.cluster.clone().unwrap_or_else(|| panic!("a cluster"));
+    let c = loaded
+        .config
+        .cluster
+        .clone()
+        .unwrap_or_else(|| panic!("a cluster"));
     assert_eq!(
         (c.name.as_str(), c.replica.as_str()),
         ("chat-gateway", "pod-a")
@@ -86,7 +90,10 @@ fn defaults_and_without_cluster_nothing_changes() {
     assert!(!debug.contains("s3cret"), "{debug}");
     let summary = crate::cli::check::summary(&loaded);
     assert!(!summary.contains("s3cret"), "{summary}");
-    assert!(summary.contains("cluster: chat-gateway as replica pod-a"), "{summary}");
+    assert!(
+        summary.contains("cluster: chat-gateway as replica pod-a"),
+        "{summary}"
+    );
 }
 
 #[test]
@@ -157,7 +164,9 @@ fn name_replica_lease_and_sync_interval_say_what_is_valid() {
         "valid: 1 to 128 visible ASCII characters",
     );
     error_at(
-        &config(&format!("{base}lease = \"1s\"\nsync_interval = \"600ms\"\n")),
+        &config(&format!(
+            "{base}lease = \"1s\"\nsync_interval = \"600ms\"\n"
+        )),
         "cluster.lease",
         3,
         9,

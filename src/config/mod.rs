@@ -14,11 +14,11 @@ mod units;
 mod validate;
 
 #[cfg(test)]
+mod cluster_tests;
+#[cfg(test)]
 mod reference_doc;
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod cluster_tests;
 
 pub use lint::is_floating_model;
 pub use validate::parse_url;
