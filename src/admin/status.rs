@@ -83,6 +83,9 @@ pub struct Status {
     pub routes: Vec<RouteView>,
     pub upstreams: Vec<UpstreamView>,
     pub cache: CacheStoreView,
+    /// With `[cluster]` only (absent otherwise): see `cluster::status`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::cluster::status::ClusterStatus>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -258,6 +261,16 @@ pub fn build(gateway: &Gateway) -> Status {
                 hit_ratio: c.hit_ratio,
             }
         },
+        cluster: gateway.cluster.as_ref().map(|c| {
+            c.status(
+                gateway.feedback.forward_dropped(),
+                gateway
+                    .shared_cache
+                    .as_ref()
+                    .filter(|_| rt.config.cache.shared)
+                    .map(|s| s.status()),
+            )
+        }),
     }
 }
 
