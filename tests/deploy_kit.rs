@@ -1402,6 +1402,15 @@ fn dashboard_is_a_grafana_dashboard_covering_every_topic() {
             "rollout state over time",
             &["cutover_rollout_state", "state"],
         ),
+        (
+            "fleet: Redis reachable and the leader, per replica",
+            &["cutover_cluster_up", "cutover_cluster_leader", "instance"],
+        ),
+        ("fleet: replicas seen", &["cutover_cluster_replicas"]),
+        (
+            "fleet: failed Redis operations",
+            &["rate(cutover_cluster_errors_total", "op"],
+        ),
     ];
     for (topic, fragments) in topics {
         let found = panels.iter().any(|p| {
@@ -1513,6 +1522,39 @@ weight = 100.0
     )
 }
 
+/// One route on `ok`, in a fleet whose Redis does not answer.
+fn fleet_config(ok: &str) -> String {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a port")
+        .port();
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+[log]
+access_log = false
+[cluster]
+redis = "redis://127.0.0.1:{closed}/0"
+name = "dashboard"
+lease = "600ms"
+sync_interval = "100ms"
+[[upstreams]]
+name = "ok"
+url = "{ok}"
+[[routes]]
+name = "fleet"
+match = {{ path_prefix = "/fleet/" }}
+[[routes.versions]]
+name = "only"
+upstream = "ok"
+weight = 100.0
+"#
+    )
+}
+
 /// Sample names in a scrape, plus histogram base names from `# TYPE`.
 fn scraped_names(text: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
@@ -1567,6 +1609,10 @@ async fn dashboard_queries_only_metrics_that_exist() {
     })
     .await;
     let proxy = start_proxy(&everything_config(&ok.url(), &shadow.url(), &bad.url())).await;
+    // The fleet row's series come from a replica with [cluster]: its Redis
+    // here is a closed port, which is enough for every series to exist
+    // (up 0, leader 0, replicas 0, errors counted by operation).
+    let fleet_replica = start_proxy(&fleet_config(&ok.url())).await;
     let http = client();
     let cached = r#"{"model":"m","temperature":0,"messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"lookup"}}]}"#;
     for i in 0..20 {
@@ -1599,9 +1645,10 @@ async fn dashboard_queries_only_metrics_that_exist() {
 
     let missing = std::cell::RefCell::new(Vec::new());
     let complete = eventually_async(Duration::from_secs(5), || {
-        let (proxy, wanted, missing) = (&proxy, &wanted, &missing);
+        let (proxy, fleet_replica, wanted, missing) = (&proxy, &fleet_replica, &wanted, &missing);
         async move {
-            let names = scraped_names(&scrape(proxy).await);
+            let mut names = scraped_names(&scrape(proxy).await);
+            names.extend(scraped_names(&scrape(fleet_replica).await));
             *missing.borrow_mut() = wanted
                 .iter()
                 .filter(|n| !names.contains(*n))

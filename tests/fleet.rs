@@ -794,6 +794,15 @@ async fn pause_on_a_follower_pauses_the_fleet() {
     fleet
         .all_show(&[0, 1, 2], "paused", Some(0), Duration::from_secs(5))
         .await;
+    // `cutover rollout` and `cutover status` against another follower.
+    let (code, out, err) =
+        run_binary(&["status", "--admin", &fleet.replicas[f2].admin_url()], &[]).await;
+    assert_eq!(code, Some(0), "{err}");
+    let leader_name = &fleet.replicas[leader].name;
+    assert!(
+        out.contains(&format!("leader {leader_name}")) && out.contains("3 live of 3 seen"),
+        "{out}"
+    );
     // §10's answers, from any replica.
     let (code, body) = fleet.replicas[f2].act("chat", "pause").await;
     assert_eq!(code, 409, "{body}");
@@ -814,8 +823,18 @@ async fn pause_on_a_follower_pauses_the_fleet() {
         (5..=40).contains(&v2),
         "{v2} of 100 on v2 while paused at 20 %"
     );
-    let (code, body) = fleet.replicas[leader].act("chat", "resume").await;
-    assert_eq!(code, 200, "{body}");
+    let (code, out, err) = run_binary(
+        &[
+            "rollout",
+            "resume",
+            "chat",
+            "--admin",
+            &fleet.replicas[f2].admin_url(),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{out}{err}");
     fleet
         .all_show(&[0, 1, 2], "canary", Some(0), Duration::from_secs(5))
         .await;
@@ -844,6 +863,13 @@ async fn redis_down_serves_holds_rolls_back_locally_then_resumes() {
     })
     .await;
     assert!(noticed, "{}", fleet.dump().await);
+    let (code, out, err) =
+        run_binary(&["status", "--admin", &fleet.replicas[2].admin_url()], &[]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("fleet test-fleet  (replica r3") && out.contains("UNREACHABLE since"),
+        "{out}"
+    );
     for (i, r) in fleet.replicas.iter().enumerate() {
         assert_eq!(
             metric(&r.metrics().await, "cutover_cluster_up", &[]),

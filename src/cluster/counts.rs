@@ -30,6 +30,8 @@ pub struct Pushed {
     pub at_ms: u64,
     /// The canary fingerprint the counts are about.
     pub canary: String,
+    /// The stage id (`FleetDoc::stage_id`) they belong to.
+    pub stage: String,
     pub baseline: Counts,
     #[serde(rename = "canary_counts")]
     pub canary_side: Counts,
@@ -126,13 +128,14 @@ impl Counts {
     }
 }
 
-/// The fleet's counts: every push about `canary` summed; windows and
+/// The fleet's counts: every push about `canary` and `stage` summed; windows and
 /// breakers only from pushes at most `fresh_ms` old at `now_ms` (a replica
 /// that stopped pushing has nothing in the window any more, as far as
 /// anyone can tell). Unreadable fields are skipped.
 pub fn sum<'a>(
     pushes: impl IntoIterator<Item = &'a [u8]>,
     canary: &str,
+    stage: &str,
     now_ms: u64,
     fresh_ms: u64,
 ) -> FleetCounts {
@@ -144,7 +147,7 @@ pub fn sum<'a>(
         let Ok(p) = serde_json::from_slice::<Pushed>(raw) else {
             continue;
         };
-        if p.canary != canary {
+        if p.canary != canary || p.stage != stage {
             continue;
         }
         out.replicas += 1;
@@ -177,6 +180,7 @@ mod tests {
         serde_json::to_vec(&Pushed {
             at_ms,
             canary: "fp".into(),
+            stage: "s1".into(),
             baseline: (&b).into(),
             canary_side: (&c).into(),
             window: (&w).into(),
@@ -216,7 +220,7 @@ mod tests {
             }
         }
         let pushes: Vec<Vec<u8>> = replicas.iter().map(|r| push(r, 1_000, false)).collect();
-        let fleet = sum(pushes.iter().map(Vec::as_slice), "fp", 1_000, 3_000);
+        let fleet = sum(pushes.iter().map(Vec::as_slice), "fp", "s1", 1_000, 3_000);
         let (b, c) = one.step_snapshot();
         assert_eq!(fleet.replicas, 3);
         for (got, want) in [(&fleet.baseline, &b), (&fleet.canary, &c)] {
@@ -244,6 +248,7 @@ mod tests {
                 .chain(pushes.iter().take(0))
                 .map(Vec::as_slice),
             "fp",
+            "s1",
             1_000,
             3_000,
         );
@@ -258,7 +263,7 @@ mod tests {
         a.record_n(Role::Canary, &obs(true, 10, 0.0), 5);
         b.record_n(Role::Canary, &obs(false, 10, 0.0), 7);
         let pushes = [push(&a, 1_000, true), push(&b, 9_000, false)];
-        let fleet = sum(pushes.iter().map(Vec::as_slice), "fp", 10_000, 3_000);
+        let fleet = sum(pushes.iter().map(Vec::as_slice), "fp", "s1", 10_000, 3_000);
         assert_eq!((fleet.canary.requests, fleet.canary.failures), (12, 5));
         assert_eq!((fleet.window.requests, fleet.window.failures), (7, 0));
         assert!(!fleet.breaker_open, "a stale replica's breaker is not news");
@@ -266,9 +271,14 @@ mod tests {
         let other = sum(
             [push(&a, 9_000, true).as_slice(), b"{not json"],
             "another",
+            "s1",
             10_000,
             3_000,
         );
         assert_eq!((other.replicas, other.canary.requests), (0, 0));
+        // Nor another stage's (a Redis that lost its data numbers stages
+        // from 1 again; the stage id tells them apart).
+        let other = sum(pushes.iter().map(Vec::as_slice), "fp", "s2", 10_000, 3_000);
+        assert_eq!(other.replicas, 0);
     }
 }

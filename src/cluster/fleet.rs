@@ -173,6 +173,7 @@ impl Cluster {
                 (None, seq) if seq > 0 => FleetDoc {
                     seq: seq + 1,
                     stage_seq: seq + 1,
+                    stage_id: format!("{:016x}", rand::random::<u64>()),
                     ..doc
                 },
                 _ => doc,

@@ -147,7 +147,7 @@ async fn try_round(
     for (route, doc) in &current {
         if let Some(local) = rollouts.local_counts(route)
             && local.link.agrees
-            && local.link.seq == doc.seq
+            && local.link.doc_id == doc.write_id
             && local.link.pending.is_none()
         {
             pushing.push((route, local, doc));
@@ -186,6 +186,7 @@ async fn try_round(
         let blob = serde_json::to_vec(&Pushed {
             at_ms: now_ms,
             canary: local.fingerprint.clone(),
+            stage: doc.stage_id.clone(),
             baseline: (&local.baseline).into(),
             canary_side: (&local.canary).into(),
             window: (&local.window).into(),
@@ -215,6 +216,7 @@ async fn try_round(
         let counts = counts::sum(
             pushes.iter().map(|(_, v)| v.as_slice()),
             &local.fingerprint,
+            &doc.stage_id,
             now_ms,
             fresh_ms,
         );

@@ -42,6 +42,10 @@ pub struct FleetDoc {
     /// The `seq` of the write that began the current stage: counts pushed
     /// for this stage are stored under it.
     pub stage_seq: u64,
+    /// A random id of the current stage, unique even across a Redis that
+    /// lost its data and numbers from 1 again: counts are only summed, and
+    /// step counters only kept, within one stage id.
+    pub stage_id: String,
     /// This write's sequence number (the script checks it is the stored
     /// one plus one).
     pub seq: u64,
@@ -68,9 +72,9 @@ impl FleetDoc {
         epoch: Option<u64>,
     ) -> FleetDoc {
         let seq = previous.map_or(0, |p| p.seq) + 1;
-        let stage_seq = match previous {
-            Some(p) if !new_stage => p.stage_seq,
-            _ => seq,
+        let (stage_seq, stage_id) = match previous {
+            Some(p) if !new_stage => (p.stage_seq, p.stage_id.clone()),
+            _ => (seq, format!("{:016x}", rand::random::<u64>())),
         };
         let id: u64 = rand::random();
         FleetDoc {
@@ -79,6 +83,7 @@ impl FleetDoc {
             state,
             stage_started_ms,
             stage_seq,
+            stage_id,
             seq,
             by: by.to_string(),
             epoch,
@@ -110,9 +115,13 @@ pub struct FleetCounts {
 /// Where this replica stands with the fleet's rollout of a route.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FleetLink {
-    /// The document last adopted; 0 before the first.
+    /// The document last adopted (its `seq`; 0 before the first).
     pub seq: u64,
     pub stage_seq: u64,
+    /// Its `write_id` and `stage_id`: what adoption compares (a `seq` can
+    /// repeat after Redis lost its data).
+    pub doc_id: String,
+    pub stage_id: String,
     /// This replica's config names the fleet's canary. While not, the
     /// route serves its baseline only and counts nothing (SPEC §12).
     pub agrees: bool,
@@ -128,6 +137,8 @@ impl Default for FleetLink {
         FleetLink {
             seq: 0,
             stage_seq: 0,
+            doc_id: String::new(),
+            stage_id: String::new(),
             agrees: true,
             counts: None,
             pending: None,

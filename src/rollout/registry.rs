@@ -271,13 +271,13 @@ impl RolloutRegistry {
         let Some(r) = rollouts.get_mut(route) else {
             return false;
         };
-        let (seq, state) = (
-            r.fleet_link().map_or(0, |l| l.seq),
+        let (doc_id, state) = (
+            r.fleet_link().map(|l| l.doc_id.clone()),
             r.controller().state().clone(),
         );
         let changed = r.adopt(doc);
         let link = r.fleet_link().cloned().unwrap_or_default();
-        if link.seq != seq || changed {
+        if Some(&link.doc_id) != doc_id.as_ref() || changed {
             if link.agrees && *r.controller().state() != state {
                 tracing::info!(
                     route,

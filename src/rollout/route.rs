@@ -295,17 +295,19 @@ impl RouteRollout {
             link.counts = None;
         } else if link.pending.is_none() {
             link.agrees = true;
-            if link.seq != doc.seq {
+            if link.doc_id != doc.write_id {
                 let elapsed = std::time::Duration::from_millis(
                     unix_ms(SystemTime::now()).saturating_sub(doc.stage_started_ms),
                 );
                 self.controller = Controller::restore(&self.cfg, doc.state.clone(), elapsed, now);
-                if link.stage_seq != doc.stage_seq {
+                if link.stage_id != doc.stage_id {
                     self.stats.reset_step();
                     link.counts = None;
                 }
                 link.seq = doc.seq;
                 link.stage_seq = doc.stage_seq;
+                link.doc_id = doc.write_id.clone();
+                link.stage_id = doc.stage_id.clone();
             }
         }
         before != self.live_key()
@@ -370,11 +372,13 @@ impl RouteRollout {
         let link = self.link.get_or_insert_with(FleetLink::default);
         link.agrees = true;
         link.pending = None;
-        if link.stage_seq != doc.stage_seq {
+        if link.stage_id != doc.stage_id {
             link.counts = None;
         }
         link.seq = doc.seq;
         link.stage_seq = doc.stage_seq;
+        link.doc_id = doc.write_id.clone();
+        link.stage_id = doc.stage_id.clone();
     }
 
     /// Redis is unreachable: only the rollback triggers, on this replica's
@@ -405,7 +409,7 @@ impl RouteRollout {
         if let Some(link) = &mut self.link {
             link.pending = None;
             // Adopt the fleet's document afresh at the next read.
-            link.seq = 0;
+            link.doc_id.clear();
         }
     }
 }
