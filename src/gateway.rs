@@ -292,8 +292,13 @@ impl Gateway {
         &self,
         request_id: &[u8],
     ) -> Result<Arc<VersionMetrics>, FeedbackError> {
-        let Some(cluster) = &self.cluster else {
-            return self.feedback.claim(request_id);
+        let Some(cluster) = self.cluster.as_ref().filter(|c| c.up()) else {
+            // Alone, or Redis is known to be down: this replica's index.
+            let claimed = self.feedback.claim(request_id);
+            if let (Some(_), Ok(metrics)) = (&self.cluster, &claimed) {
+                self.feedback.forward(request_id, metrics, true);
+            }
+            return claimed;
         };
         match cluster.claim_feedback(digest(request_id)).await {
             Ok(Claim::Claimed {

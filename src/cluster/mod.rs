@@ -141,6 +141,8 @@ pub struct View {
     /// Transitions refused because another writer (a newer leader, an
     /// operator) wrote first: the fence at work.
     pub refused_writes: u64,
+    /// "Live": seen within this (three leases).
+    pub live_within: Duration,
 }
 
 impl Health {
@@ -187,6 +189,8 @@ impl Health {
         }
         v.last_error = Some(error.to_string());
         drop(v);
+        // Seen "recently" fades as the outage goes on: nobody is seen.
+        self.replicas_gauge.set(self.live_replicas() as f64);
         if was_up {
             tracing::warn!(
                 error,
@@ -213,13 +217,21 @@ impl Health {
     }
 
     fn replicas_seen(&self, seen: BTreeMap<String, SystemTime>, live_within: Duration) {
+        let mut v = self.lock();
+        v.replicas = seen;
+        v.live_within = live_within;
+        drop(v);
+        self.replicas_gauge.set(self.live_replicas() as f64);
+    }
+
+    /// Replicas whose last sync is within three leases.
+    fn live_replicas(&self) -> usize {
+        let v = self.lock();
         let now = SystemTime::now();
-        let live = seen
+        v.replicas
             .values()
-            .filter(|t| now.duration_since(**t).unwrap_or_default() <= live_within)
-            .count();
-        self.replicas_gauge.set(live as f64);
-        self.lock().replicas = seen;
+            .filter(|t| now.duration_since(**t).unwrap_or_default() <= v.live_within)
+            .count()
     }
 
     fn refused(&self) {
