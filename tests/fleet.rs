@@ -1001,7 +1001,7 @@ async fn feedback_posted_to_another_replica_counts_once() {
                 .as_u16()
         }
     };
-    // Replica 0 writes its records to Redis within 100 ms: until then
+    // Replica 0 writes its records to Redis within one sync_interval (100 ms here): until then
     // replica 1 answers 404 (and counts nothing).
     let mut first = 404;
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -4,9 +4,12 @@
 //! Recording stays off the request path: the local index
 //! (`telemetry::feedback`) hands each record to a bounded queue
 //! (`try_send`, dropped and counted when full), and one task writes what
-//! has queued up at most every [`FLUSH_EVERY`], as one `HSET` per hour
-//! bucket. So Redis sees a few commands per flush however many requests
-//! there were, and nothing at idle.
+//! has queued up at most once per `sync_interval`, as one `HSET` (and an
+//! `EXPIRE`) per hour bucket. So Redis sees two commands per
+//! `sync_interval` however many requests there were, and none at idle. The
+//! price: a record reaches the fleet up to one `sync_interval` after the
+//! answer; until then feedback for it is counted by the replica that served
+//! it, and another replica answers 404 (a client retries).
 //!
 //! A record is a field of `feedback:HOUR` (the Unix hour it was written
 //! in): the request id's digest → `USED JUDGED UNIX_SECS:LEN:ROUTE VERSION`.
@@ -32,10 +35,8 @@ use crate::telemetry::feedback::{FEEDBACK_WINDOW, Forwarded};
 
 /// Records waiting for Redis at most; more are dropped (and counted).
 const QUEUE: usize = 65_536;
-/// Records per flush at most.
-const BATCH: usize = 8_192;
-/// A flush at most this often: Redis commands do not grow with traffic.
-pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// Records per flush at most (more wait for the next flush).
+const BATCH: usize = 16_384;
 /// How long a bucket outlives its last write.
 const BUCKET_TTL_SECS: u64 = 2 * 3600;
 
@@ -106,7 +107,8 @@ impl FleetFeedback {
     pub fn start(&self, cluster: Arc<Cluster>) {
         let rx = self.rx.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(rx) = rx {
-            tokio::spawn(write_loop(cluster, rx));
+            let every = cluster.config.sync_interval;
+            tokio::spawn(write_loop(cluster, rx, every));
         }
     }
 }
@@ -146,7 +148,7 @@ fn decode(v: &str) -> Option<(bool, String, String)> {
     Some((judged, route.to_string(), version.to_string()))
 }
 
-async fn write_loop(cluster: Arc<Cluster>, mut rx: mpsc::Receiver<Forwarded>) {
+async fn write_loop(cluster: Arc<Cluster>, mut rx: mpsc::Receiver<Forwarded>, every: Duration) {
     let mut batch = Vec::with_capacity(BATCH);
     loop {
         if rx.recv_many(&mut batch, BATCH).await == 0 {
@@ -188,7 +190,9 @@ async fn write_loop(cluster: Arc<Cluster>, mut rx: mpsc::Receiver<Forwarded>) {
             }
         }
         batch.clear();
-        tokio::time::sleep(FLUSH_EVERY).await;
+        // At most one flush per sync_interval: Redis commands do not grow
+        // with traffic.
+        tokio::time::sleep(every).await;
     }
 }
 
