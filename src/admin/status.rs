@@ -54,6 +54,11 @@
 //!   counts are over the breaker's sliding `window`.
 //! - The route salt is left out: it is a hashing detail, and knowing it
 //!   lets anyone pick keys that land on a chosen version.
+//! - With `[cluster]` only, `cluster` describes the fleet (see
+//!   `cluster::status`), and each rollout's figures are the fleet's sums,
+//!   with this replica's own under `rollout.replica` and its link with the
+//!   fleet's document under `rollout.fleet`. Without `[cluster]` these keys
+//!   are absent, so a single process's document is unchanged.
 //!
 //! The same structs deserialize on the `cutover status` side; missing
 //! fields default, so an older or newer proxy still renders.
