@@ -1198,3 +1198,107 @@ async fn a_replica_with_another_canary_serves_the_baseline_until_it_agrees() {
     .await;
     assert!(counted, "{}", fleet.dump().await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_with_a_password_from_the_environment_that_never_shows() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (cert, key, _) = test_certificate(certs.path());
+    const PASSWORD: &str = "s3cret-redis-pw";
+    let Some(redis) = RedisServer::start_tls("rediss", &cert, &key, PASSWORD).await else {
+        return;
+    };
+    let base = healthy_backend("base").await;
+    let config = |p: &Ports| {
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:{}"
+[admin]
+listen = "127.0.0.1:{}"
+[log]
+access_log = false
+format = "text"
+level = "debug"
+[cluster]
+redis = "rediss://:${{REDIS_PASSWORD}}@localhost:{}/0"
+replica = "tls-1"
+lease = "{LEASE}"
+sync_interval = "{SYNC}"
+[[upstreams]]
+name = "base"
+url = "{}"
+[[routes]]
+name = "chat"
+[[routes.versions]]
+name = "v1"
+upstream = "base"
+weight = 100.0
+"#,
+            p.traffic,
+            p.admin,
+            redis.port,
+            base.url()
+        )
+    };
+    // The password and the certificate to trust come from the environment
+    // (rustls-native-certs reads SSL_CERT_FILE).
+    let spawn = |password: &'static str| {
+        let cert = cert.clone();
+        async move {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let ports = Ports {
+                traffic: free_port(),
+                admin: free_port(),
+                state: dir.path().join("state"),
+                name: "tls-1".into(),
+            };
+            let path = dir.path().join("cutover.toml");
+            std::fs::write(&path, config(&ports)).expect("write");
+            let log = std::fs::File::create(Replica::log_path(dir.path())).expect("log");
+            let child = Command::new(env!("CARGO_BIN_EXE_cutover"))
+                .args(["serve", "--config"])
+                .arg(&path)
+                .env("REDIS_PASSWORD", password)
+                .env("SSL_CERT_FILE", &cert)
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(log))
+                .spawn()
+                .expect("spawn");
+            let r = Replica {
+                name: "tls-1".into(),
+                child: Some(child),
+                traffic: SocketAddr::from(([127, 0, 0, 1], ports.traffic)),
+                admin: SocketAddr::from(([127, 0, 0, 1], ports.admin)),
+                dir,
+            };
+            assert!(wait_listening(r.admin, Duration::from_secs(20)).await);
+            r
+        }
+    };
+    let good = spawn(PASSWORD).await;
+    let up = eventually_async(Duration::from_secs(10), || async {
+        let c = good.status().await["cluster"].clone();
+        c["up"] == true && c["is_leader"] == true
+    })
+    .await;
+    assert!(up, "over rediss://: {}", good.status().await["cluster"]);
+    let status = good.status().await.to_string();
+    assert!(status.contains("rediss://:***@localhost:"), "{status}");
+    // A wrong password: Redis refuses, the replica serves, and the
+    // password shows nowhere.
+    let bad = spawn("wrong-password").await;
+    let refused = eventually_async(Duration::from_secs(10), || async {
+        let c = bad.status().await["cluster"].clone();
+        c["up"] == false && c["last_error"].is_string()
+    })
+    .await;
+    assert!(refused, "{}", bad.status().await["cluster"]);
+    let (code, _, _) = bad.chat("u", CHAT).await;
+    assert_eq!(code, 200, "a Redis that refuses us fails no request");
+    for r in [&good, &bad] {
+        let everything = format!("{}{}{}", r.status().await, r.metrics().await, r.log());
+        for secret in [PASSWORD, "wrong-password"] {
+            assert!(!everything.contains(secret), "{secret} shown by {}", r.name);
+        }
+    }
+}

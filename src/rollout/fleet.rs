@@ -122,6 +122,9 @@ pub struct FleetLink {
     /// repeat after Redis lost its data).
     pub doc_id: String,
     pub stage_id: String,
+    /// Its `at_ms`: an older document read before a newer one was written
+    /// here (an operator action racing the sync loop) is not adopted.
+    pub at_ms: u64,
     /// This replica's config names the fleet's canary. While not, the
     /// route serves its baseline only and counts nothing (SPEC §12).
     pub agrees: bool,
@@ -139,6 +142,7 @@ impl Default for FleetLink {
             stage_seq: 0,
             doc_id: String::new(),
             stage_id: String::new(),
+            at_ms: 0,
             agrees: true,
             counts: None,
             pending: None,
@@ -163,6 +167,22 @@ pub struct FleetLinkView {
 }
 
 impl FleetLink {
+    /// `doc` is news to this replica: another document than the one it
+    /// holds, and not an older one (a higher `seq`, or a later write, as
+    /// after Redis lost its data and numbers from 1 again).
+    pub fn is_news(&self, doc: &FleetDoc) -> bool {
+        doc.write_id != self.doc_id && (doc.seq > self.seq || doc.at_ms > self.at_ms)
+    }
+
+    /// Hold `doc` from now on.
+    pub fn hold(&mut self, doc: &FleetDoc) {
+        self.seq = doc.seq;
+        self.stage_seq = doc.stage_seq;
+        self.doc_id = doc.write_id.clone();
+        self.stage_id = doc.stage_id.clone();
+        self.at_ms = doc.at_ms;
+    }
+
     pub fn view(&self) -> FleetLinkView {
         FleetLinkView {
             seq: self.seq,
@@ -177,6 +197,50 @@ impl FleetLink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_news_is_adopted() {
+        let mut a = FleetDoc::next(
+            None,
+            "fp",
+            State::Canary { step: 0 },
+            true,
+            1,
+            "r1",
+            Some(1),
+        );
+        a.at_ms = 1_000;
+        let mut b = FleetDoc::next(
+            Some(&a),
+            "fp",
+            State::Canary { step: 1 },
+            true,
+            2,
+            "r2",
+            None,
+        );
+        b.at_ms = 2_000;
+        let mut link = FleetLink::default();
+        assert!(link.is_news(&a));
+        link.hold(&b);
+        assert!(!link.is_news(&b), "the same document");
+        assert!(
+            !link.is_news(&a),
+            "an older one, read before the newer was written here"
+        );
+        // Redis lost its data: numbering starts again, later in time.
+        let mut fresh = FleetDoc::next(
+            None,
+            "fp",
+            State::Canary { step: 1 },
+            true,
+            3,
+            "r1",
+            Some(1),
+        );
+        fresh.at_ms = 3_000;
+        assert!(link.is_news(&fresh));
+    }
 
     #[test]
     fn stages_begin_at_the_write_that_starts_them() {

@@ -295,7 +295,7 @@ impl RouteRollout {
             link.counts = None;
         } else if link.pending.is_none() {
             link.agrees = true;
-            if link.doc_id != doc.write_id {
+            if link.is_news(doc) {
                 let elapsed = std::time::Duration::from_millis(
                     unix_ms(SystemTime::now()).saturating_sub(doc.stage_started_ms),
                 );
@@ -304,10 +304,7 @@ impl RouteRollout {
                     self.stats.reset_step();
                     link.counts = None;
                 }
-                link.seq = doc.seq;
-                link.stage_seq = doc.stage_seq;
-                link.doc_id = doc.write_id.clone();
-                link.stage_id = doc.stage_id.clone();
+                link.hold(doc);
             }
         }
         before != self.live_key()
@@ -375,10 +372,7 @@ impl RouteRollout {
         if link.stage_id != doc.stage_id {
             link.counts = None;
         }
-        link.seq = doc.seq;
-        link.stage_seq = doc.stage_seq;
-        link.doc_id = doc.write_id.clone();
-        link.stage_id = doc.stage_id.clone();
+        link.hold(doc);
     }
 
     /// Redis is unreachable: only the rollback triggers, on this replica's
@@ -410,6 +404,8 @@ impl RouteRollout {
             link.pending = None;
             // Adopt the fleet's document afresh at the next read.
             link.doc_id.clear();
+            link.seq = 0;
+            link.at_ms = 0;
         }
     }
 }

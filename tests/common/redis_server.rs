@@ -14,6 +14,8 @@ pub struct RedisServer {
     binary: PathBuf,
     pub port: u16,
     child: Option<Child>,
+    /// Extra arguments (TLS, a password).
+    extra: Vec<String>,
 }
 
 /// `redis-server` on PATH; `None` (skip) outside CI, a panic in CI.
@@ -44,6 +46,41 @@ impl RedisServer {
             binary,
             port: super::free_port(),
             child: None,
+            extra: Vec::new(),
+        };
+        server.spawn().await;
+        Some(server)
+    }
+
+    /// TLS only (no plain port), with this certificate and key, clients
+    /// not asked for certificates, and `requirepass`.
+    pub async fn start_tls(
+        test: &str,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        password: &str,
+    ) -> Option<RedisServer> {
+        let binary = redis_server_binary(test)?;
+        let port = super::free_port();
+        let mut server = RedisServer {
+            binary,
+            port,
+            child: None,
+            extra: [
+                "--port".to_string(),
+                "0".to_string(),
+                "--tls-port".to_string(),
+                port.to_string(),
+                "--tls-cert-file".to_string(),
+                cert.display().to_string(),
+                "--tls-key-file".to_string(),
+                key.display().to_string(),
+                "--tls-auth-clients".to_string(),
+                "no".to_string(),
+                "--requirepass".to_string(),
+                password.to_string(),
+            ]
+            .to_vec(),
         };
         server.spawn().await;
         Some(server)
@@ -59,10 +96,15 @@ impl RedisServer {
 
     /// Start (again) on the same port, and wait until it answers.
     pub async fn spawn(&mut self) {
+        let plain = ["--port".to_string(), self.port.to_string()];
+        let ports: &[String] = if self.extra.is_empty() {
+            &plain
+        } else {
+            &self.extra
+        };
         let child = Command::new(&self.binary)
+            .args(ports)
             .args([
-                "--port",
-                &self.port.to_string(),
                 "--bind",
                 "127.0.0.1",
                 "--save",
