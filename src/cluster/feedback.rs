@@ -151,48 +151,70 @@ fn decode(v: &str) -> Option<(bool, String, String)> {
 async fn write_loop(cluster: Arc<Cluster>, mut rx: mpsc::Receiver<Forwarded>, every: Duration) {
     let mut batch = Vec::with_capacity(BATCH);
     loop {
+        // Wait for the first record, then write everything queued by now,
+        // BATCH records per command.
         if rx.recv_many(&mut batch, BATCH).await == 0 {
             return;
         }
-        let at = unix_secs();
-        let key = cluster.keys.feedback(at / 3600);
-        let mut hset = redis::cmd("HSET");
-        hset.arg(&key);
-        for r in &batch {
-            hset.arg(&r.id[..]).arg(encode(
-                r.claimed,
-                r.metrics.judge.is_some(),
-                at,
-                &r.metrics.route,
-                &r.metrics.version,
-            ));
-        }
-        let mut pipe = redis::pipe();
-        pipe.add_command(hset).ignore();
-        pipe.cmd("EXPIRE").arg(&key).arg(BUCKET_TTL_SECS).ignore();
-        // An overwrite with the same fields: safe to retry.
-        let sent = cluster
-            .redis
-            .idempotent(Op::Feedback, |mut c| {
-                let pipe = &pipe;
-                async move { pipe.query_async::<()>(&mut c).await }
-            })
-            .await;
-        match sent {
-            Ok(()) => {
-                cluster
-                    .feedback
-                    .written
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        loop {
+            write_batch(&cluster, &batch).await;
+            let full = batch.len() == BATCH;
+            batch.clear();
+            if !full {
+                break;
             }
-            Err(e) => {
-                tracing::debug!(error = %e, records = batch.len(), "feedback records not written to the fleet's index; they stay local")
+            while batch.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
+            if batch.is_empty() {
+                break;
             }
         }
-        batch.clear();
-        // At most one flush per sync_interval: Redis commands do not grow
-        // with traffic.
+        // At most one flush per sync_interval: the commands do not grow
+        // with traffic (but for one more per BATCH records a flush).
         tokio::time::sleep(every).await;
+    }
+}
+
+/// One `HSET` of the records into this hour's bucket, and its expiry.
+async fn write_batch(cluster: &Cluster, batch: &[Forwarded]) {
+    let at = unix_secs();
+    let key = cluster.keys.feedback(at / 3600);
+    let mut hset = redis::cmd("HSET");
+    hset.arg(&key);
+    for r in batch {
+        hset.arg(&r.id[..]).arg(encode(
+            r.claimed,
+            r.metrics.judge.is_some(),
+            at,
+            &r.metrics.route,
+            &r.metrics.version,
+        ));
+    }
+    let mut pipe = redis::pipe();
+    pipe.add_command(hset).ignore();
+    pipe.cmd("EXPIRE").arg(&key).arg(BUCKET_TTL_SECS).ignore();
+    // An overwrite with the same fields: safe to retry.
+    let sent = cluster
+        .redis
+        .idempotent(Op::Feedback, |mut c| {
+            let pipe = &pipe;
+            async move { pipe.query_async::<()>(&mut c).await }
+        })
+        .await;
+    match sent {
+        Ok(()) => {
+            cluster
+                .feedback
+                .written
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, records = batch.len(), "feedback records not written to the fleet's index; they stay local")
+        }
     }
 }
 
