@@ -176,9 +176,8 @@ pub struct ClusterConfig {
     pub name: String,
     /// Unique per replica; default the host name and the process id.
     pub replica: String,
-    /// The leader's lease: a new leader judges within this (plus one
-    /// `sync_interval`) after the old one is gone. At least twice
-    /// `sync_interval`.
+    /// The leader's lease: another replica takes over within this of the
+    /// old leader's last renewal. At least twice `sync_interval`.
     pub lease: Duration,
     /// How often counts are pushed and the fleet's state is read.
     pub sync_interval: Duration,
