@@ -389,18 +389,22 @@ async fn webhook_sink() -> (String, Arc<Mutex<Vec<Value>>>) {
     (format!("http://{addr}/hooks/rollout"), events)
 }
 
-/// Requests from fresh users, round robin over `targets`, until stopped.
+/// Requests from fresh users, round robin over `targets`, until stopped:
+/// (the task, failed requests, passes over the targets started).
 fn background_traffic(
     targets: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
-) -> (tokio::task::JoinHandle<()>, Arc<AtomicU64>) {
+) -> (tokio::task::JoinHandle<()>, Arc<AtomicU64>, Arc<AtomicU64>) {
     let failed = Arc::new(AtomicU64::new(0));
     let failures = Arc::clone(&failed);
+    let passes = Arc::new(AtomicU64::new(0));
+    let passes_seen = Arc::clone(&passes);
     let task = tokio::spawn(async move {
         let c = client();
         let mut n = 0u64;
         while !stop.load(Ordering::Relaxed) {
             let urls = targets.lock().expect("lock").clone();
+            passes.fetch_add(1, Ordering::Relaxed);
             for url in urls {
                 n += 1;
                 let sent = c
@@ -422,7 +426,7 @@ fn background_traffic(
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     });
-    (task, failed)
+    (task, failed, passes_seen)
 }
 
 /// Fresh users round robin over the three replicas until `target` canary
@@ -576,7 +580,7 @@ async fn one_leader_and_killing_it_mid_step_loses_no_step() {
         fleet.replicas.iter().map(Replica::url).collect::<Vec<_>>(),
     ));
     let stop = Arc::new(AtomicBool::new(false));
-    let (traffic, failed) = background_traffic(Arc::clone(&targets), Arc::clone(&stop));
+    let (traffic, failed, passes) = background_traffic(Arc::clone(&targets), Arc::clone(&stop));
 
     // Mid-rollout: step 1 reached and announced.
     let announced = eventually(Duration::from_secs(20), || {
@@ -591,6 +595,14 @@ async fn one_leader_and_killing_it_mid_step_loses_no_step() {
         .lock()
         .expect("lock")
         .retain(|u| *u != fleet.replicas[leader].url());
+    // A pass over the old list may still be sending to it: wait for the
+    // next pass to start, so no request is in flight to the one killed.
+    let from = passes.load(Ordering::Relaxed);
+    let moved_on = eventually(Duration::from_secs(10), || {
+        passes.load(Ordering::Relaxed) >= from + 2
+    })
+    .await;
+    assert!(moved_on, "the traffic stopped");
     let killed_at = Instant::now();
     fleet.replicas[leader].signal("KILL");
     fleet.replicas[leader].kill();
@@ -1301,4 +1313,41 @@ weight = 100.0
             assert!(!everything.contains(secret), "{secret} shown by {}", r.name);
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_starts_while_redis_is_down_and_joins_when_it_answers() {
+    let tail = rollout("[20, 100]", "1h", 1_000_000, "");
+    let Some(mut redis) = RedisServer::start("start_without_redis").await else {
+        return;
+    };
+    redis.kill();
+    let base = healthy_backend("base").await;
+    let canary = healthy_backend("canary").await;
+    let (url, b, c) = (redis.url(), base.url(), canary.url());
+    let r = Replica::spawn("r1", |p| fleet_config(p, &url, &b, &c, &tail)).await;
+    // It serves at once, at the rollout's first stage, and says why.
+    for i in 0..20 {
+        let (status, _, _) = r.chat(&format!("early-{i}"), CHAT).await;
+        assert_eq!(status, 200);
+    }
+    let ready = reqwest::get(format!("{}/readyz", r.admin_url()))
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 200);
+    let s = r.status().await;
+    assert_eq!(s["cluster"]["up"], false, "{}", s["cluster"]);
+    assert!(s["cluster"]["degraded_since"].is_string());
+    assert_eq!(s["routes"][0]["rollout"]["canary_weight"], 20.0);
+    // Redis comes up: the replica joins, leads (alone) and writes the
+    // fleet's rollout.
+    redis.spawn().await;
+    let joined = eventually_async(Duration::from_secs(10), || async {
+        let s = r.status().await;
+        s["cluster"]["up"] == true
+            && s["cluster"]["is_leader"] == true
+            && s["routes"][0]["rollout"]["fleet"]["seq"] == 1
+    })
+    .await;
+    assert!(joined, "{}", r.status().await);
 }
