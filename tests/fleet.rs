@@ -1351,3 +1351,51 @@ async fn a_replica_starts_while_redis_is_down_and_joins_when_it_answers() {
     .await;
     assert!(joined, "{}", r.status().await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_document_is_held_until_an_operator_replaces_it() {
+    let tail = rollout("[20, 50, 100]", "1h", 1_000_000, "");
+    let Some(fleet) = Fleet::start("unreadable_document", 2, &tail).await else {
+        return;
+    };
+    // A newer cutover (or a hand edit) leaves a document this one cannot read.
+    let mut conn = fleet.redis.connection();
+    let key = "cutover:{test-fleet}:rollout:chat";
+    redis::cmd("HSET")
+        .arg(key)
+        .arg("seq")
+        .arg(41)
+        .arg("doc")
+        .arg(r#"{"format":99}"#)
+        .query::<()>(&mut conn)
+        .expect("HSET");
+    // Nobody overwrites it on their own, and traffic goes on.
+    let warned = eventually(Duration::from_secs(5), || {
+        fleet
+            .replicas
+            .iter()
+            .all(|r| r.log().contains("not in a format this replica reads"))
+    })
+    .await;
+    assert!(warned, "{}", fleet.dump().await);
+    let seq: u64 = redis::cmd("HGET")
+        .arg(key)
+        .arg("seq")
+        .query(&mut conn)
+        .expect("HGET");
+    assert_eq!(seq, 41, "held, not replaced");
+    let (status, _, _) = fleet.replicas[1].chat("u", CHAT).await;
+    assert_eq!(status, 200);
+    // An operator action replaces it, after its seq; everyone follows.
+    let (code, body) = fleet.replicas[0].act("chat", "pause").await;
+    assert_eq!(code, 200, "{body}");
+    fleet
+        .all_show(&[0, 1], "paused", Some(0), Duration::from_secs(5))
+        .await;
+    let seq: u64 = redis::cmd("HGET")
+        .arg(key)
+        .arg("seq")
+        .query(&mut conn)
+        .expect("HGET");
+    assert_eq!(seq, 42);
+}

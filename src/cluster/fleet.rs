@@ -168,14 +168,17 @@ impl Cluster {
                 .map_err(|e| unavailable(&e))?;
             let (controller, t, doc) =
                 rollouts.act_on_doc(route, stored.doc.as_ref(), action, &self.config.replica)?;
-            let doc = match (&stored.doc, stored.seq) {
-                // An unreadable document: replace it, keeping its seq.
-                (None, seq) if seq > 0 => FleetDoc {
-                    seq: seq + 1,
-                    stage_seq: seq + 1,
-                    stage_id: format!("{:016x}", rand::random::<u64>()),
-                    ..doc
-                },
+            // An unreadable document is replaced, after its seq.
+            let doc = match (&stored.doc, placeholder(stored.seq)) {
+                (None, Some(unreadable)) => FleetDoc::next(
+                    Some(&unreadable),
+                    &doc.canary,
+                    doc.state,
+                    true,
+                    doc.stage_started_ms,
+                    &doc.by,
+                    None,
+                ),
                 _ => doc,
             };
             match self.write_doc(Op::Action, route, &doc, None).await {
