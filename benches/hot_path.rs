@@ -6,6 +6,11 @@
 //!   borrowed, streaming hash saves.
 //! * `request_head_rewrite`: hop-by-hop stripping, forwarded headers,
 //!   request id and traceparent on a typical chat request head.
+//! * `feedback_record` and `feedback_record_fleet`: what a request pays to
+//!   be found by feedback later, alone and with `[cluster]` (where the
+//!   record is also handed to the fleet's queue: a blake3 digest of the
+//!   request id and a `try_send`; a thread drains the queue as the fleet's
+//!   writer would).
 
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -89,5 +94,35 @@ fn head_rewrite(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, split, head_rewrite);
+fn feedback_record(c: &mut Criterion) {
+    use cutover::telemetry::VersionMetrics;
+    use cutover::telemetry::feedback::FeedbackIndex;
+    use std::sync::Arc;
+    let metrics = Arc::new(VersionMetrics::new("chat", "v2"));
+    let ids: Vec<String> = (0..4096)
+        .map(|i| format!("5f0c6a1e-2b7d-4c1a-9e4f-{i:012x}"))
+        .collect();
+    let alone = FeedbackIndex::default();
+    let mut n = 0usize;
+    c.bench_function("feedback_record", |b| {
+        b.iter(|| {
+            n = (n + 1) % ids.len();
+            alone.record(black_box(ids[n].as_bytes()), &metrics)
+        })
+    });
+    let fleet = FeedbackIndex::default();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(65_536);
+    fleet.forward_to(tx);
+    let drain = std::thread::spawn(move || while rx.blocking_recv().is_some() {});
+    c.bench_function("feedback_record_fleet", |b| {
+        b.iter(|| {
+            n = (n + 1) % ids.len();
+            fleet.record(black_box(ids[n].as_bytes()), &metrics)
+        })
+    });
+    drop(fleet);
+    let _ = drain.join();
+}
+
+criterion_group!(benches, split, head_rewrite, feedback_record);
 criterion_main!(benches);

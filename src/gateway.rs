@@ -12,13 +12,17 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::task::TaskTracker;
 
 use crate::cache::ResponseCache;
+use crate::cluster::Cluster;
+use crate::cluster::feedback::Claim;
+use crate::cluster::shared_cache::SharedCache;
 use crate::config::{self, Config};
 use crate::rollout::Action;
 use crate::rollout::registry::{ActError, RolloutRegistry};
 use crate::rollout::route::RolloutStatus;
 use crate::runtime::{Runtime, Shared};
 use crate::shadow::ShadowStates;
-use crate::telemetry::feedback::FeedbackIndex;
+use crate::telemetry::VersionMetrics;
+use crate::telemetry::feedback::{FeedbackError, FeedbackIndex, digest};
 use crate::telemetry::otlp::Exporter;
 use crate::telemetry::{self, AccessLog};
 use crate::upstream::UpstreamRegistry;
@@ -48,6 +52,11 @@ pub struct Gateway {
     /// OTLP span export, when `[tracing]` names an endpoint (set at start;
     /// changing it needs a restart).
     pub tracer: Option<Exporter>,
+    /// With `[cluster]`: this replica's membership of its fleet (bound at
+    /// start; a change needs a restart).
+    pub cluster: Option<Arc<Cluster>>,
+    /// With `[cluster]`: the Redis side of `cache.shared`.
+    pub shared_cache: Option<Arc<SharedCache>>,
     /// The file reloads read.
     pub config_path: PathBuf,
     generation: AtomicU64,
@@ -105,6 +114,21 @@ impl Gateway {
             config.cache.max_entry_size,
         ));
         let rollouts = RolloutRegistry::new(config.state.dir.clone());
+        let feedback = FeedbackIndex::default();
+        // With [cluster], rollouts follow the fleet's documents from the
+        // start; the Redis connection itself is made by the first call.
+        let cluster = config.cluster.as_ref().map(Cluster::new).transpose()?;
+        let shared_cache = cluster
+            .as_ref()
+            .map(|c| Arc::new(SharedCache::new(Arc::clone(c))));
+        if let Some(c) = &cluster {
+            rollouts.join_fleet();
+            feedback.forward_to(c.feedback.sender());
+        }
+        if let Some(tier) = &shared_cache {
+            cache.set_shared_tier(Arc::clone(tier) as Arc<dyn crate::cache::shared::SharedTier>);
+            cache.set_shared(config.cache.shared);
+        }
         let live = rollouts.sync(&config);
         let runtime = Runtime::compile(
             config,
@@ -126,8 +150,10 @@ impl Gateway {
             draining: AtomicBool::new(false),
             access_log,
             prometheus,
-            feedback: FeedbackIndex::default(),
+            feedback,
             tracer,
+            cluster,
+            shared_cache,
             config_path,
             generation: AtomicU64::new(1),
             reload_lock: tokio::sync::Mutex::new(()),
@@ -187,6 +213,8 @@ impl Gateway {
             Runtime::compile(loaded.config, &shared, next).map_err(ReloadError::Compile)?;
         self.cache
             .set_max_entry_size(runtime.config.cache.max_entry_size);
+        self.cache
+            .set_shared(self.cluster.is_some() && runtime.config.cache.shared);
         self.runtime.store(Arc::new(runtime));
         self.generation.store(next, Ordering::Release);
         if !restart.is_empty() {
@@ -221,25 +249,96 @@ impl Gateway {
 
     /// One rollout tick: judge every rollout, apply transitions, and
     /// publish new weights if any changed. Called once a second.
+    ///
+    /// With `[cluster]` the leader judges in the fleet's sync loop
+    /// instead; here, only while Redis is unreachable, each rollout checks
+    /// its rollback triggers on this replica's own window (SPEC §12).
     pub async fn tick_rollouts(&self) {
         let rt = self.runtime.load_full();
-        let applied = self.rollouts.tick(|route| canary_breaker_open(&rt, route));
+        let breaker_open = |route: &str| canary_breaker_open(&rt, route);
+        let applied = match &self.cluster {
+            None => self.rollouts.tick(breaker_open),
+            Some(c) if !c.up() => self.rollouts.local_rollbacks(breaker_open),
+            Some(_) => Vec::new(),
+        };
         if applied.iter().any(|a| a.republish) {
             self.republish().await;
         }
     }
 
-    /// An operator action (`POST /routes/{route}/rollout/{action}`).
+    /// An operator action (`POST /routes/{route}/rollout/{action}`). With
+    /// `[cluster]`, on the fleet's rollout, whichever replica receives it.
     pub async fn rollout_action(
         &self,
         route: &str,
         action: Action,
     ) -> Result<RolloutStatus, ActError> {
-        let (applied, _) = self.rollouts.act(route, action)?;
-        if applied.republish {
+        let republish = match &self.cluster {
+            None => self.rollouts.act(route, action)?.0.republish,
+            Some(c) => c.act(&self.rollouts, route, action).await?,
+        };
+        if republish {
             self.republish().await;
         }
         self.rollouts.status(route).ok_or(ActError::UnknownRoute)
+    }
+
+    /// Claim the one feedback allowed for a request id: the metrics of the
+    /// version that served it. With `[cluster]`, in the fleet's index, so
+    /// feedback posted to any replica counts once; when Redis cannot tell
+    /// (unknown there yet, or unreachable), in this replica's own index,
+    /// and the claim is queued to the fleet's.
+    pub async fn claim_feedback(
+        &self,
+        request_id: &[u8],
+    ) -> Result<Arc<VersionMetrics>, FeedbackError> {
+        let Some(cluster) = self.cluster.as_ref().filter(|c| c.up()) else {
+            // Alone, or Redis is known to be down: this replica's index.
+            let claimed = self.feedback.claim(request_id);
+            if let (Some(_), Ok(metrics)) = (&self.cluster, &claimed) {
+                self.feedback.forward(request_id, metrics, true);
+            }
+            return claimed;
+        };
+        match cluster.claim_feedback(digest(request_id)).await {
+            Ok(Claim::Claimed {
+                route,
+                version,
+                judged,
+            }) => {
+                let local = self.feedback.claim(request_id);
+                match self.version_metrics(&route, &version, judged) {
+                    Some(m) => Ok(m),
+                    None => local,
+                }
+            }
+            Ok(Claim::Repeat) => {
+                let _ = self.feedback.claim(request_id);
+                Err(FeedbackError::Repeat)
+            }
+            Ok(Claim::Unknown) | Err(_) => {
+                let metrics = self.feedback.claim(request_id)?;
+                self.feedback.forward(request_id, &metrics, true);
+                Ok(metrics)
+            }
+        }
+    }
+
+    /// A version's metrics in the running config: the judged ones, or the
+    /// pinned ones for a request the judge must not count.
+    fn version_metrics(
+        &self,
+        route: &str,
+        version: &str,
+        judged: bool,
+    ) -> Option<Arc<VersionMetrics>> {
+        let rt = self.runtime.load();
+        let r = rt.routes.iter().find(|r| &*r.name == route)?;
+        let v = r.versions.iter().find(|v| &*v.target.name == version)?;
+        Some(match (&v.pinned_metrics, judged) {
+            (Some(pinned), false) => Arc::clone(pinned),
+            _ => Arc::clone(&v.metrics),
+        })
     }
 
     pub fn reload_state(&self) -> ReloadState {
@@ -255,7 +354,7 @@ impl Gateway {
 }
 
 /// Whether the breaker of `route`'s canary upstream is open now.
-fn canary_breaker_open(rt: &Runtime, route: &str) -> bool {
+pub(crate) fn canary_breaker_open(rt: &Runtime, route: &str) -> bool {
     rt.routes
         .iter()
         .find(|r| &*r.name == route)
@@ -315,6 +414,10 @@ fn restart_required(running: &Config, next: &Config) -> Vec<String> {
     // The store's capacity is fixed when it is built; max_entry_size is not.
     if running.cache.max_size != next.cache.max_size {
         keys.push("cache.max_size".to_string());
+    }
+    // The fleet's client, lease and loop are bound at start.
+    if running.cluster != next.cluster {
+        keys.push("cluster".to_string());
     }
     keys
 }

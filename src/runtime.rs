@@ -251,9 +251,14 @@ impl Runtime {
                             ));
                         };
                         weight = WeightBps::new(bps).unwrap_or(weight);
-                        pinned_metrics =
-                            Some(Arc::new(VersionMetrics::new(&r.name, &v.target.name)));
-                        metrics.judge = Some((Arc::clone(&live.stats), role));
+                        // A fleet replica whose config names another canary
+                        // than the fleet's serves the baseline and judges
+                        // nothing (SPEC §12).
+                        if live.counted {
+                            pinned_metrics =
+                                Some(Arc::new(VersionMetrics::new(&r.name, &v.target.name)));
+                            metrics.judge = Some((Arc::clone(&live.stats), role));
+                        }
                     }
                     Ok(Version {
                         target: compile_target(&v.target, find(&v.target.upstream)?)?,
@@ -318,11 +323,13 @@ impl Runtime {
                 fallbacks: fallbacks.into_boxed_slice(),
                 shadows: shadows.into_boxed_slice(),
                 cache: r.cache.as_ref().map(|c| RouteCache::new(&r.name, c)),
-                judging: live.map(|(live, baseline, canary)| Judging {
-                    stats: Arc::clone(&live.stats),
-                    baseline,
-                    canary,
-                }),
+                judging: live.filter(|(live, _, _)| live.counted).map(
+                    |(live, baseline, canary)| Judging {
+                        stats: Arc::clone(&live.stats),
+                        baseline,
+                        canary,
+                    },
+                ),
                 refusal: Refusal::render(&r.refusal),
                 unassigned_metrics: VersionMetrics::new(&r.name, ""),
                 metrics: RouteMetrics::new(&r.name),

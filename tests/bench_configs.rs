@@ -24,7 +24,9 @@ fn every_bench_template_renders_to_a_valid_config() {
             .replace("@CUTOVER_PORT@", "18080")
             .replace("@CUTOVER_ADMIN_PORT@", "19901")
             .replace("@UPSTREAM_PORT@", "18000")
-            .replace("@WORK@", &dir.path().display().to_string());
+            .replace("@WORK@", &dir.path().display().to_string())
+            // bench/features.sh and bench/redis_ops.sh start the Redis.
+            .replace("@REDIS_PORT@", "16379");
         // Placeholders are @NAME@ in capitals (deps like prompt@1 stay).
         let unrendered = rendered
             .split('@')

@@ -190,3 +190,64 @@ fn demo_config_has_no_lint_warnings() {
         loaded.warnings
     );
 }
+
+/// `redis-server` on PATH, or `None` (skip, loudly) outside CI; in CI its
+/// absence fails the test.
+fn redis_server_on_path(test: &str) -> bool {
+    let found = std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|d| d.join("redis-server").is_file())
+    });
+    if !found {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "{test}: redis-server is not on PATH; CI must install it (see .ci/run)"
+        );
+        eprintln!("SKIPPED {test}: redis-server is not on PATH (apt-get install redis-server)");
+    }
+    found
+}
+
+#[test]
+fn fleet_demo_survives_the_leader_and_promotes() {
+    if !redis_server_on_path("fleet_demo") {
+        return;
+    }
+    let run = run_with_limit(&["demo", "--fleet", "--no-tty"], LIMIT);
+    assert!(
+        run.status.success(),
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        run.status.code(),
+        run.stdout,
+        run.stderr
+    );
+    let t = &run.stdout;
+    for needle in [
+        "redis-server on 127.0.0.1:",
+        "one fleet: replica-",
+        "killed the leader replica-",
+        "took the lease",
+        "v2 promoted on the survivors: every step once and in order",
+    ] {
+        assert!(t.contains(needle), "missing {needle:?}:\n{t}");
+    }
+    // The story in order: one leader, the kill, a new leader, promotion.
+    let at = |needle: &str| t.find(needle).unwrap_or(usize::MAX);
+    assert!(at("one fleet") < at("killed the leader"));
+    assert!(at("killed the leader") < at("took the lease"));
+    assert!(at("took the lease") < at("promoted on the survivors"));
+}
+
+#[test]
+fn fleet_demo_without_redis_server_says_how_to_install_it() {
+    let empty = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(BIN)
+        .args(["demo", "--fleet", "--no-tty"])
+        .env("PATH", empty.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cutover");
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("apt-get install redis-server"), "{err}");
+    assert!(out.stdout.is_empty(), "nothing started");
+}

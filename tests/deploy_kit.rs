@@ -137,6 +137,47 @@ fn config_facts(toml_text: &str) -> ConfigFacts {
     }
 }
 
+/// Every `${NAME}` a config refers to.
+fn env_vars(toml_text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = toml_text;
+    while let Some(at) = rest.find("${") {
+        let after = &rest[at + 2..];
+        let Some(end) = after.find('}') else { break };
+        let name = after[..end].to_owned();
+        if !out.contains(&name) {
+            out.push(name);
+        }
+        rest = &after[end..];
+    }
+    out
+}
+
+/// Values for a config's `${NAME}`s: the admin token as `TOKEN`, the rest
+/// a placeholder (each value by name from `given` first).
+fn env_for(toml_text: &str, given: &[(&str, &str)]) -> Vec<(String, String)> {
+    let token_env = config_facts(toml_text).token_env;
+    let mut names = env_vars(toml_text);
+    names.extend(token_env.clone());
+    names
+        .into_iter()
+        .map(|name| {
+            let value = given
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+                .unwrap_or_else(|| {
+                    if Some(&name) == token_env.as_ref() {
+                        TOKEN.to_owned()
+                    } else {
+                        format!("test-{}", name.to_ascii_lowercase())
+                    }
+                });
+            (name, value)
+        })
+        .collect()
+}
+
 /// `http://host:port[/...]` -> (host, port)
 fn host_port(url: &str) -> (String, u16) {
     let rest = url.strip_prefix("http://").expect("an http:// upstream");
@@ -152,12 +193,22 @@ fn loopback_config(
     listen: u16,
     admin: u16,
     state: &Path,
+    redis: Option<&str>,
     mut upstream_url: impl FnMut(&str, &str) -> String,
 ) -> String {
     let mut doc: toml_edit::DocumentMut = toml_text.parse().expect("config parses");
     doc["server"]["listen"] = toml_edit::value(format!("127.0.0.1:{listen}"));
     doc["admin"]["listen"] = toml_edit::value(format!("127.0.0.1:{admin}"));
     doc["state"]["dir"] = toml_edit::value(state.display().to_string());
+    if let Some(cluster) = doc.get_mut("cluster").and_then(|c| c.as_table_mut()) {
+        // A local Redis, or a closed port (the replica then serves with
+        // Redis unreachable, as it must).
+        let redis = redis.map(str::to_owned).unwrap_or_else(|| {
+            let port = free_port();
+            format!("redis://127.0.0.1:{port}/0")
+        });
+        cluster["redis"] = toml_edit::value(redis);
+    }
     let ups = doc["upstreams"]
         .as_array_of_tables_mut()
         .expect("[[upstreams]]");
@@ -709,6 +760,254 @@ fn compose_wires_cutover_mocks_prometheus_and_grafana() {
     }
 }
 
+// ------------------------------------------------------------- Compose fleet
+
+fn compose_fleet() -> Value {
+    yaml(&docker_dir().join("compose.fleet.yaml"))
+}
+
+const FLEET_REPLICAS: [&str; 3] = ["cutover-1", "cutover-2", "cutover-3"];
+
+#[test]
+fn compose_fleet_runs_three_replicas_behind_one_port_on_one_redis() {
+    let schema: Value =
+        serde_json::from_str(&read(&repo().join("tests/fixtures/compose-spec.json")))
+            .expect("schema");
+    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+    let compose = compose_fleet();
+    let errors: Vec<String> = validator
+        .iter_errors(&compose)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "compose.fleet.yaml: {errors:#?}");
+    let dir = docker_dir();
+    let services = compose["services"].as_object().expect("services");
+    for name in ["redis", "lb", "mock-v1", "mock-v2", "prometheus", "grafana"]
+        .iter()
+        .chain(FLEET_REPLICAS.iter())
+    {
+        assert!(services.contains_key(*name), "service {name} missing");
+    }
+
+    // Redis: healthy before any replica starts, on the port the config names.
+    let redis = service(&compose, "redis");
+    assert_eq!(
+        strings(&redis["healthcheck"]["test"]),
+        ["CMD", "redis-cli", "ping"]
+    );
+    let config_text = read(&dir.join("fleet/cutover.toml"));
+    let facts = config_facts(&config_text);
+    let t: toml::Table = config_text.parse().expect("TOML");
+    let url = t["cluster"]["redis"].as_str().expect("cluster.redis");
+    let (host, port) = url
+        .strip_prefix("redis://")
+        .and_then(|r| r.split('/').next())
+        .and_then(|a| a.rsplit_once(':'))
+        .expect("redis://HOST:PORT");
+    assert_eq!(host, "redis");
+    assert!(strings(&redis["expose"]).contains(&port.to_owned()));
+
+    // Three replicas of one image and one config, each with its own name
+    // and admin port, all waiting for Redis and the mocks.
+    let mut names = BTreeSet::new();
+    let mut admin_ports = BTreeSet::new();
+    for name in FLEET_REPLICAS {
+        let r = service(&compose, name);
+        let command = strings(&r["command"]);
+        let config_path = arg_after(&command, "--config").expect("--config");
+        let volumes = strings(&r["volumes"]);
+        assert!(
+            volumes
+                .iter()
+                .any(|v| v.starts_with("./fleet/cutover.toml:")
+                    && v.split(':').nth(1) == Some(config_path.as_str())),
+            "{name}: {volumes:?}"
+        );
+        for var in env_vars(&config_text) {
+            assert!(
+                r["environment"].get(&var).is_some(),
+                "{name}: the config needs ${{{var}}}"
+            );
+        }
+        names.insert(
+            r["environment"]["CUTOVER_REPLICA"]
+                .as_str()
+                .expect("CUTOVER_REPLICA")
+                .to_owned(),
+        );
+        for p in strings(&r["ports"]) {
+            let (published, inside) = p.split_once(':').expect("HOST:CONTAINER");
+            assert_eq!(
+                port_of(&format!(":{inside}")),
+                facts.admin_port,
+                "{name}: {p}"
+            );
+            admin_ports.insert(published.to_owned());
+        }
+        for dep in ["redis", "mock-v1", "mock-v2"] {
+            assert_eq!(
+                r["depends_on"][dep]["condition"], "service_healthy",
+                "{name}"
+            );
+        }
+        let hc = strings(&r["healthcheck"]["test"]);
+        assert_eq!(bash_script(&hc), bash_script(&dockerfile_healthcheck()));
+    }
+    assert_eq!(names.len(), 3, "one replica name each: {names:?}");
+    assert_eq!(admin_ports.len(), 3, "one admin port each: {admin_ports:?}");
+
+    // One port in front: nginx round robin over the three traffic ports.
+    let lb = service(&compose, "lb");
+    let lb_ports = strings(&lb["ports"]);
+    assert_eq!(lb_ports.len(), 1);
+    let lb_inside = port_of(&lb_ports[0]);
+    let conf_at = strings(&lb["volumes"])
+        .into_iter()
+        .find(|v| v.starts_with("./fleet/nginx.conf:"))
+        .expect("nginx.conf mounted");
+    assert_eq!(conf_at.split(':').nth(1), Some("/etc/nginx/nginx.conf"));
+    let nginx = read(&dir.join("fleet/nginx.conf"));
+    let servers: BTreeSet<String> = nginx
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("server "))
+        .filter(|l| l.ends_with(';'))
+        .map(|l| l.trim_end_matches(';').trim().to_owned())
+        .collect();
+    let want: BTreeSet<String> = FLEET_REPLICAS
+        .iter()
+        .map(|n| format!("{n}:{}", facts.listen_port))
+        .collect();
+    assert_eq!(servers, want, "nginx upstream");
+    assert!(nginx.contains(&format!("listen {lb_inside};")), "{nginx}");
+    for name in FLEET_REPLICAS {
+        assert_eq!(lb["depends_on"][name]["condition"], "service_healthy");
+    }
+
+    // Prometheus scrapes every replica.
+    let prom_yml = yaml(&dir.join("fleet/prometheus.yml"));
+    let job = prom_yml["scrape_configs"]
+        .as_array()
+        .expect("scrape_configs")
+        .iter()
+        .find(|j| j["job_name"] == "cutover")
+        .expect("a cutover job");
+    let targets: BTreeSet<String> = strings(&job["static_configs"][0]["targets"])
+        .into_iter()
+        .collect();
+    let want: BTreeSet<String> = FLEET_REPLICAS
+        .iter()
+        .map(|n| format!("{n}:{}", facts.admin_port))
+        .collect();
+    assert_eq!(targets, want);
+
+    for (name, svc) in services {
+        for v in svc.get("volumes").map(strings).unwrap_or_default() {
+            let src = v.split(':').next().expect("source");
+            if src.starts_with('.') {
+                assert!(
+                    dir.join(src).exists(),
+                    "service {name} mounts missing {src}"
+                );
+            }
+        }
+    }
+    if let Some(promtool) = which("promtool") {
+        let out = std::process::Command::new(promtool)
+            .args(["check", "config"])
+            .arg(dir.join("fleet/prometheus.yml"))
+            .output()
+            .expect("run promtool");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
+
+/// The fleet kit's config as three replicas on a real Redis: one fleet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compose_fleet_config_runs_as_one_fleet_on_loopback() {
+    let Some(redis) = common::redis_server::RedisServer::start("compose_fleet_on_loopback").await
+    else {
+        return;
+    };
+    let config_text = read(&docker_dir().join("fleet/cutover.toml"));
+    let mut mocks = Vec::new();
+    let mut urls = BTreeMap::new();
+    for (name, _) in config_facts(&config_text).upstreams {
+        let b = healthy_backend(&name).await;
+        urls.insert(name, b.url());
+        mocks.push(b);
+    }
+    let mut replicas = Vec::new();
+    for name in FLEET_REPLICAS {
+        let state = tempfile::tempdir().expect("state");
+        let (bin, listen, admin, dir) = serve_loopback_with(
+            &config_text,
+            state.path(),
+            &[("CUTOVER_REPLICA", name)],
+            Some(&redis.url()),
+            |upstream, _| urls[upstream].clone(),
+        )
+        .await;
+        replicas.push((bin, listen, admin, dir, state));
+    }
+    let status = |admin: u16| async move {
+        client()
+            .get(format!("http://127.0.0.1:{admin}/status"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("status")
+            .json::<Value>()
+            .await
+            .expect("json")
+    };
+    // One fleet: every replica sees the three and the same leader.
+    let one = eventually_async(Duration::from_secs(20), || async {
+        let mut leaders = BTreeSet::new();
+        for (_, _, admin, _, _) in &replicas {
+            let c = status(*admin).await["cluster"].clone();
+            let live = c["replicas"]
+                .as_array()
+                .map_or(0, |r| r.iter().filter(|r| r["live"] == true).count());
+            if c["up"] != true || live != 3 {
+                return false;
+            }
+            leaders.insert(c["leader"].as_str().unwrap_or("").to_owned());
+        }
+        leaders.len() == 1 && !leaders.contains("")
+    })
+    .await;
+    assert!(one, "the kit's replicas never formed one fleet");
+    check_admin(replicas[0].2).await;
+    for (_, listen, _, _, _) in &replicas {
+        chat_through(*listen, "user-1").await;
+    }
+    // An operator action on one replica is the fleet's.
+    let paused = client()
+        .post(format!(
+            "http://127.0.0.1:{}/routes/chat/rollout/pause",
+            replicas[1].2
+        ))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("pause");
+    assert_eq!(paused.status(), 200);
+    let everywhere = eventually_async(Duration::from_secs(10), || async {
+        for (_, _, admin, _, _) in &replicas {
+            if status(*admin).await["routes"][0]["rollout"]["state"] != "paused" {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert!(everywhere, "the pause did not reach every replica");
+}
+
 fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
@@ -914,13 +1213,31 @@ fn k8s_examples_probe_the_admin_port_and_hot_reload_their_configmap() {
         {
             assert_eq!(labels.get(k), Some(v), "{file}: selector {k}");
         }
-        let services = kit.kinds("Service");
-        assert_eq!(services.len(), 1, "{file}: one Service");
-        for (k, v) in services[0]["spec"]["selector"]
-            .as_object()
-            .expect("selector")
-        {
-            assert_eq!(labels.get(k), Some(v), "{file}: Service selector {k}");
+        // (Other Services, like the gateway's Redis, select other pods.)
+        let services: Vec<&Value> = kit
+            .kinds("Service")
+            .into_iter()
+            .filter(|svc| {
+                svc["spec"]["selector"]
+                    .as_object()
+                    .expect("selector")
+                    .iter()
+                    .all(|(k, v)| labels.get(k) == Some(v))
+            })
+            .collect();
+        assert_eq!(services.len(), 1, "{file}: one Service for cutover");
+        // Every ${NAME} of the config is in the container's environment.
+        let env_names: Vec<&str> = c["env"]
+            .as_array()
+            .expect("env")
+            .iter()
+            .filter_map(|e| e["name"].as_str())
+            .collect();
+        for var in env_vars(&toml_text) {
+            assert!(
+                env_names.contains(&var.as_str()),
+                "{file}: the config needs ${{{var}}}, the container does not set it"
+            );
         }
         let svc_ports = services[0]["spec"]["ports"].as_array().expect("ports");
         assert!(
@@ -930,6 +1247,75 @@ fn k8s_examples_probe_the_admin_port_and_hot_reload_their_configmap() {
             "{file}: the Service reaches the traffic port"
         );
     }
+    // The gateway is a fleet: three replicas, one rollout, on the Redis of
+    // the same file, with the password from one Secret for both.
+    let gateway = K8sExample::load("gateway.yaml");
+    assert_eq!(gateway.deployment()["spec"]["replicas"], 3);
+    assert_ne!(
+        gateway.deployment()["spec"]["strategy"]["type"],
+        "Recreate",
+        "replicas share their state through Redis: roll them"
+    );
+    let (_, text) = gateway.config();
+    let t: toml::Table = text.parse().expect("TOML");
+    let redis = t["cluster"]["redis"].as_str().expect("cluster.redis");
+    assert!(
+        redis.starts_with("redis://:${REDIS_PASSWORD}@"),
+        "the password comes through the environment: {redis}"
+    );
+    let authority = redis
+        .rsplit_once('@')
+        .and_then(|(_, rest)| rest.split('/').next())
+        .expect("host:port");
+    let (host, port) = authority.rsplit_once(':').expect("host:port");
+    let redis_svc = gateway.named("Service", host);
+    assert!(
+        redis_svc["spec"]["ports"]
+            .as_array()
+            .expect("ports")
+            .iter()
+            .any(|p| p["port"].as_u64() == port.parse::<u64>().ok()),
+        "cluster.redis {authority} is the Redis Service's port"
+    );
+    let redis_set = gateway.named("StatefulSet", host);
+    for (k, v) in redis_svc["spec"]["selector"].as_object().expect("selector") {
+        assert_eq!(
+            &redis_set["spec"]["template"]["metadata"]["labels"][k], v,
+            "the Redis Service selects the Redis pods"
+        );
+    }
+    let secret_of = |container: &Value| -> (String, String) {
+        let e = container["env"]
+            .as_array()
+            .expect("env")
+            .iter()
+            .find(|e| e["name"] == "REDIS_PASSWORD")
+            .expect("REDIS_PASSWORD");
+        (
+            str_at(e, "/valueFrom/secretKeyRef/name").to_owned(),
+            str_at(e, "/valueFrom/secretKeyRef/key").to_owned(),
+        )
+    };
+    let redis_container = &redis_set["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        secret_of(gateway.cutover_container()),
+        secret_of(redis_container)
+    );
+    let redis_args = strings(&redis_container["args"]);
+    assert_eq!(
+        arg_after(&redis_args, "--requirepass").as_deref(),
+        Some("$(REDIS_PASSWORD)")
+    );
+    // A ReadWriteOnce claim cannot be shared by three pods; with [cluster]
+    // state.dir is only each pod's last view of the fleet.
+    let state_volume = gateway.pod()["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == "state")
+        .expect("a state volume");
+    assert!(state_volume.get("emptyDir").is_some(), "{state_volume}");
+
     // The sidecar shares its pod with the agent.
     let sidecar = K8sExample::load("sidecar.yaml");
     let containers = sidecar.pod()["containers"].as_array().expect("containers");
@@ -946,10 +1332,16 @@ fn k8s_examples_probe_the_admin_port_and_hot_reload_their_configmap() {
 
 /// Every config the kit mounts, with where it comes from.
 fn mounted_configs() -> Vec<(String, String)> {
-    let mut out = vec![(
-        "docker/cutover.toml".to_owned(),
-        read(&docker_dir().join("cutover.toml")),
-    )];
+    let mut out = vec![
+        (
+            "docker/cutover.toml".to_owned(),
+            read(&docker_dir().join("cutover.toml")),
+        ),
+        (
+            "docker/fleet/cutover.toml".to_owned(),
+            read(&docker_dir().join("fleet/cutover.toml")),
+        ),
+    ];
     for file in K8S_FILES {
         let (_, text) = K8sExample::load(file).config();
         out.push((format!("docker/k8s/{file} ConfigMap"), text));
@@ -965,8 +1357,9 @@ async fn every_mounted_config_passes_cutover_check() {
         std::fs::write(&path, &text).expect("write");
         let path = path.to_str().expect("utf-8 path");
         let token_env = config_facts(&text).token_env.expect("token_env");
-        let (code, out, err) =
-            run_binary(&["check", "--config", path], &[(token_env.as_str(), TOKEN)]).await;
+        let env = env_for(&text, &[]);
+        let all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let (code, out, err) = run_binary(&["check", "--config", path], &all).await;
         assert_eq!(code, Some(0), "{origin}: cutover check failed:\n{out}{err}");
         assert!(
             out.contains(", 0 warnings"),
@@ -974,7 +1367,12 @@ async fn every_mounted_config_passes_cutover_check() {
         );
         // Without the token variable the non-loopback admin is refused:
         // the manifests must pass it.
-        let (code, _, err) = run_binary(&["check", "--config", path], &[]).await;
+        let but_token: Vec<(&str, &str)> = all
+            .iter()
+            .copied()
+            .filter(|(k, _)| *k != token_env)
+            .collect();
+        let (code, _, err) = run_binary(&["check", "--config", path], &but_token).await;
         assert_eq!(code, Some(1), "{origin}: valid without {token_env}?\n{err}");
     }
 }
@@ -1017,17 +1415,26 @@ async fn serve_loopback(
     state: &Path,
     upstream_url: impl FnMut(&str, &str) -> String,
 ) -> (Binary, u16, u16, tempfile::TempDir) {
-    let facts = config_facts(config_text);
+    serve_loopback_with(config_text, state, &[], None, upstream_url).await
+}
+
+/// `serve_loopback` with values for some of the config's `${NAME}`s and,
+/// for a `[cluster]`, the Redis to use.
+async fn serve_loopback_with(
+    config_text: &str,
+    state: &Path,
+    env: &[(&str, &str)],
+    redis: Option<&str>,
+    upstream_url: impl FnMut(&str, &str) -> String,
+) -> (Binary, u16, u16, tempfile::TempDir) {
     let (listen, admin) = (free_port(), free_port());
-    let text = loopback_config(config_text, listen, admin, state, upstream_url);
+    let text = loopback_config(config_text, listen, admin, state, redis, upstream_url);
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("cutover.toml");
     std::fs::write(&path, text).expect("write");
-    let token_env = facts.token_env.expect("token_env");
-    let bin = Binary::spawn(
-        &["serve", "--config", path.to_str().expect("utf-8")],
-        &[(token_env.as_str(), TOKEN)],
-    );
+    let env = env_for(config_text, env);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let bin = Binary::spawn(&["serve", "--config", path.to_str().expect("utf-8")], &env);
     for port in [listen, admin] {
         assert!(
             wait_listening(([127, 0, 0, 1], port).into(), Duration::from_secs(10)).await,
@@ -1402,6 +1809,15 @@ fn dashboard_is_a_grafana_dashboard_covering_every_topic() {
             "rollout state over time",
             &["cutover_rollout_state", "state"],
         ),
+        (
+            "fleet: Redis reachable and the leader, per replica",
+            &["cutover_cluster_up", "cutover_cluster_leader", "instance"],
+        ),
+        ("fleet: replicas seen", &["cutover_cluster_replicas"]),
+        (
+            "fleet: failed Redis operations",
+            &["rate(cutover_cluster_errors_total", "op"],
+        ),
     ];
     for (topic, fragments) in topics {
         let found = panels.iter().any(|p| {
@@ -1513,6 +1929,39 @@ weight = 100.0
     )
 }
 
+/// One route on `ok`, in a fleet whose Redis does not answer.
+fn fleet_config(ok: &str) -> String {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a port")
+        .port();
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+[log]
+access_log = false
+[cluster]
+redis = "redis://127.0.0.1:{closed}/0"
+name = "dashboard"
+lease = "600ms"
+sync_interval = "100ms"
+[[upstreams]]
+name = "ok"
+url = "{ok}"
+[[routes]]
+name = "fleet"
+match = {{ path_prefix = "/fleet/" }}
+[[routes.versions]]
+name = "only"
+upstream = "ok"
+weight = 100.0
+"#
+    )
+}
+
 /// Sample names in a scrape, plus histogram base names from `# TYPE`.
 fn scraped_names(text: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
@@ -1567,6 +2016,10 @@ async fn dashboard_queries_only_metrics_that_exist() {
     })
     .await;
     let proxy = start_proxy(&everything_config(&ok.url(), &shadow.url(), &bad.url())).await;
+    // The fleet row's series come from a replica with [cluster]: its Redis
+    // here is a closed port, which is enough for every series to exist
+    // (up 0, leader 0, replicas 0, errors counted by operation).
+    let fleet_replica = start_proxy(&fleet_config(&ok.url())).await;
     let http = client();
     let cached = r#"{"model":"m","temperature":0,"messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"lookup"}}]}"#;
     for i in 0..20 {
@@ -1599,9 +2052,10 @@ async fn dashboard_queries_only_metrics_that_exist() {
 
     let missing = std::cell::RefCell::new(Vec::new());
     let complete = eventually_async(Duration::from_secs(5), || {
-        let (proxy, wanted, missing) = (&proxy, &wanted, &missing);
+        let (proxy, fleet_replica, wanted, missing) = (&proxy, &fleet_replica, &wanted, &missing);
         async move {
-            let names = scraped_names(&scrape(proxy).await);
+            let mut names = scraped_names(&scrape(proxy).await);
+            names.extend(scraped_names(&scrape(fleet_replica).await));
             *missing.borrow_mut() = wanted
                 .iter()
                 .filter(|n| !names.contains(*n))

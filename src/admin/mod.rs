@@ -9,7 +9,7 @@
 //! | `GET /metrics`   | 200 Prometheus text                                           | no    |
 //! | `GET /status`    | 200 JSON, see [`status`]                                      | yes   |
 //! | `POST /reload`   | 200 `{"generation":N}`; 400 `{"error":"..."}`, old config stays | yes |
-//! | `POST /cache/purge` | 200 `{"purged":N}`: every cache entry dropped              | yes   |
+//! | `POST /cache/purge` | 200 `{"purged":N}`: every cache entry dropped (with `cache.shared`, also `"shared_purged":M`, the fleet's; 503 if Redis failed) | yes |
 //! | `POST /routes/{route}/rollout/{action}` | 200 with the new rollout state; 404 unknown route or action; 409 not allowed now | yes |
 //!
 //! `HEAD` is accepted wherever `GET` is. Every error is JSON
@@ -236,15 +236,37 @@ async fn route(gateway: &Gateway, req: Request<Incoming>) -> Response<ProxyBody>
                         n.action, n.state
                     ),
                 ),
+                Err(ActError::Conflict(m)) => error(StatusCode::CONFLICT, &m),
+                Err(ActError::Unavailable(m)) => error(StatusCode::SERVICE_UNAVAILABLE, &m),
             }
         }
         Endpoint::CachePurge => {
             let purged = gateway.cache.purge();
             tracing::info!(purged, "cache purged");
-            json(
-                StatusCode::OK,
-                serde_json::json!({ "purged": purged }).to_string(),
-            )
+            // With `cache.shared`: the fleet's entries too (SPEC §10).
+            let shared = match (&gateway.cluster, gateway.runtime.load().config.cache.shared) {
+                (Some(cluster), true) => Some(cluster.purge_shared_cache().await),
+                _ => None,
+            };
+            match shared {
+                None => json(
+                    StatusCode::OK,
+                    serde_json::json!({ "purged": purged }).to_string(),
+                ),
+                Some(Ok(n)) => {
+                    tracing::info!(purged = n, "shared cache tier purged");
+                    json(
+                        StatusCode::OK,
+                        serde_json::json!({ "purged": purged, "shared_purged": n }).to_string(),
+                    )
+                }
+                Some(Err(e)) => error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!(
+                        "this replica's {purged} entries were purged, the fleet's shared tier was not: {e}"
+                    ),
+                ),
+            }
         }
     }
 }

@@ -55,6 +55,11 @@
 //!   counts are over the breaker's sliding `window`.
 //! - The route salt is left out: it is a hashing detail, and knowing it
 //!   lets anyone pick keys that land on a chosen version.
+//! - With `[cluster]` only, `cluster` describes the fleet (see
+//!   `cluster::status`), and each rollout's figures are the fleet's sums,
+//!   with this replica's own under `rollout.replica` and its link with the
+//!   fleet's document under `rollout.fleet`. Without `[cluster]` these keys
+//!   are absent, so a single process's document is unchanged.
 //!
 //! The same structs deserialize on the `cutover status` side; missing
 //! fields default, so an older or newer proxy still renders.
@@ -84,6 +89,9 @@ pub struct Status {
     pub routes: Vec<RouteView>,
     pub upstreams: Vec<UpstreamView>,
     pub cache: CacheStoreView,
+    /// With `[cluster]` only (absent otherwise): see `cluster::status`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::cluster::status::ClusterStatus>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -261,6 +269,16 @@ pub fn build(gateway: &Gateway) -> Status {
                 hit_ratio: c.hit_ratio,
             }
         },
+        cluster: gateway.cluster.as_ref().map(|c| {
+            c.status(
+                gateway.feedback.forward_dropped(),
+                gateway
+                    .shared_cache
+                    .as_ref()
+                    .filter(|_| rt.config.cache.shared)
+                    .map(|s| s.status()),
+            )
+        }),
     }
 }
 

@@ -7,8 +7,11 @@
 //! * [`store`]: the shared moka store, weighted by bytes, the fill that
 //!   collects a response as it streams, and the lock that coalesces
 //!   identical misses.
+//! * [`shared`]: the fleet's second tier (`cache.shared`), as a trait the
+//!   store calls; its Redis side is `crate::cluster::shared_cache`.
 
 pub mod key;
+pub mod shared;
 pub mod store;
 
 use std::time::Duration;

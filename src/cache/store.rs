@@ -9,8 +9,8 @@
 //! released at once and the stream continues uncached.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -19,6 +19,7 @@ use moka::Expiry;
 use tokio::sync::Notify;
 
 use super::key::CacheKey;
+use super::shared::SharedTier;
 
 /// Bookkeeping bytes charged per entry on top of its body (key, headers,
 /// moka's node, the allocator's rounding): keeps a flood of tiny entries
@@ -42,6 +43,13 @@ pub struct Entry {
     pub upstream_header: HeaderValue,
     pub body: Bytes,
     ttl: Duration,
+}
+
+impl Entry {
+    /// The route's ttl it was stored with.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
 }
 
 struct PerEntryTtl;
@@ -68,6 +76,10 @@ pub struct ResponseCache {
     hits: AtomicU64,
     misses: AtomicU64,
     bypasses: AtomicU64,
+    /// With `[cluster]`: the fleet's tier, and whether `cache.shared` turns
+    /// it on (a reload may change that).
+    shared: OnceLock<Arc<dyn SharedTier>>,
+    shared_on: AtomicBool,
 }
 
 /// What `/status` shows of the cache.
@@ -101,7 +113,48 @@ impl ResponseCache {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             bypasses: AtomicU64::new(0),
+            shared: OnceLock::new(),
+            shared_on: AtomicBool::new(false),
         }
+    }
+
+    /// With `[cluster]`: the fleet's tier (set once, at start).
+    pub fn set_shared_tier(&self, tier: Arc<dyn SharedTier>) {
+        let _ = self.shared.set(tier);
+    }
+
+    /// `cache.shared`, on every (re)load.
+    pub fn set_shared(&self, on: bool) {
+        self.shared_on.store(on, Ordering::Relaxed);
+    }
+
+    /// A local miss is worth asking the shared tier about.
+    pub fn shares(&self) -> bool {
+        self.shared_tier().is_some()
+    }
+
+    fn shared_tier(&self) -> Option<&Arc<dyn SharedTier>> {
+        if self.shared_on.load(Ordering::Relaxed) {
+            self.shared.get()
+        } else {
+            None
+        }
+    }
+
+    /// A local miss, looked up in the shared tier: a hit is stored locally
+    /// for what is left of its ttl and returned. Immediate `None` without a
+    /// tier.
+    pub async fn get_shared(&self, key: &CacheKey) -> Option<Arc<Entry>> {
+        let found = self.shared_tier()?.get(key).await?;
+        let entry = Arc::new(Entry {
+            upstream_header: HeaderValue::from_str(&found.upstream).ok()?,
+            content_type: found.content_type,
+            upstream: found.upstream,
+            body: found.body,
+            ttl: found.ttl,
+        });
+        self.store.insert(*key, Arc::clone(&entry));
+        Some(entry)
     }
 
     pub fn max_size(&self) -> u64 {
@@ -297,6 +350,9 @@ impl Fill {
             body,
             ttl: self.ttl,
         });
+        if let Some(tier) = self.guard.cache.shared_tier() {
+            tier.put(&self.guard.key, &entry);
+        }
         self.guard.cache.store.insert(self.guard.key, entry);
         true
     }

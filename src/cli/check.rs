@@ -208,6 +208,22 @@ fn config_body(out: &mut String, c: &Config) {
         "server: listen {}, admin {}",
         c.server.listen, c.admin.listen
     );
+    if let Some(cl) = &c.cluster {
+        let _ = writeln!(
+            out,
+            "cluster: {} as replica {}, redis {}, lease {}, sync every {}{}",
+            cl.name,
+            cl.replica,
+            cl.redis.redacted(),
+            dur(cl.lease),
+            dur(cl.sync_interval),
+            if c.cache.shared {
+                ", shared cache tier"
+            } else {
+                ""
+            }
+        );
+    }
     let _ = writeln!(out, "upstreams:");
     for u in &c.upstreams {
         let _ = writeln!(

@@ -10,9 +10,13 @@
 //! `--no-tty` ([`screen`]). Every act also checks what it shows, so the
 //! demo doubles as a self-check: any broken promise exits 1 and says what
 //! went wrong.
+//!
+//! `--fleet` plays another story ([`fleet`]): three replicas of the binary
+//! on a local Redis, one rollout, the leader killed halfway.
 
 mod acts;
 mod driver;
+mod fleet;
 mod screen;
 mod stage;
 
@@ -34,9 +38,17 @@ pub struct Args {
     /// Print a plain transcript instead of redrawing the terminal.
     #[arg(long)]
     pub no_tty: bool,
+    /// Three replicas and a local redis-server: one rollout for the fleet,
+    /// the leader killed halfway, the rollout finished by the survivors
+    /// (needs redis-server on PATH).
+    #[arg(long)]
+    pub fleet: bool,
 }
 
 pub fn run(args: Args) -> u8 {
+    if args.fleet {
+        return fleet::run(args.no_tty);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -195,6 +195,9 @@ pub fn render(s: &Status, url: &http::Uri) -> String {
     );
     let _ = writeln!(o, "  draining          {}", yes_no(s.draining));
     let _ = writeln!(o, "  in flight         {}", s.in_flight);
+    if let Some(c) = &s.cluster {
+        cluster(&mut o, c);
+    }
     for r in &s.routes {
         route(&mut o, r);
     }
@@ -237,6 +240,74 @@ pub fn render(s: &Status, url: &http::Uri) -> String {
         c.bypasses
     );
     o
+}
+
+/// The fleet this replica belongs to (`[cluster]`).
+fn cluster(o: &mut String, c: &crate::cluster::status::ClusterStatus) {
+    use std::fmt::Write;
+    let _ = writeln!(o);
+    let leader = match (&c.leader, c.is_leader) {
+        (_, true) => "this replica leads".to_string(),
+        (Some(l), false) => format!("leader {l}"),
+        (None, false) => "no leader".to_string(),
+    };
+    let _ = writeln!(
+        o,
+        "fleet {}  (replica {}, {leader}, epoch {})",
+        c.name, c.replica, c.epoch
+    );
+    if c.up {
+        let _ = writeln!(
+            o,
+            "  redis       {}  up, last sync {}",
+            c.redis,
+            c.last_sync.as_deref().unwrap_or("-")
+        );
+    } else {
+        let _ = writeln!(
+            o,
+            "  redis       {}  UNREACHABLE since {}: serving at the last weights, rollouts hold, rollback triggers checked here",
+            c.redis,
+            c.degraded_since.as_deref().unwrap_or("start")
+        );
+        if let Some(e) = &c.last_error {
+            let _ = writeln!(o, "    error     {e}");
+        }
+    }
+    let _ = writeln!(
+        o,
+        "  lease       {}ms, sync every {}ms, {} writes fenced off",
+        c.lease_ms, c.sync_interval_ms, c.refused_writes
+    );
+    let live = c.replicas.iter().filter(|r| r.live).count();
+    let _ = writeln!(o, "  replicas    {live} live of {} seen", c.replicas.len());
+    for r in &c.replicas {
+        let _ = writeln!(
+            o,
+            "    {}{}  last seen {}",
+            r.replica,
+            if r.live { "" } else { " (gone)" },
+            r.last_seen
+        );
+    }
+    let _ = writeln!(
+        o,
+        "  feedback    {} records written to the fleet's index, {} kept local only",
+        c.feedback_written, c.feedback_dropped
+    );
+    if let Some(sc) = &c.shared_cache {
+        let _ = writeln!(
+            o,
+            "  shared cache {} hits, {} misses, {} errors, {} skipped (Redis down); {} writes ({} failed, {} dropped)",
+            sc.hits,
+            sc.misses,
+            sc.errors,
+            sc.skipped,
+            sc.writes,
+            sc.write_errors,
+            sc.writes_dropped
+        );
+    }
 }
 
 /// A share as a percent, or `-` before there is anything to divide.
@@ -375,6 +446,26 @@ fn rollout(o: &mut String, r: &serde_json::Value) {
             text(reason, "detail")
         );
     }
+    if let Some(fleet) = r.get("fleet") {
+        let agrees = fleet.get("agrees").and_then(serde_json::Value::as_bool) != Some(false);
+        let _ = writeln!(
+            o,
+            "    fleet     document {}, counts of {} replicas summed{}",
+            n(fleet, "seq"),
+            n(fleet, "replicas_counted"),
+            if agrees {
+                ""
+            } else {
+                "; this replica's config names ANOTHER canary: baseline only, nothing counted"
+            }
+        );
+        if let Some(p) = fleet
+            .get("pending_rollback")
+            .and_then(serde_json::Value::as_str)
+        {
+            let _ = writeln!(o, "    pending   local rollback to report: {p}");
+        }
+    }
     if state == "rolled_back" {
         // The canary gets nothing until a restart or a new canary.
         return;
@@ -400,6 +491,15 @@ fn rollout(o: &mut String, r: &serde_json::Value) {
         n(r, "window_requests"),
         n(r, "window_failures"),
     );
+    if let Some(mine) = r.get("replica") {
+        let (b, c) = (&mine["baseline"], &mine["canary"]);
+        let _ = writeln!(
+            o,
+            "    here      {} baseline and {} canary requests on this replica (the figures above are the fleet's)",
+            n(b, "requests"),
+            n(c, "requests"),
+        );
+    }
     let gates = r
         .get("judgement")
         .and_then(|j| j.get("gates"))
@@ -524,6 +624,61 @@ mod tests {
             "{o}"
         );
         assert!(o.contains("not judged yet"), "{o}");
+    }
+
+    #[test]
+    fn the_fleet_is_shown_up_or_degraded() {
+        let up: crate::cluster::status::ClusterStatus = serde_json::from_value(serde_json::json!({
+            "name": "chat-gateway", "replica": "pod-a", "redis": "redis://:***@redis:6379/0",
+            "up": true, "degraded": false, "last_sync": "2025-01-01T00:00:00.000Z",
+            "leader": "pod-b", "is_leader": false, "epoch": 4, "lease_ms": 5000, "sync_interval_ms": 1000,
+            "replicas": [{"replica": "pod-a", "last_seen": "2025-01-01T00:00:00.000Z", "live": true},
+                         {"replica": "pod-c", "last_seen": "2024-12-31T23:50:00.000Z", "live": false}],
+            "refused_writes": 1, "feedback_written": 7, "feedback_dropped": 0
+        }))
+        .unwrap_or_default();
+        let mut o = String::new();
+        cluster(&mut o, &up);
+        for needle in [
+            "fleet chat-gateway  (replica pod-a, leader pod-b, epoch 4)\n",
+            "  redis       redis://:***@redis:6379/0  up, last sync 2025-01-01T00:00:00.000Z\n",
+            "  lease       5000ms, sync every 1000ms, 1 writes fenced off\n",
+            "  replicas    1 live of 2 seen\n",
+            "    pod-c (gone)  last seen 2024-12-31T23:50:00.000Z\n",
+        ] {
+            assert!(o.contains(needle), "missing {needle:?} in:\n{o}");
+        }
+        let down = crate::cluster::status::ClusterStatus {
+            up: false,
+            degraded: true,
+            degraded_since: Some("2025-01-01T00:01:00.000Z".into()),
+            last_error: Some("lease failed: Connection refused".into()),
+            is_leader: false,
+            ..up
+        };
+        let mut o = String::new();
+        cluster(&mut o, &down);
+        assert!(
+            o.contains("UNREACHABLE since 2025-01-01T00:01:00.000Z: serving at the last weights"),
+            "{o}"
+        );
+        assert!(
+            o.contains("    error     lease failed: Connection refused\n"),
+            "{o}"
+        );
+
+        let mut o = String::new();
+        rollout(
+            &mut o,
+            &serde_json::json!({"state": "canary", "step": 0, "canary_weight": 0.0,
+                "fleet": {"seq": 3, "stage_seq": 2, "agrees": false, "replicas_counted": 2, "pending_rollback": null},
+                "replica": {"baseline": {"requests": 5}, "canary": {"requests": 0}}}),
+        );
+        assert!(o.contains("    fleet     document 3, counts of 2 replicas summed; this replica's config names ANOTHER canary"), "{o}");
+        assert!(
+            o.contains("    here      5 baseline and 0 canary requests on this replica"),
+            "{o}"
+        );
     }
 
     #[test]

@@ -14,6 +14,8 @@ mod units;
 mod validate;
 
 #[cfg(test)]
+mod cluster_tests;
+#[cfg(test)]
 mod reference_doc;
 #[cfg(test)]
 mod tests;

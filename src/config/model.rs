@@ -73,6 +73,9 @@ pub struct Config {
     pub tracing: Option<TracingConfig>,
     pub cache: CacheConfig,
     pub state: StateConfig,
+    /// `[cluster]`: replicas share one rollout through Redis (SPEC §12).
+    /// `None`: this process decides alone, with `state.dir`.
+    pub cluster: Option<ClusterConfig>,
     pub upstreams: Vec<UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
 }
@@ -154,11 +157,89 @@ pub struct TracingConfig {
 pub struct CacheConfig {
     pub max_size: u64,
     pub max_entry_size: u64,
+    /// With `[cluster]` (validation refuses it without): Redis is a second
+    /// tier behind the local store.
+    pub shared: bool,
 }
 
 #[derive(Clone, Debug)]
 pub struct StateConfig {
     pub dir: PathBuf,
+}
+
+/// `[cluster]`, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterConfig {
+    pub redis: RedisUrl,
+    /// Replicas with the same name and Redis form one fleet; every key is
+    /// prefixed with it. `[A-Za-z0-9._-]`, at most 64 bytes.
+    pub name: String,
+    /// Unique per replica; default the host name and the process id.
+    pub replica: String,
+    /// The leader's lease: another replica takes over within this of the
+    /// old leader's last renewal. At least twice `sync_interval`.
+    pub lease: Duration,
+    /// How often counts are pushed and the fleet's state is read.
+    pub sync_interval: Duration,
+}
+
+/// A `redis://` or `rediss://` URL. It may carry a password (through
+/// `${ENV}`), so it never prints: `Debug` and [`RedisUrl::redacted`] show
+/// `***` in its place, and only the Redis client sees [`RedisUrl::expose`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl {
+    url: String,
+    redacted: String,
+}
+
+impl RedisUrl {
+    /// `None` unless `url` starts with `redis://` or `rediss://` (the
+    /// caller checks the rest with the Redis client's own parser).
+    pub fn new(url: &str) -> Option<RedisUrl> {
+        let rest = url
+            .strip_prefix("redis://")
+            .or_else(|| url.strip_prefix("rediss://"))?;
+        let scheme_len = url.len() - rest.len();
+        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let authority = &rest[..authority_end];
+        let redacted = match authority.rfind('@') {
+            Some(at) => {
+                let userinfo = &authority[..at];
+                let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+                format!(
+                    "{}{user}:***{}",
+                    &url[..scheme_len],
+                    &url[scheme_len + at..]
+                )
+            }
+            None => url.to_string(),
+        };
+        Some(RedisUrl {
+            url: url.to_string(),
+            redacted,
+        })
+    }
+
+    /// The URL with its password: for the Redis client only.
+    pub fn expose(&self) -> &str {
+        &self.url
+    }
+
+    /// The URL with `***` for the password: for logs, errors and `/status`.
+    pub fn redacted(&self) -> &str {
+        &self.redacted
+    }
+
+    /// `rediss://`: TLS (rustls).
+    pub fn tls(&self) -> bool {
+        self.url.starts_with("rediss://")
+    }
+}
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -85,11 +85,23 @@ pub struct RawTracing {
 pub struct RawCache {
     pub max_size: Option<Value>,
     pub max_entry_size: Option<Value>,
+    pub shared: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 pub struct RawState {
     pub dir: Option<String>,
+}
+
+/// `[cluster]` (SPEC §12). `redis` is optional here so that a missing one
+/// is reported with what would be valid, like `server.listen`.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawCluster {
+    pub redis: Option<String>,
+    pub name: Option<String>,
+    pub replica: Option<String>,
+    pub lease: Option<Value>,
+    pub sync_interval: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -248,6 +260,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "tracing",
     "cache",
     "state",
+    "cluster",
     "upstreams",
     "routes",
 ];
@@ -272,6 +285,7 @@ pub fn valid_keys(path: &KeyPath) -> Option<&'static [&'static str]> {
         ["tracing"] => fields_of::<RawTracing>(),
         ["cache"] => fields_of::<RawCache>(),
         ["state"] => fields_of::<RawState>(),
+        ["cluster"] => fields_of::<RawCluster>(),
         ["upstreams"] => fields_of::<RawUpstream>(),
         ["upstreams", "breaker"] => fields_of::<RawBreaker>(),
         ["routes"] => fields_of::<RawRoute>(),

@@ -221,6 +221,8 @@ listen = "127.0.0.1:8080"
 [tracing]
 [cache]
 [state]
+[cluster]
+redis = "redis://127.0.0.1:6379/0"
 
 [[upstreams]]
 name = "a"

@@ -62,7 +62,15 @@ pub async fn handle(mut ex: Exchange, parts: Parts, body: Incoming) -> Response<
             r#"outcome must be "success" or "failure""#,
         );
     };
-    match ex.gateway().feedback.claim(feedback.request_id.as_bytes()) {
+    // With [cluster] this asks the fleet's index in Redis (bounded; the
+    // feedback endpoint is not the proxied path), else the local one.
+    ex.wait();
+    let claimed = ex
+        .gateway()
+        .claim_feedback(feedback.request_id.as_bytes())
+        .await;
+    ex.work();
+    match claimed {
         Ok(metrics) => {
             metrics.outcome(OutcomeSource::Feedback, outcome);
             let mut r = Response::new(ProxyBody::plain(Bytes::new()));

@@ -650,6 +650,18 @@ async fn lookup(
         match store.get(&key) {
             Some(entry) => Lookup::Hit(entry),
             None => match store.lock(key) {
+                // With `cache.shared`: the fleet's tier before the upstream
+                // (a short deadline; holding the lock, identical misses here
+                // then find the entry locally).
+                Lock::Leader(guard) if store.shares() => {
+                    ex.wait();
+                    let shared = store.get_shared(&key).await;
+                    ex.work();
+                    match shared {
+                        Some(entry) => Lookup::Hit(entry),
+                        None => Lookup::Miss(Some(guard)),
+                    }
+                }
                 Lock::Leader(guard) => Lookup::Miss(Some(guard)),
                 Lock::Wait(fill) => {
                     ex.wait();

@@ -484,6 +484,17 @@ impl Controller {
         Some(self.go(now, to, Cause::GatesPassed, true))
     }
 
+    /// Only the rollback triggers, for a replica that cannot reach its fleet
+    /// (SPEC §12): no gate is judged and nothing advances, but a trigger
+    /// still rolls back, the fail-safe direction.
+    pub fn tick_triggers(&mut self, now: Instant, inputs: &TickInputs<'_>) -> Option<Transition> {
+        if matches!(self.state, State::RolledBack { .. }) {
+            return None;
+        }
+        let reason = self.trigger(inputs)?;
+        Some(self.rollback(now, reason))
+    }
+
     /// The first rollback trigger that fires, if any.
     fn trigger(&self, inputs: &TickInputs<'_>) -> Option<RollbackReason> {
         let rb = self.plan.rollback.as_ref()?;

@@ -16,6 +16,7 @@
 //! `docs/judge.md` explains the method and how to wire these together.
 
 pub mod controller;
+pub mod fleet;
 pub mod judge;
 pub mod persist;
 pub mod registry;
@@ -29,5 +30,5 @@ pub use controller::{
     Transition,
 };
 pub use judge::{GateName, GateResult, Judge, Judgement, Verdict};
-pub use route::{RolloutStatus, RouteRollout};
+pub use route::{ReplicaFigures, RolloutStatus, RouteRollout};
 pub use stats::{Observation, Role, RolloutStats, StepSummary, VersionSnapshot, WindowSnapshot};

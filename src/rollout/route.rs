@@ -14,9 +14,10 @@ use serde::Serialize;
 
 use crate::config::{Deps, RolloutConfig, WeightBps};
 use crate::rollout::controller::{Action, Controller, NotAllowed, State, TickInputs, Transition};
+use crate::rollout::fleet::{FleetCounts, FleetDoc, FleetLink, FleetLinkView, unix_ms};
 use crate::rollout::judge::Judgement;
 use crate::rollout::persist::{self, PersistError, PersistedState};
-use crate::rollout::stats::{RolloutStats, StepSummary};
+use crate::rollout::stats::{RolloutStats, StepSummary, VersionSnapshot};
 use crate::rollout::webhook::WebhookEvent;
 use crate::upstream::breaker::Clock;
 
@@ -39,16 +40,36 @@ pub struct RolloutStatus {
     pub window_failures: u64,
     /// The gates at the last tick.
     pub judgement: Option<Judgement>,
+    /// With `[cluster]`: `baseline`, `canary` and the window above are the
+    /// fleet's sums, and these are this replica's own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replica: Option<ReplicaFigures>,
+    /// With `[cluster]`: this replica's link with the fleet's rollout.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetLinkView>,
+}
+
+/// One replica's own step and window figures.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ReplicaFigures {
+    pub baseline: StepSummary,
+    pub canary: StepSummary,
+    pub window_requests: u64,
+    pub window_failures: u64,
 }
 
 pub struct RouteRollout {
     route: String,
+    cfg: RolloutConfig,
     fingerprint: String,
     stats: Arc<RolloutStats>,
     controller: Controller,
     clock: Arc<dyn Clock>,
     /// `rollback.webhook`: where transitions are announced.
     webhook: Option<String>,
+    /// With `[cluster]`: where this replica stands with the fleet's
+    /// rollout. `None`: this process decides alone.
+    link: Option<FleetLink>,
 }
 
 impl RouteRollout {
@@ -83,11 +104,13 @@ impl RouteRollout {
             .map_or(std::time::Duration::from_secs(60), |r| r.window);
         let rollout = RouteRollout {
             route: route.to_string(),
+            cfg: cfg.clone(),
             fingerprint,
             stats: Arc::new(RolloutStats::new(window, Arc::clone(&clock))),
             controller,
             clock,
             webhook: webhook(cfg),
+            link: None,
         };
         (rollout, error)
     }
@@ -104,6 +127,7 @@ impl RouteRollout {
     ) -> bool {
         let now = self.clock.now();
         self.webhook = webhook(cfg);
+        self.cfg = cfg.clone();
         let fingerprint = persist::fingerprint(canary_upstream_url, canary_deps);
         if fingerprint == self.fingerprint {
             let elapsed = now.saturating_duration_since(self.controller.stage_started());
@@ -114,6 +138,11 @@ impl RouteRollout {
             self.fingerprint = fingerprint;
             self.controller = Controller::new(cfg, now);
             self.stats.reset_step();
+            if self.link.is_some() {
+                // Another canary: whatever this replica adopted was about
+                // the old one.
+                self.link = Some(FleetLink::default());
+            }
             true
         }
     }
@@ -136,8 +165,25 @@ impl RouteRollout {
         self.webhook.as_deref()
     }
 
+    /// The canary's live weight here: the controller's, or 0 while this
+    /// replica's config names another canary than the fleet's.
     pub fn canary_weight(&self) -> WeightBps {
-        self.controller.canary_weight()
+        if self.counted() {
+            self.controller.canary_weight()
+        } else {
+            WeightBps::ZERO
+        }
+    }
+
+    /// Every request is mirrored to the canary (shadowing), here.
+    pub fn mirrored(&self) -> bool {
+        self.counted() && self.controller.mirrored()
+    }
+
+    /// Requests are judged and counted here: always alone; in a fleet,
+    /// while this replica's config names the fleet's canary.
+    pub fn counted(&self) -> bool {
+        self.link.as_ref().is_none_or(|l| l.agrees)
     }
 
     /// The 1 s tick. On a transition the caller publishes the new weight,
@@ -206,7 +252,185 @@ impl RouteRollout {
             window_requests: window.requests,
             window_failures: window.failures,
             judgement: c.judgement().cloned(),
+            replica: None,
+            fleet: None,
         }
+        .with_fleet(self.link.as_ref())
+    }
+
+    // ---- a replica of a fleet (SPEC §12; see `rollout::fleet`) --------
+
+    /// From now on this rollout follows the fleet's document.
+    pub fn join_fleet(&mut self) {
+        self.link.get_or_insert_with(FleetLink::default);
+    }
+
+    pub fn fleet_link(&self) -> Option<&FleetLink> {
+        self.link.as_ref()
+    }
+
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    pub fn config(&self) -> &RolloutConfig {
+        &self.cfg
+    }
+
+    /// The live split as the runtime compiles it: changed means republish.
+    fn live_key(&self) -> (WeightBps, bool, bool) {
+        (self.canary_weight(), self.mirrored(), self.counted())
+    }
+
+    /// Take the fleet's document: its state and stage start; fresh step
+    /// counters when it names a new stage. A document about another canary
+    /// makes this route serve its baseline only. A local rollback still to
+    /// be reported is kept. Returns whether the live split changed.
+    pub fn adopt(&mut self, doc: &FleetDoc) -> bool {
+        let before = self.live_key();
+        let now = self.clock.now();
+        let link = self.link.get_or_insert_with(FleetLink::default);
+        if doc.canary != self.fingerprint {
+            link.agrees = false;
+            link.counts = None;
+        } else if link.pending.is_none() {
+            link.agrees = true;
+            if link.is_news(doc) {
+                let elapsed = std::time::Duration::from_millis(
+                    unix_ms(SystemTime::now()).saturating_sub(doc.stage_started_ms),
+                );
+                self.controller = Controller::restore(&self.cfg, doc.state.clone(), elapsed, now);
+                if link.stage_id != doc.stage_id {
+                    self.stats.reset_step();
+                    link.counts = None;
+                }
+                link.hold(doc);
+            }
+        }
+        before != self.live_key()
+    }
+
+    /// The document for `controller`'s state after `previous`.
+    pub fn doc_after(
+        &self,
+        previous: Option<&FleetDoc>,
+        controller: &Controller,
+        new_stage: bool,
+        by: &str,
+        epoch: Option<u64>,
+    ) -> FleetDoc {
+        let lasted = self
+            .clock
+            .now()
+            .saturating_duration_since(controller.stage_started());
+        let started = SystemTime::now()
+            .checked_sub(lasted)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        FleetDoc::next(
+            previous,
+            &self.fingerprint,
+            controller.state().clone(),
+            new_stage,
+            unix_ms(started),
+            by,
+            epoch,
+        )
+    }
+
+    /// Judge the fleet's sums on a copy of the controller. Without a
+    /// transition the copy (with its fresh gate results for `/status`)
+    /// replaces the controller; with one, the caller commits it through
+    /// Redis and then [`Self::commit`]s it, or drops it.
+    pub fn judge_fleet(&mut self, counts: FleetCounts) -> Option<(Controller, Transition)> {
+        let mut c = self.controller.clone();
+        let inputs = TickInputs {
+            baseline: &counts.baseline,
+            canary: &counts.canary,
+            window: &counts.window,
+            canary_breaker_open: counts.breaker_open,
+        };
+        let t = c.tick(self.clock.now(), &inputs);
+        if let Some(link) = &mut self.link {
+            link.counts = Some(counts);
+        }
+        match t {
+            None => {
+                self.controller = c;
+                None
+            }
+            Some(t) => Some((c, t)),
+        }
+    }
+
+    /// A transition this replica wrote to the fleet's document: take it.
+    pub fn commit(&mut self, controller: Controller, t: &Transition, doc: &FleetDoc) {
+        self.controller = controller;
+        self.after(t);
+        let link = self.link.get_or_insert_with(FleetLink::default);
+        link.agrees = true;
+        link.pending = None;
+        if link.stage_id != doc.stage_id {
+            link.counts = None;
+        }
+        link.hold(doc);
+    }
+
+    /// Redis is unreachable: only the rollback triggers, on this replica's
+    /// own window and breaker. A rollback is applied here at once and kept
+    /// to be reported.
+    pub fn local_rollback(&mut self, canary_breaker_open: bool) -> Option<Transition> {
+        if !self.counted() {
+            return None;
+        }
+        let window = self.stats.window_snapshot();
+        let none = VersionSnapshot::default();
+        let inputs = TickInputs {
+            baseline: &none,
+            canary: &none,
+            window: &window,
+            canary_breaker_open,
+        };
+        let t = self.controller.tick_triggers(self.clock.now(), &inputs)?;
+        if let (State::RolledBack { reason }, Some(link)) = (&t.to, &mut self.link) {
+            link.pending = Some(reason.clone());
+        }
+        self.after(&t);
+        Some(t)
+    }
+
+    /// The local rollback was reported (or the fleet had already moved on).
+    pub fn reported(&mut self) {
+        if let Some(link) = &mut self.link {
+            link.pending = None;
+            // Adopt the fleet's document afresh at the next read.
+            link.doc_id.clear();
+            link.seq = 0;
+            link.at_ms = 0;
+        }
+    }
+}
+
+impl RolloutStatus {
+    /// With a fleet link: the fleet's sums in front, this replica's own
+    /// figures under `replica`.
+    fn with_fleet(mut self, link: Option<&FleetLink>) -> RolloutStatus {
+        let Some(link) = link else {
+            return self;
+        };
+        if let Some(sums) = &link.counts {
+            self.replica = Some(ReplicaFigures {
+                baseline: std::mem::replace(&mut self.baseline, sums.baseline.summary()),
+                canary: std::mem::replace(&mut self.canary, sums.canary.summary()),
+                window_requests: std::mem::replace(&mut self.window_requests, sums.window.requests),
+                window_failures: std::mem::replace(&mut self.window_failures, sums.window.failures),
+            });
+        }
+        if !link.agrees {
+            self.canary_weight = 0.0;
+            self.mirrored = false;
+        }
+        self.fleet = Some(link.view());
+        self
     }
 }
 

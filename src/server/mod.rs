@@ -82,6 +82,12 @@ pub async fn run(
             }
         })
     };
+    // With [cluster]: the fleet's sync loop (SPEC §12); told to stop at
+    // shutdown, when it hands the lease over.
+    let (fleet_stop, fleet_stopping) = tokio::sync::watch::channel(false);
+    let fleet = gateway.cluster.as_ref().map(|cluster| {
+        crate::cluster::sync::spawn(Arc::clone(&gateway), Arc::clone(cluster), fleet_stopping)
+    });
     tokio::pin!(shutdown);
 
     loop {
@@ -177,6 +183,17 @@ pub async fn run(
     admin_task.abort();
     upkeep.abort();
     rollouts.abort();
+    if let Some(task) = fleet {
+        let _ = fleet_stop.send(true);
+        let abort = task.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(2), task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the fleet's sync loop did not stop in time");
+            abort.abort();
+        }
+    }
     gateway.access_log.flush(Duration::from_secs(2));
     Ok(())
 }

@@ -15,8 +15,11 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
 
 use super::metrics::VersionMetrics;
 
@@ -52,6 +55,28 @@ pub struct FeedbackIndex {
     shards: Box<[Mutex<Shard>]>,
     hasher: RandomState,
     epoch: Instant,
+    /// With `[cluster]`: every record (and every claim made here without
+    /// the fleet) is also handed to the fleet's index in Redis, through a
+    /// bounded queue that never waits; full, the record stays local only.
+    forward: OnceLock<mpsc::Sender<Forwarded>>,
+    forward_dropped: AtomicU64,
+}
+
+/// A record for the fleet's feedback index (`crate::cluster::feedback`).
+pub struct Forwarded {
+    /// [`digest`] of the request id: fixed size, the same on every replica.
+    pub id: [u8; 16],
+    /// The version that served it (its route and version names).
+    pub metrics: Arc<VersionMetrics>,
+    /// Already claimed here: the fleet's copy must be marked used.
+    pub claimed: bool,
+}
+
+/// The fleet-wide key of a request id.
+pub fn digest(request_id: &[u8]) -> [u8; 16] {
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&blake3::hash(request_id).as_bytes()[..16]);
+    id
 }
 
 impl Default for FeedbackIndex {
@@ -67,6 +92,8 @@ impl Default for FeedbackIndex {
                 .collect(),
             hasher: RandomState::new(),
             epoch: Instant::now(),
+            forward: OnceLock::new(),
+            forward_dropped: AtomicU64::new(0),
         }
     }
 }
@@ -80,8 +107,33 @@ impl FeedbackIndex {
         &self.shards[(key as usize) % SHARDS]
     }
 
+    /// With `[cluster]`: hand every record to the fleet's index too.
+    pub fn forward_to(&self, tx: mpsc::Sender<Forwarded>) {
+        let _ = self.forward.set(tx);
+    }
+
+    /// Records that could not be handed to the fleet (its queue was full).
+    pub fn forward_dropped(&self) -> u64 {
+        self.forward_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Hand a record to the fleet's index, never waiting.
+    pub fn forward(&self, request_id: &[u8], metrics: &Arc<VersionMetrics>, claimed: bool) {
+        if let Some(tx) = self.forward.get() {
+            let record = Forwarded {
+                id: digest(request_id),
+                metrics: Arc::clone(metrics),
+                claimed,
+            };
+            if tx.try_send(record).is_err() {
+                self.forward_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Remember which version served `request_id`.
     pub fn record(&self, request_id: &[u8], metrics: &Arc<VersionMetrics>) {
+        self.forward(request_id, metrics, false);
         let key = self.hasher.hash_one(request_id);
         let now = self.now();
         let window = FEEDBACK_WINDOW.as_secs() as u32;

@@ -82,6 +82,10 @@ pub struct VersionMetrics {
     outcomes: [[Counter; 2]; 2],
     /// On a rollout's versions: where outcomes also go, for the judge.
     pub judge: Option<(Arc<RolloutStats>, Role)>,
+    /// The labels, for the fleet's feedback index (a record names the
+    /// version that served it, so another replica can count it).
+    pub route: Arc<str>,
+    pub version: Arc<str>,
 }
 
 /// Where a task outcome came from (the `source` label).
@@ -148,6 +152,8 @@ impl VersionMetrics {
                 ],
             ],
             judge: None,
+            route: route.into(),
+            version: version.into(),
         }
     }
 

@@ -34,6 +34,10 @@ pub const ROLLBACKS_TOTAL: &str = "cutover_rollbacks_total";
 pub const CACHE_REQUESTS_TOTAL: &str = "cutover_cache_requests_total";
 pub const CACHE_BYTES: &str = "cutover_cache_bytes";
 pub const SET_JSON_SKIPPED_TOTAL: &str = "cutover_set_json_skipped_total";
+pub const CLUSTER_UP: &str = "cutover_cluster_up";
+pub const CLUSTER_LEADER: &str = "cutover_cluster_leader";
+pub const CLUSTER_REPLICAS: &str = "cutover_cluster_replicas";
+pub const CLUSTER_ERRORS_TOTAL: &str = "cutover_cluster_errors_total";
 
 /// (name, help) for every metric, registered once at start. A test checks
 /// that every series `/metrics` exposes has HELP text.
@@ -145,6 +149,22 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
     (
         ROLLBACKS_TOTAL,
         "Automatic and operator rollbacks by route and reason.",
+    ),
+    (
+        CLUSTER_UP,
+        "1 while the fleet's Redis answers this replica's sync rounds (with [cluster]).",
+    ),
+    (
+        CLUSTER_LEADER,
+        "1 on the replica that holds the lease and judges the fleet's rollouts.",
+    ),
+    (
+        CLUSTER_REPLICAS,
+        "Replicas of the fleet seen in Redis within the last three leases.",
+    ),
+    (
+        CLUSTER_ERRORS_TOTAL,
+        "Redis operations of the fleet that failed or passed their deadline, by operation.",
     ),
 ];
 

@@ -258,10 +258,10 @@ fn local_addr(listener: &TcpListener) -> Result<SocketAddr, String> {
 }
 
 /// A fresh directory under the system temp dir, removed on drop.
-struct ScratchDir(PathBuf);
+pub(super) struct ScratchDir(PathBuf);
 
 impl ScratchDir {
-    fn create() -> std::io::Result<ScratchDir> {
+    pub(super) fn create() -> std::io::Result<ScratchDir> {
         let base = std::env::temp_dir();
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -283,7 +283,7 @@ impl ScratchDir {
         Err(last.unwrap_or_else(|| std::io::Error::other("no free name")))
     }
 
-    fn path(&self) -> &Path {
+    pub(super) fn path(&self) -> &Path {
         &self.0
     }
 }
