@@ -102,20 +102,44 @@ impl RouteRollout {
         canary_upstream_url: &str,
         canary_deps: &Deps,
     ) -> bool {
-        let now = self.clock.now();
-        self.webhook = webhook(cfg);
-        let fingerprint = persist::fingerprint(canary_upstream_url, canary_deps);
-        if fingerprint == self.fingerprint {
-            let elapsed = now.saturating_duration_since(self.controller.stage_started());
-            self.controller =
-                Controller::restore(cfg, self.controller.state().clone(), elapsed, now);
-            false
-        } else {
-            self.fingerprint = fingerprint;
-            self.controller = Controller::new(cfg, now);
-            self.stats.reset_step();
-            true
+        let (next, restarted) = self.reconfigured(cfg, canary_upstream_url, canary_deps);
+        if restarted {
+            next.stats.reset_step();
         }
+        *self = next;
+        restarted
+    }
+
+    /// What [`Self::reconfigure`] would make of this rollout, without
+    /// changing it: the new rollout (sharing this one's stats) and whether
+    /// it restarts, in which case the caller resets the step stats when it
+    /// commits the reload.
+    pub fn reconfigured(
+        &self,
+        cfg: &RolloutConfig,
+        canary_upstream_url: &str,
+        canary_deps: &Deps,
+    ) -> (RouteRollout, bool) {
+        let now = self.clock.now();
+        let fingerprint = persist::fingerprint(canary_upstream_url, canary_deps);
+        let (controller, restarted) = if fingerprint == self.fingerprint {
+            let elapsed = now.saturating_duration_since(self.controller.stage_started());
+            (
+                Controller::restore(cfg, self.controller.state().clone(), elapsed, now),
+                false,
+            )
+        } else {
+            (Controller::new(cfg, now), true)
+        };
+        let next = RouteRollout {
+            route: self.route.clone(),
+            fingerprint,
+            stats: Arc::clone(&self.stats),
+            controller,
+            clock: Arc::clone(&self.clock),
+            webhook: webhook(cfg),
+        };
+        (next, restarted)
     }
 
     /// The hot path's handle: record judged requests here.

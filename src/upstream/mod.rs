@@ -8,4 +8,4 @@ mod registry;
 
 pub use breaker::{Breaker, BreakerState, Permit, Rejection};
 pub use client::{UpstreamClient, UpstreamRequestBody, build_client, tls_client_config};
-pub use registry::{UpstreamRegistry, UpstreamState};
+pub use registry::{UpstreamPlan, UpstreamRegistry, UpstreamState};

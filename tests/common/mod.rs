@@ -367,7 +367,9 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 }
 
 pub async fn scrape(proxy: &Proxy) -> String {
-    reqwest::get(format!("{}/metrics", proxy.admin_url()))
+    client()
+        .get(format!("{}/metrics", proxy.admin_url()))
+        .send()
         .await
         .expect("metrics")
         .text()
