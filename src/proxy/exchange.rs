@@ -99,8 +99,8 @@ pub struct Exchange {
     bytes: u64,
     /// Holds a slot of `server.max_in_flight`.
     admitted: bool,
-    /// The responding upstream's breaker permit: already judged at the
-    /// commit point, it holds the in-flight slot until the stream ends.
+    /// The responding upstream's breaker permit: it holds the in-flight
+    /// slot until the stream ends, and reports how it ended.
     pub upstream_slot: Option<Permit>,
     /// Reads token usage from the response as it streams.
     pub usage: UsageScanner,
@@ -430,7 +430,16 @@ impl Exchange {
         if std::mem::take(&mut self.admitted) {
             self.gateway.in_flight.fetch_sub(1, Ordering::AcqRel);
         }
-        self.upstream_slot = None;
+        // The committed attempt's verdict for its breaker, as for the judge:
+        // a stream that broke after its first byte is the upstream's
+        // failure; a client that left says nothing about the upstream.
+        if let Some(permit) = self.upstream_slot.take() {
+            match end {
+                End::Complete => permit.success(),
+                End::UpstreamError | End::IdleTimeout => permit.failure(),
+                End::ClientAborted => drop(permit),
+            }
+        }
     }
 }
 

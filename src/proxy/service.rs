@@ -292,7 +292,7 @@ async fn attempt(
     // The breaker admits the attempt or refuses it at once (open, probes
     // taken, max_in_flight): a refusal is a failed attempt that falls back
     // without touching the upstream, and is not reported to the breaker.
-    let mut permit = match upstream.state.breaker.try_acquire() {
+    let permit = match upstream.state.breaker.try_acquire() {
         Ok(p) => p,
         Err(_) => {
             upstream.metrics.attempt(AttemptResult::Rejected);
@@ -347,12 +347,10 @@ async fn attempt(
         ex.record_attempt(&target.name, &upstream.name, started, traced);
     }
     match result {
-        // Judged healthy at the commit point; counted in metrics when the
-        // stream ends (see `Exchange::finish`).
-        Ok((head, stream)) => {
-            permit.record_success();
-            Ok((head, stream, permit))
-        }
+        // Committed: the permit travels with the stream, and the breaker
+        // hears how the stream ended (`Exchange::finish`), so a stream that
+        // breaks after its first byte counts against its upstream (SPEC §5).
+        Ok((head, stream)) => Ok((head, stream, permit)),
         Err(failed) => {
             permit.failure();
             upstream.metrics.attempt(failed);
