@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::cache::ResponseCache;
 use crate::config::{self, Config};
+use crate::proxy::budget::BodyBudget;
 use crate::rollout::Action;
 use crate::rollout::registry::{ActError, RolloutRegistry};
 use crate::rollout::route::RolloutStatus;
@@ -39,6 +40,8 @@ pub struct Gateway {
     pub cache: Arc<ResponseCache>,
     /// Requests in flight on the traffic listener, for `max_in_flight`.
     pub in_flight: AtomicUsize,
+    /// Request bodies held in memory, for `server.max_buffered`.
+    pub buffered: Arc<BodyBudget>,
     /// Set on SIGTERM: `/readyz` answers 503.
     pub draining: AtomicBool,
     pub access_log: AccessLog,
@@ -130,6 +133,7 @@ impl Gateway {
             mirrors: TaskTracker::new(),
             cache,
             in_flight: AtomicUsize::new(0),
+            buffered: Arc::new(BodyBudget::default()),
             draining: AtomicBool::new(false),
             access_log,
             prometheus,

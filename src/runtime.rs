@@ -24,6 +24,7 @@ use crate::resilience::Refusal;
 use crate::rollout::registry::LiveRollout;
 use crate::rollout::{Role, RolloutStats};
 use crate::routing::{BUCKETS, BucketTable};
+use crate::secret::Secret;
 use crate::shadow::{Shadow, ShadowStates};
 use crate::telemetry::{RouteMetrics, UpstreamMetrics, VersionMetrics, names};
 use crate::upstream::UpstreamState;
@@ -32,6 +33,8 @@ pub struct Runtime {
     pub generation: u64,
     pub loaded_at: SystemTime,
     pub config: Arc<Config>,
+    /// `server.feedback_token_env`: feedback needs this bearer token.
+    pub feedback_token: Option<Secret>,
     pub routes: Box<[Route]>,
     pub upstreams: Box<[Arc<Upstream>]>,
 }
@@ -130,6 +133,8 @@ pub struct Route {
     pub sticky: Box<[StickySource]>,
     pub salt: Box<[u8]>,
     pub pin_header: Option<HeaderName>,
+    /// `pin_token_env`: a pin counts only with `x-cutover-pin-token`.
+    pub pin_token: Option<Secret>,
     pub versions: Box<[Version]>,
     pub table: BucketTable,
     pub fallbacks: Box<[Target]>,
@@ -296,6 +301,7 @@ impl Runtime {
                 sticky: r.sticky.clone().into_boxed_slice(),
                 salt: r.salt.as_bytes().into(),
                 pin_header: r.pin_header.clone(),
+                pin_token: r.pin_token.as_deref().map(Secret::new),
                 table: BucketTable::new(versions.iter().map(|v| v.weight)),
                 versions: versions.into_boxed_slice(),
                 fallbacks: fallbacks.into_boxed_slice(),
@@ -313,6 +319,7 @@ impl Runtime {
         }
         Ok(Runtime {
             generation,
+            feedback_token: config.server.feedback_token.as_deref().map(Secret::new),
             loaded_at: SystemTime::now(),
             config: Arc::new(config),
             routes: routes.into_boxed_slice(),

@@ -75,6 +75,9 @@ pub enum Responder {
     Upstream(Arc<Upstream>),
     /// Served from the response cache.
     Cache(Arc<Entry>),
+    /// Followed an identical miss's answer as it streamed (the leader's
+    /// upstream, by name).
+    Follower(Arc<str>),
     Refusal,
     /// cutover itself (404, 413, 400).
     Local,
@@ -335,6 +338,7 @@ impl Exchange {
             let upstream = match &self.responder {
                 Responder::Upstream(u) => &*u.name,
                 Responder::Cache(entry) => &*entry.upstream,
+                Responder::Follower(upstream) => upstream,
                 Responder::Refusal => "refusal",
                 Responder::Local | Responder::Pending => "",
             };
@@ -462,7 +466,10 @@ impl Exchange {
                 Arc::ptr_eq(u, &route.versions[version].target.upstream) && !self.own_attempt_failed
             }
             Responder::Refusal => false,
-            Responder::Cache(_) | Responder::Local | Responder::Pending => return,
+            Responder::Cache(_)
+            | Responder::Follower(_)
+            | Responder::Local
+            | Responder::Pending => return,
         };
         let failed = self.own_attempt_failed
             || (own && matches!(end, End::UpstreamError | End::IdleTimeout));

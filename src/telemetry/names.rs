@@ -31,6 +31,7 @@ pub const ROLLBACKS_TOTAL: &str = "cutover_rollbacks_total";
 pub const CACHE_REQUESTS_TOTAL: &str = "cutover_cache_requests_total";
 pub const CACHE_BYTES: &str = "cutover_cache_bytes";
 pub const SET_JSON_SKIPPED_TOTAL: &str = "cutover_set_json_skipped_total";
+pub const BUFFERED_BYTES: &str = "cutover_buffered_bytes";
 
 /// (name, help) for every metric, registered once at start. A test checks
 /// that every series `/metrics` exposes has HELP text.
@@ -134,6 +135,10 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
     (
         ROLLBACKS_TOTAL,
         "Automatic and operator rollbacks by route and reason.",
+    ),
+    (
+        BUFFERED_BYTES,
+        "Bytes of request bodies held in memory now (bounded by server.max_buffered).",
     ),
 ];
 
