@@ -574,3 +574,223 @@ async fn entries_expire_after_their_routes_ttl() {
     assert_eq!(ask(&proxy, "/ttl/x", CHAT, &[]).await.0, "miss");
     assert_eq!(requests(&up), 2);
 }
+
+/// Read a response's body frame by frame: (time of the first frame since
+/// `t0`, the whole body, whether it ended complete).
+async fn read_timed(mut r: reqwest::Response, t0: Instant) -> (Option<Duration>, Vec<u8>, bool) {
+    let mut first = None;
+    let mut body = Vec::new();
+    loop {
+        match r.chunk().await {
+            Ok(Some(chunk)) => {
+                if first.is_none() && !chunk.is_empty() {
+                    first = Some(t0.elapsed());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return (first, body, true),
+            Err(_) => return (first, body, false),
+        }
+    }
+}
+
+/// SPEC §6: a follower of an identical miss gets the leader's stream as it
+/// arrives, chunk by chunk, not the whole answer at its end; both get the
+/// same bytes from one upstream call.
+#[tokio::test]
+async fn a_follower_streams_the_leaders_answer_as_it_arrives() {
+    let slow = backend(MockArgs {
+        name: "trickle".into(),
+        chunks: 2,
+        // 6 events, 600 ms apart: the answer takes 3 s.
+        chunk_delay: Duration::from_millis(600),
+        ..MockArgs::new(loopback0())
+    })
+    .await;
+    let proxy = start_proxy(&config("follow", &slow.url(), TTL, "")).await;
+    let t0 = Instant::now();
+    let leader = post(&proxy, "/follow/x", CHAT_STREAM, &[]).await;
+    assert_eq!(leader.headers()["x-cutover-cache"], "miss");
+    let leading = tokio::spawn(read_timed(leader, t0));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let follower = post(&proxy, "/follow/x", CHAT_STREAM, &[]).await;
+    assert_eq!(follower.status(), 200);
+    assert_eq!(follower.headers()["x-cutover-cache"], "hit");
+    assert!(
+        follower.headers()["content-type"]
+            .as_bytes()
+            .starts_with(b"text/event-stream")
+    );
+    let (first, followed, complete) = read_timed(follower, t0).await;
+    let (_, led, led_complete) = leading.await.expect("leader");
+    let first = first.expect("a first chunk");
+    assert!(
+        first < Duration::from_millis(1500),
+        "the follower's first chunk came at {first:?}, with the leader's stream taking {:?}",
+        t0.elapsed()
+    );
+    assert!(
+        t0.elapsed() >= Duration::from_millis(2500),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert!(complete && led_complete);
+    assert_eq!(followed, led, "the follower's bytes are the leader's");
+    assert_eq!(requests(&slow), 1, "one upstream call");
+    // And it was stored for the next one.
+    let (cache, _, body) = ask(&proxy, "/follow/x", CHAT_STREAM, &[]).await;
+    assert_eq!((cache.as_str(), &body[..]), ("hit", &led[..]));
+}
+
+/// When the leader's answer is not storable (here its own upstream fails
+/// and a slow fallback answers), the followers still waiting go upstream
+/// on their own at once, not when the leader's answer is done.
+#[tokio::test]
+async fn followers_of_an_unstorable_answer_go_upstream_at_once() {
+    let failing = backend(MockArgs {
+        name: "fails".into(),
+        status: Some(StatusCode::INTERNAL_SERVER_ERROR),
+        latency: Duration::from_millis(400),
+        ..MockArgs::new(loopback0())
+    })
+    .await;
+    let fallback = backend(MockArgs {
+        name: "slow-fb".into(),
+        latency: Duration::from_secs(3),
+        ..MockArgs::new(loopback0())
+    })
+    .await;
+    let fallback_upstream = format!(
+        "[[upstreams]]\nname = \"unstorable-fb\"\nurl = \"{}\"\nheader_timeout = \"10s\"\n",
+        fallback.url()
+    );
+    let toml = config(
+        "unstorable",
+        &failing.url(),
+        TTL,
+        r#"fallbacks = [{ name = "fb", upstream = "unstorable-fb" }]"#,
+    )
+    .replacen("[[routes]]", &format!("{fallback_upstream}[[routes]]"), 1);
+    let proxy = start_proxy(&toml).await;
+    let t0 = Instant::now();
+    let leader = tokio::spawn({
+        let url = format!("{}/unstorable/x", proxy.url());
+        async move {
+            client()
+                .post(url)
+                .header("content-type", "application/json")
+                .body(CHAT)
+                .send()
+                .await
+                .expect("leader")
+        }
+    });
+    assert!(eventually(Duration::from_secs(2), || requests(&failing) == 1).await);
+    let follower = tokio::spawn({
+        let url = format!("{}/unstorable/x", proxy.url());
+        async move {
+            client()
+                .post(url)
+                .header("content-type", "application/json")
+                .body(CHAT)
+                .send()
+                .await
+                .expect("follower")
+        }
+    });
+    // The leader's own attempt fails at ~400 ms; the follower must reach
+    // the upstream itself soon after, long before the fallback's 3 s.
+    assert!(
+        eventually(Duration::from_millis(1500), || requests(&failing) == 2).await,
+        "the follower waited for the leader's fallback ({:?})",
+        t0.elapsed()
+    );
+    let (leader, follower) = (
+        leader.await.expect("leader"),
+        follower.await.expect("follower"),
+    );
+    for r in [&leader, &follower] {
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-cutover-upstream"], "unstorable-fb");
+    }
+    assert_eq!(status(&proxy).await["cache"]["entries"], 0);
+}
+
+/// `[cache] lock_timeout` bounds a follower's wait for the leader's first
+/// byte: past it, the follower goes upstream on its own.
+#[tokio::test]
+async fn a_follower_goes_alone_after_the_lock_timeout() {
+    let slow = backend(MockArgs {
+        name: "slow-head".into(),
+        latency: Duration::from_secs(1),
+        ..MockArgs::new(loopback0())
+    })
+    .await;
+    let toml = config("locktimeout", &slow.url(), TTL, "").replace(
+        "max_entry_size = \"1MiB\"",
+        "max_entry_size = \"1MiB\"\nlock_timeout = \"300ms\"",
+    );
+    let proxy = start_proxy(&toml).await;
+    let leader = tokio::spawn({
+        let url = format!("{}/locktimeout/x", proxy.url());
+        async move { client().post(url).body(CHAT).send().await.expect("leader") }
+    });
+    assert!(eventually(Duration::from_secs(2), || requests(&slow) == 1).await);
+    let t0 = Instant::now();
+    let follower = tokio::spawn({
+        let url = format!("{}/locktimeout/x", proxy.url());
+        async move {
+            client()
+                .post(url)
+                .body(CHAT)
+                .send()
+                .await
+                .expect("follower")
+        }
+    });
+    assert!(
+        eventually(Duration::from_millis(700), || requests(&slow) == 2).await,
+        "the follower did not go upstream after the lock timeout"
+    );
+    assert!(
+        t0.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        t0.elapsed()
+    );
+    let follower = follower.await.expect("follower");
+    assert_eq!(follower.status(), 200);
+    assert_eq!(follower.headers()["x-cutover-cache"], "miss");
+    assert_eq!(leader.await.expect("leader").status(), 200);
+}
+
+/// A leader's stream that breaks mid-way: a follower already streaming it
+/// keeps the bytes it got, and its stream ends broken too (never framed as
+/// complete); nothing is stored.
+#[tokio::test]
+async fn a_broken_leader_stream_breaks_its_followers_streams() {
+    let cut = backend(MockArgs {
+        name: "cut".into(),
+        chunks: 4,
+        chunk_delay: Duration::from_millis(300),
+        abort_after: Some(4),
+        ..MockArgs::new(loopback0())
+    })
+    .await;
+    let proxy = start_proxy(&config("brokenlead", &cut.url(), TTL, "")).await;
+    let t0 = Instant::now();
+    let leader = post(&proxy, "/brokenlead/x", CHAT_STREAM, &[]).await;
+    let leading = tokio::spawn(read_timed(leader, t0));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let follower = post(&proxy, "/brokenlead/x", CHAT_STREAM, &[]).await;
+    assert_eq!(follower.headers()["x-cutover-cache"], "hit");
+    let (first, followed, complete) = read_timed(follower, t0).await;
+    let (_, led, led_complete) = leading.await.expect("leader");
+    assert!(first.is_some() && !followed.is_empty());
+    assert!(
+        !complete && !led_complete,
+        "a broken stream passed as complete"
+    );
+    assert_eq!(followed, led);
+    assert_eq!(requests(&cut), 1);
+    assert_eq!(status(&proxy).await["cache"]["entries"], 0);
+}
