@@ -794,3 +794,65 @@ async fn a_broken_leader_stream_breaks_its_followers_streams() {
     assert_eq!(requests(&cut), 1);
     assert_eq!(status(&proxy).await["cache"]["entries"], 0);
 }
+
+/// `x-cutover-cache` is on every answer of a caching route, those of
+/// cutover's own included: a body too large (413), a broken body (400) and
+/// a shed request carry `bypass` (the cache was not consulted), and count
+/// as such.
+#[tokio::test]
+async fn every_answer_of_a_caching_route_says_what_the_cache_did() {
+    let slow = backend(MockArgs {
+        name: "every".into(),
+        latency: Duration::from_millis(800),
+        ..MockArgs::new(loopback0())
+    })
+    .await;
+    let toml = config("every", &slow.url(), TTL, "").replacen(
+        "listen = \"127.0.0.1:0\"",
+        "listen = \"127.0.0.1:0\"\nmax_body = 1024\nmax_in_flight = 1",
+        1,
+    );
+    let proxy = start_proxy(&toml).await;
+    let too_large = post(&proxy, "/every/x", &"x".repeat(2000), &[]).await;
+    assert_eq!(too_large.status(), 413);
+    assert_eq!(too_large.headers()["x-cutover-cache"], "bypass");
+
+    // A chunk size that is not hex: the body cannot be read.
+    let close = raw_exchange(
+        proxy.addr,
+        b"POST /every/x HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n\r\n",
+        Duration::from_millis(1500),
+    )
+    .await;
+    assert!(close.starts_with("HTTP/1.1 400"), "{close}");
+    assert!(
+        close
+            .to_ascii_lowercase()
+            .contains("x-cutover-cache: bypass"),
+        "{close}"
+    );
+
+    let busy = tokio::spawn({
+        let url = format!("{}/every/x", proxy.url());
+        async move { client().post(url).body(CHAT).send().await.expect("busy") }
+    });
+    assert!(eventually(Duration::from_secs(2), || requests(&slow) == 1).await);
+    let shed = post(&proxy, "/every/y", CHAT, &[]).await;
+    assert_eq!(shed.status(), 503);
+    assert_eq!(shed.headers()["x-cutover-upstream"], "refusal");
+    assert_eq!(shed.headers()["x-cutover-cache"], "bypass");
+    assert_eq!(
+        busy.await.expect("busy").headers()["x-cutover-cache"],
+        "miss"
+    );
+    let text = scrape(&proxy).await;
+    assert!(
+        metric(
+            &text,
+            CACHE_REQUESTS,
+            &[("route", "every"), ("result", "bypass")]
+        )
+        .is_some_and(|n| n >= 3.0),
+        "{text}"
+    );
+}
