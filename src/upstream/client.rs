@@ -138,7 +138,7 @@ mod tests {
         let result = TimedConnector::new(stalls, Duration::from_millis(100))
             .oneshot(http::Uri::from_static("https://example.invalid"))
             .await;
-        let error = result.err().expect("timed out");
+        let error = result.expect_err("timed out");
         assert!(error.to_string().contains("connect_timeout"), "{error}");
         assert!(started.elapsed() < Duration::from_secs(2));
     }
