@@ -97,12 +97,12 @@ impl Gateway {
         let access_log = AccessLog::stdout(config.log.format, config.log.access_log);
         let config_path = config.source.clone();
         // Spawns its export task: Gateway::new runs inside the runtime.
-        let tracer = match config
-            .tracing
-            .as_ref()
-            .and_then(|t| t.otlp_endpoint.as_deref().map(|e| (e, t.sample_ratio)))
-        {
-            Some((endpoint, ratio)) => Some(Exporter::spawn(endpoint, ratio)?),
+        let tracer = match config.tracing.as_ref().and_then(|t| {
+            t.otlp_endpoint
+                .as_deref()
+                .map(|e| (e, t.sample_ratio, t.otlp_ca_pem.as_deref()))
+        }) {
+            Some((endpoint, ratio, ca)) => Some(Exporter::spawn(endpoint, ratio, ca)?),
             None => None,
         };
         let shadows = ShadowStates::default();
@@ -340,9 +340,13 @@ fn restart_required(running: &Config, next: &Config) -> Vec<String> {
         keys.push("server.shutdown_grace".to_string());
     }
     let otlp = |c: &Config| {
-        c.tracing
-            .as_ref()
-            .map(|t| (t.otlp_endpoint.clone(), t.sample_ratio.to_bits()))
+        c.tracing.as_ref().map(|t| {
+            (
+                t.otlp_endpoint.clone(),
+                t.sample_ratio.to_bits(),
+                t.otlp_ca_pem.clone(),
+            )
+        })
     };
     if otlp(running) != otlp(next) {
         keys.push("tracing".to_string());
