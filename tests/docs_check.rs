@@ -275,3 +275,32 @@ fn anchors_follow_github() {
         "time-to-decision-against-effect-size"
     );
 }
+
+/// The README's feedback-index figures are the code's.
+#[test]
+fn readme_feedback_index_figures_match_the_code() {
+    use cutover::telemetry::feedback::{KEPT_AT_LEAST, MAX_IDS};
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with("| feedback index |"))
+        .expect("a feedback index row in the README");
+    let grouped = |n: usize| {
+        let s = n.to_string();
+        let mut out = String::new();
+        for (i, c) in s.chars().enumerate() {
+            if i > 0 && (s.len() - i) % 3 == 0 {
+                out.push(' ');
+            }
+            out.push(c);
+        }
+        out
+    };
+    assert!(line.contains(&grouped(MAX_IDS)), "{line}");
+    assert!(line.contains(&grouped(KEPT_AT_LEAST)), "{line}");
+    assert!(
+        line.contains(&format!("about {} requests a second", KEPT_AT_LEAST / 3600)),
+        "{line}"
+    );
+}

@@ -15,6 +15,7 @@ use http::{HeaderValue, Method, Uri};
 use bytes::Bytes;
 
 use super::headers::TraceContext;
+use crate::config::Cost;
 use crate::gateway::Gateway;
 use crate::rollout::Observation;
 use crate::runtime::{Route, Runtime, Upstream};
@@ -107,6 +108,9 @@ pub struct Exchange {
     pub upstream_slot: Option<Permit>,
     /// Reads token usage from the response as it streams.
     pub usage: UsageScanner,
+    /// The `cost` of the target (version or fallback) whose upstream
+    /// answered: what the tokens are priced at.
+    pub served_cost: Option<Cost>,
     /// On caching routes: what the cache did (`x-cutover-cache`).
     pub cache: Option<CacheResult>,
     /// Collects a cacheable response as it streams; stored only if the
@@ -166,6 +170,7 @@ impl Exchange {
             admitted: false,
             upstream_slot: None,
             usage: UsageScanner::off(),
+            served_cost: None,
             cache: None,
             fill: None,
             capture: None,
@@ -325,10 +330,12 @@ impl Exchange {
                 m.ttfb.record(t);
             }
             if let (Some(v), Responder::Upstream(_)) = (version, &self.responder) {
-                // Tokens are priced at the version's rates even when a
-                // fallback answered: the route's spend stays on the version
-                // the user was assigned.
-                cost_usd = v.metrics.usage(usage, &v.target.cost);
+                // Tokens are priced at the rates of the target that served
+                // them (a cheaper-model fallback shows its cheaper price),
+                // and counted on the version the user was assigned, so the
+                // route's spend stays on it.
+                let cost = self.served_cost.as_ref().unwrap_or(&v.target.cost);
+                cost_usd = v.metrics.usage(usage, cost);
             }
             route.metrics.overhead.record(self.overhead);
             self.judge(route, end, duration, cost_usd);

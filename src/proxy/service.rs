@@ -445,6 +445,7 @@ fn respond(
         target.upstream.name_header.clone(),
     );
     ex.status = parts.status.as_u16();
+    ex.served_cost = Some(target.cost);
     ex.responder = Responder::Upstream(Arc::clone(&target.upstream));
     Response::from_parts(parts, ProxyBody::upstream(stream, ex))
 }
