@@ -9,11 +9,12 @@
 //!   anchor rules).
 //! * The `yaml` block under "## Alerts" in `docs/runbook.md`, wrapped in a
 //!   rule group, passes `promtool check rules`. Skipped, loudly, where
-//!   promtool is not installed (`.ci/run` installs it).
+//!   promtool is not installed; under `CI=true` that fails instead
+//!   (`.ci/run` installs it).
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use cutover::telemetry::names;
@@ -122,21 +123,15 @@ fn alert_rules() -> String {
     }
 }
 
-fn promtool() -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("promtool"))
-            .find(|p| p.is_file())
-    })
-}
+#[path = "common/tools.rs"]
+mod tools;
 
 #[test]
 fn the_runbook_alerts_pass_promtool() {
     let rules = alert_rules();
     let alerts = rules.matches("- alert: ").count();
     assert!(alerts >= 8, "only {alerts} alerts in the runbook");
-    let Some(promtool) = promtool() else {
-        eprintln!("SKIP: promtool not installed (apt-get install prometheus)");
+    let Some(promtool) = tools::require("promtool", &[], "apt-get install prometheus") else {
         return;
     };
     let mut file = String::from("groups:\n  - name: cutover\n    rules:\n");

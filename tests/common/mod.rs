@@ -2,6 +2,8 @@
 //! text, mock backends named for their behaviour, and small clients.
 #![allow(dead_code)]
 
+pub mod tools;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
