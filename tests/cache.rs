@@ -856,3 +856,54 @@ async fn every_answer_of_a_caching_route_says_what_the_cache_did() {
         "{text}"
     );
 }
+
+/// Followers of an identical miss wait without a `max_in_flight` slot
+/// (and at most `lock_timeout`): waiting costs the process nothing and
+/// must not crowd out requests that work. They take a slot again when the
+/// first answer arrives.
+#[tokio::test]
+async fn followers_wait_without_an_admission_slot() {
+    let slow = backend(MockArgs {
+        name: "slots".into(),
+        latency: Duration::from_millis(1500),
+        ..MockArgs::new(loopback0())
+    })
+    .await;
+    let toml = config("slots", &slow.url(), TTL, "").replacen(
+        "listen = \"127.0.0.1:0\"",
+        "listen = \"127.0.0.1:0\"\nmax_in_flight = 10",
+        1,
+    );
+    let proxy = start_proxy(&toml).await;
+    let ask_one = || {
+        let url = format!("{}/slots/x", proxy.url());
+        tokio::spawn(async move {
+            let r = client()
+                .post(url)
+                .header("content-type", "application/json")
+                .body(CHAT)
+                .send()
+                .await
+                .expect("response");
+            let cache = r.headers()["x-cutover-cache"]
+                .to_str()
+                .unwrap_or("")
+                .to_string();
+            (r.status().as_u16(), cache)
+        })
+    };
+    let leader = ask_one();
+    assert!(eventually(Duration::from_secs(2), || requests(&slow) == 1).await);
+    let followers: Vec<_> = (0..3).map(|_| ask_one()).collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let in_flight = proxy
+        .gateway
+        .in_flight
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(in_flight, 1, "waiting followers hold admission slots");
+    assert_eq!(leader.await.expect("leader"), (200, "miss".to_string()));
+    for f in followers {
+        assert_eq!(f.await.expect("follower"), (200, "hit".to_string()));
+    }
+    assert_eq!(requests(&slow), 1);
+}

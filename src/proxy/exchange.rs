@@ -252,6 +252,16 @@ impl Exchange {
         true
     }
 
+    /// Give the `max_in_flight` slot back while this request only waits
+    /// (a coalesced miss waiting for the first one's answer): waiting costs
+    /// the process almost nothing, and must not crowd out requests that
+    /// work. Take one again with [`Exchange::admit`] before going on.
+    pub fn release_admission(&mut self) {
+        if std::mem::take(&mut self.admitted) {
+            self.gateway.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
     #[inline]
     pub fn on_data(&mut self, data: &Bytes) {
         if self.ttfb.is_none() && !data.is_empty() {

@@ -152,6 +152,8 @@ pub async fn handle(
             Lookup::Follow(head, events) => return serve_follower(ex, route, head, events),
             Lookup::Miss(guard) => fill_guard = guard,
             Lookup::Bypass => {}
+            // Waited without a slot, and none is free now.
+            Lookup::Shed => return refuse(ex, route, false, RefusalReason::Overload),
         }
     }
 
@@ -624,6 +626,8 @@ enum Lookup {
     /// Go to the upstream; with a guard when this request fills the entry.
     Miss(Option<FillGuard>),
     Bypass,
+    /// A follower found no `max_in_flight` slot after its wait.
+    Shed,
 }
 
 /// Decide bypass, compute the key, and look it up. An identical miss
@@ -664,9 +668,15 @@ async fn lookup(
             None => match store.lock(key) {
                 Lock::Leader(guard) => Lookup::Miss(Some(guard)),
                 Lock::Wait(flight) => {
+                    // A follower waits without a max_in_flight slot, and
+                    // at most lock_timeout; it takes a slot again to go on.
+                    ex.release_admission();
                     ex.wait();
                     let follow = flight.follow(ex.rt.config.cache.lock_timeout).await;
                     ex.work();
+                    if !ex.admit(ex.rt.config.server.max_in_flight) {
+                        return Lookup::Shed;
+                    }
                     match follow {
                         Follow::Stream(head, events) => Lookup::Follow(head, events),
                         Follow::Stored => match store.get(&key) {
@@ -685,7 +695,8 @@ async fn lookup(
     let counted = match &result {
         Lookup::Hit(_) | Lookup::Follow(..) => CacheResult::Hit,
         Lookup::Miss(_) => CacheResult::Miss,
-        Lookup::Bypass => CacheResult::Bypass,
+        // (A shed follower returns before this; its refusal counts it.)
+        Lookup::Bypass | Lookup::Shed => CacheResult::Bypass,
     };
     cache.metrics.result(counted);
     store.count(match counted {
