@@ -16,6 +16,7 @@ use crate::cluster::Cluster;
 use crate::cluster::feedback::Claim;
 use crate::cluster::shared_cache::SharedCache;
 use crate::config::{self, Config};
+use crate::proxy::budget::BodyBudget;
 use crate::rollout::Action;
 use crate::rollout::registry::{ActError, RolloutRegistry};
 use crate::rollout::route::RolloutStatus;
@@ -43,6 +44,8 @@ pub struct Gateway {
     pub cache: Arc<ResponseCache>,
     /// Requests in flight on the traffic listener, for `max_in_flight`.
     pub in_flight: AtomicUsize,
+    /// Request bodies held in memory, for `server.max_buffered`.
+    pub buffered: Arc<BodyBudget>,
     /// Set on SIGTERM: `/readyz` answers 503.
     pub draining: AtomicBool,
     pub access_log: AccessLog,
@@ -65,6 +68,9 @@ pub struct Gateway {
     /// What the last reload attempts left behind, for `/status`. A
     /// control-plane lock: never taken on the request path.
     reload_state: Mutex<ReloadState>,
+    /// Fault injection for tests: the next reload fails as if its compile,
+    /// the last fallible stage, had failed. See [`Gateway::fail_next_compile`].
+    fail_next_compile: AtomicBool,
 }
 
 /// The outcome of reloads so far, as `/status` shows it.
@@ -100,12 +106,12 @@ impl Gateway {
         let access_log = AccessLog::stdout(config.log.format, config.log.access_log);
         let config_path = config.source.clone();
         // Spawns its export task: Gateway::new runs inside the runtime.
-        let tracer = match config
-            .tracing
-            .as_ref()
-            .and_then(|t| t.otlp_endpoint.as_deref().map(|e| (e, t.sample_ratio)))
-        {
-            Some((endpoint, ratio)) => Some(Exporter::spawn(endpoint, ratio)?),
+        let tracer = match config.tracing.as_ref().and_then(|t| {
+            t.otlp_endpoint
+                .as_deref()
+                .map(|e| (e, t.sample_ratio, t.otlp_ca_pem.as_deref()))
+        }) {
+            Some((endpoint, ratio, ca)) => Some(Exporter::spawn(endpoint, ratio, ca)?),
             None => None,
         };
         let shadows = ShadowStates::default();
@@ -129,16 +135,20 @@ impl Gateway {
             cache.set_shared_tier(Arc::clone(tier) as Arc<dyn crate::cache::shared::SharedTier>);
             cache.set_shared(config.cache.shared);
         }
-        let live = rollouts.sync(&config);
-        let runtime = Runtime::compile(
-            config,
-            &Shared {
-                upstreams: &registry,
-                shadows: &shadows,
-                rollouts: &live,
-            },
-            1,
-        )?;
+        let plan = registry.prepare(&config.upstreams)?;
+        let runtime = rollouts.reload(&config, |live| {
+            Runtime::compile(
+                config.clone(),
+                &Shared {
+                    upstreams: plan.states(),
+                    shadows: &shadows,
+                    rollouts: live,
+                },
+                1,
+            )
+        })?;
+        registry.commit(plan);
+        runtime.publish_gauges();
         Ok(Arc::new(Gateway {
             runtime: ArcSwap::from_pointee(runtime),
             registry,
@@ -147,6 +157,7 @@ impl Gateway {
             mirrors: TaskTracker::new(),
             cache,
             in_flight: AtomicUsize::new(0),
+            buffered: Arc::new(BodyBudget::default()),
             draining: AtomicBool::new(false),
             access_log,
             prometheus,
@@ -158,6 +169,7 @@ impl Gateway {
             generation: AtomicU64::new(1),
             reload_lock: tokio::sync::Mutex::new(()),
             reload_state: Mutex::new(ReloadState::default()),
+            fail_next_compile: AtomicBool::new(false),
         }))
     }
 
@@ -192,7 +204,9 @@ impl Gateway {
         result
     }
 
-    /// Fallible prepare (load, validate, compile), then one infallible store.
+    /// Fallible prepare (load, validate, upstream states, rollouts, compile),
+    /// then one infallible commit: the upstream registry, the rollouts and
+    /// the `Runtime` change together, or not at all.
     async fn prepare_and_swap(&self) -> Result<u64, ReloadError> {
         let path = self.config_path.clone();
         let loaded = tokio::task::spawn_blocking(move || config::load(&path))
@@ -201,20 +215,34 @@ impl Gateway {
         let current = self.runtime.load_full();
         let restart = restart_required(&current.config, &loaded.config);
         let next = self.generation() + 1;
-        // A rollout whose canary changed starts over here, before the new
-        // generation is compiled with its weights.
-        let live = self.rollouts.sync(&loaded.config);
-        let shared = Shared {
-            upstreams: &self.registry,
-            shadows: &self.shadows,
-            rollouts: &live,
-        };
-        let runtime =
-            Runtime::compile(loaded.config, &shared, next).map_err(ReloadError::Compile)?;
+        let plan = self
+            .registry
+            .prepare(&loaded.config.upstreams)
+            .map_err(ReloadError::Compile)?;
+        // The rollouts prepare, wait for the compile and commit under their
+        // own lock: a rollout whose canary changed starts over only if the
+        // new generation is swapped in.
+        let runtime = self.rollouts.reload(&loaded.config, |live| {
+            let shared = Shared {
+                upstreams: plan.states(),
+                shadows: &self.shadows,
+                rollouts: live,
+            };
+            let runtime = Runtime::compile(loaded.config.clone(), &shared, next)
+                .map_err(ReloadError::Compile)?;
+            if self.fail_next_compile.swap(false, Ordering::AcqRel) {
+                return Err(ReloadError::Compile(
+                    "injected failure (Gateway::fail_next_compile)".to_string(),
+                ));
+            }
+            Ok(runtime)
+        })?;
+        self.registry.commit(plan);
         self.cache
             .set_max_entry_size(runtime.config.cache.max_entry_size);
         self.cache
             .set_shared(self.cluster.is_some() && runtime.config.cache.shared);
+        runtime.publish_gauges();
         self.runtime.store(Arc::new(runtime));
         self.generation.store(next, Ordering::Release);
         if !restart.is_empty() {
@@ -229,6 +257,15 @@ impl Gateway {
         Ok(next)
     }
 
+    /// Fault injection for tests: make the next reload fail at its last
+    /// fallible stage, after the upstream states and the rollouts have
+    /// been prepared and the new `Runtime` compiled, exactly as a compile
+    /// error there would. It shows that a rejected reload commits nothing.
+    #[doc(hidden)]
+    pub fn fail_next_compile(&self) {
+        self.fail_next_compile.store(true, Ordering::Release);
+    }
+
     /// Recompile the running config with the rollouts' current weights and
     /// swap it in: the single writer of the `Runtime`, like a reload (and
     /// serialised with reloads), but the config generation stays.
@@ -236,13 +273,17 @@ impl Gateway {
         let _one_at_a_time = self.reload_lock.lock().await;
         let current = self.runtime.load_full();
         let live = self.rollouts.live();
+        let upstreams = current.upstream_states();
         let shared = Shared {
-            upstreams: &self.registry,
+            upstreams: &upstreams,
             shadows: &self.shadows,
             rollouts: &live,
         };
         match Runtime::compile((*current.config).clone(), &shared, current.generation) {
-            Ok(runtime) => self.runtime.store(Arc::new(runtime)),
+            Ok(runtime) => {
+                runtime.publish_gauges();
+                self.runtime.store(Arc::new(runtime));
+            }
             Err(e) => tracing::error!(error = %e, "rollout weights not published"),
         }
     }
@@ -398,9 +439,13 @@ fn restart_required(running: &Config, next: &Config) -> Vec<String> {
         keys.push("server.shutdown_grace".to_string());
     }
     let otlp = |c: &Config| {
-        c.tracing
-            .as_ref()
-            .map(|t| (t.otlp_endpoint.clone(), t.sample_ratio.to_bits()))
+        c.tracing.as_ref().map(|t| {
+            (
+                t.otlp_endpoint.clone(),
+                t.sample_ratio.to_bits(),
+                t.otlp_ca_pem.clone(),
+            )
+        })
     };
     if otlp(running) != otlp(next) {
         keys.push("tracing".to_string());

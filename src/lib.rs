@@ -33,6 +33,7 @@ pub mod resilience;
 pub mod rollout;
 pub mod routing;
 pub mod runtime;
+pub mod secret;
 pub mod server;
 pub mod shadow;
 pub mod telemetry;

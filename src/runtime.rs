@@ -24,14 +24,17 @@ use crate::resilience::Refusal;
 use crate::rollout::registry::LiveRollout;
 use crate::rollout::{Role, RolloutStats};
 use crate::routing::{BUCKETS, BucketTable};
+use crate::secret::Secret;
 use crate::shadow::{Shadow, ShadowStates};
 use crate::telemetry::{RouteMetrics, UpstreamMetrics, VersionMetrics, names};
-use crate::upstream::{UpstreamRegistry, UpstreamState};
+use crate::upstream::UpstreamState;
 
 pub struct Runtime {
     pub generation: u64,
     pub loaded_at: SystemTime,
     pub config: Arc<Config>,
+    /// `server.feedback_token_env`: feedback needs this bearer token.
+    pub feedback_token: Option<Secret>,
     pub routes: Box<[Route]>,
     pub upstreams: Box<[Arc<Upstream>]>,
 }
@@ -130,6 +133,8 @@ pub struct Route {
     pub sticky: Box<[StickySource]>,
     pub salt: Box<[u8]>,
     pub pin_header: Option<HeaderName>,
+    /// `pin_token_env`: a pin counts only with `x-cutover-pin-token`.
+    pub pin_token: Option<Secret>,
     pub versions: Box<[Version]>,
     pub table: BucketTable,
     pub fallbacks: Box<[Target]>,
@@ -185,26 +190,35 @@ const CANARY_MIRRORS_IN_FLIGHT: usize = 256;
 /// The long-lived state, kept by the gateway across generations, that a
 /// config is compiled against.
 pub struct Shared<'a> {
-    pub upstreams: &'a UpstreamRegistry,
+    /// The upstreams' long-lived states, in config order (a prepared
+    /// [`crate::upstream::UpstreamPlan`], or the running generation's).
+    pub upstreams: &'a [Arc<UpstreamState>],
     pub shadows: &'a ShadowStates,
     /// Rollouts by route name: their live weights and stats.
     pub rollouts: &'a HashMap<String, LiveRollout>,
 }
 
 impl Runtime {
-    /// Compile a validated config. Fails only on what validation cannot see
-    /// (e.g. a TLS client that cannot be built).
+    /// Compile a validated config. Fails only on what validation cannot
+    /// see. Has no side effects: the caller publishes the result (and its
+    /// gauges, [`Runtime::publish_gauges`]) once it is sure to swap it in.
     pub fn compile(
         config: Config,
         shared: &Shared<'_>,
         generation: u64,
     ) -> Result<Runtime, String> {
-        let states = shared.upstreams.reconcile(&config.upstreams)?;
+        if shared.upstreams.len() != config.upstreams.len() {
+            return Err(format!(
+                "{} upstream states for {} upstreams",
+                shared.upstreams.len(),
+                config.upstreams.len()
+            ));
+        }
         let upstreams: Vec<Arc<Upstream>> = config
             .upstreams
             .iter()
-            .zip(states)
-            .map(|(u, state)| compile_upstream(u, state).map(Arc::new))
+            .zip(shared.upstreams)
+            .map(|(u, state)| compile_upstream(u, Arc::clone(state)).map(Arc::new))
             .collect::<Result<_, _>>()?;
         let find = |name: &str| {
             upstreams
@@ -318,6 +332,7 @@ impl Runtime {
                 sticky: r.sticky.clone().into_boxed_slice(),
                 salt: r.salt.as_bytes().into(),
                 pin_header: r.pin_header.clone(),
+                pin_token: r.pin_token.as_deref().map(Secret::new),
                 table: BucketTable::new(versions.iter().map(|v| v.weight)),
                 versions: versions.into_boxed_slice(),
                 fallbacks: fallbacks.into_boxed_slice(),
@@ -336,20 +351,37 @@ impl Runtime {
                 session_header: r.session_header.clone(),
             });
         }
-        for route in &routes {
-            for v in route.versions.iter() {
-                metrics::gauge!(names::ROUTE_WEIGHT, "route" => route.name.to_string(), "version" => v.target.name.to_string())
-                    .set(v.weight.percent());
-            }
-        }
-        metrics::gauge!(names::CONFIG_GENERATION).set(generation as f64);
         Ok(Runtime {
             generation,
+            feedback_token: config.server.feedback_token.as_deref().map(Secret::new),
             loaded_at: SystemTime::now(),
             config: Arc::new(config),
             routes: routes.into_boxed_slice(),
             upstreams: upstreams.into_boxed_slice(),
         })
+    }
+}
+
+impl Runtime {
+    /// The states of this generation's upstreams, in config order: what a
+    /// recompile of the same config runs on.
+    pub fn upstream_states(&self) -> Vec<Arc<UpstreamState>> {
+        self.upstreams
+            .iter()
+            .map(|u| Arc::clone(&u.state))
+            .collect()
+    }
+
+    /// `cutover_route_weight` and `cutover_config_generation` for this
+    /// generation, once it is the one in force.
+    pub fn publish_gauges(&self) {
+        for route in self.routes.iter() {
+            for v in route.versions.iter() {
+                metrics::gauge!(names::ROUTE_WEIGHT, "route" => route.name.to_string(), "version" => v.target.name.to_string())
+                    .set(v.weight.percent());
+            }
+        }
+        metrics::gauge!(names::CONFIG_GENERATION).set(self.generation as f64);
     }
 }
 

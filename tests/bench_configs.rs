@@ -26,7 +26,16 @@ fn every_bench_template_renders_to_a_valid_config() {
             .replace("@UPSTREAM_PORT@", "18000")
             .replace("@WORK@", &dir.path().display().to_string())
             // bench/features.sh and bench/redis_ops.sh start the Redis.
-            .replace("@REDIS_PORT@", "16379");
+            .replace("@REDIS_PORT@", "16379")
+            // bench/soak.sh's own placeholders.
+            .replace("@PORT@", "18080")
+            .replace("@ADMIN@", "19901")
+            .replace("@STATE@", &dir.path().join("state").display().to_string())
+            .replace("@PRIMARY@", "18001")
+            .replace("@CANARY@", "18002")
+            .replace("@BACKUP@", "18003")
+            .replace("@SHADOW@", "18004")
+            .replace("@VARIANT@", "30s");
         // Placeholders are @NAME@ in capitals (deps like prompt@1 stay).
         let unrendered = rendered
             .split('@')

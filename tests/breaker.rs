@@ -706,3 +706,71 @@ async fn client_abort_is_not_a_failure() {
         assert_eq!(count(&proxy, "br7-a", result).await, 0.0, "{result}");
     }
 }
+
+/// SPEC §5: a stream that breaks after its first byte (the commit point)
+/// counts as a failure of its upstream in the breaker, as it does in the
+/// rollout judge. Two streams cut mid-way open a breaker set to open at
+/// two failures in a row; the next request then falls back without
+/// reaching the upstream. An upstream error and an idle timeout both count.
+#[tokio::test]
+async fn a_stream_broken_after_its_first_byte_counts_against_its_upstream() {
+    let cut = backend(MockArgs {
+        name: "br8-cut".into(),
+        chunks: 4,
+        abort_after: Some(2),
+        ..MockArgs::new(loopback0())
+    })
+    .await;
+    let fb = healthy_backend("br8-fb").await;
+    let proxy = start_proxy(&with_fallback(
+        "br8",
+        &cut.url(),
+        &fb.url(),
+        "consecutive_failures = 2\nopen_for = \"30s\"",
+    ))
+    .await;
+    for i in 0..2 {
+        let resp = post_body(&proxy, "br8", CHAT_STREAM).await;
+        // Committed: the client gets the upstream's head and first bytes,
+        // then a broken stream (no fallback after the commit point).
+        assert_eq!(resp.status(), 200, "request {i}");
+        assert_eq!(served_by(&resp), "br8-a");
+        assert!(
+            resp.bytes().await.is_err(),
+            "request {i} passed as complete"
+        );
+    }
+    let s = wait_state(&proxy, "br8-a", "open").await;
+    assert_eq!(count(&proxy, "br8-a", "stream_error").await, 2.0, "{s}");
+    let before = cut.stats().requests();
+    expect_served(&proxy, "br8", "br8-fb").await;
+    assert_eq!(
+        cut.stats().requests(),
+        before,
+        "the open breaker let one through"
+    );
+
+    // The same for a stream that falls silent past idle_timeout.
+    let silent = backend(MockArgs {
+        name: "br8-silent".into(),
+        chunks: 3,
+        // Past the upstream's idle_timeout (2s) after the first chunk.
+        chunk_delay: Duration::from_secs(5),
+        ..MockArgs::new(loopback0())
+    })
+    .await;
+    let proxy = start_proxy(&config(
+        &upstream(
+            "br8-s",
+            &silent.url(),
+            "",
+            "consecutive_failures = 1\nopen_for = \"30s\"",
+        ),
+        &route("br8s", "br8-s", None),
+    ))
+    .await;
+    let resp = post_body(&proxy, "br8s", CHAT_STREAM).await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.bytes().await.is_err(), "passed as complete");
+    wait_state(&proxy, "br8-s", "open").await;
+}

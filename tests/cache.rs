@@ -574,3 +574,336 @@ async fn entries_expire_after_their_routes_ttl() {
     assert_eq!(ask(&proxy, "/ttl/x", CHAT, &[]).await.0, "miss");
     assert_eq!(requests(&up), 2);
 }
+
+/// Read a response's body frame by frame: (time of the first frame since
+/// `t0`, the whole body, whether it ended complete).
+async fn read_timed(mut r: reqwest::Response, t0: Instant) -> (Option<Duration>, Vec<u8>, bool) {
+    let mut first = None;
+    let mut body = Vec::new();
+    loop {
+        match r.chunk().await {
+            Ok(Some(chunk)) => {
+                if first.is_none() && !chunk.is_empty() {
+                    first = Some(t0.elapsed());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return (first, body, true),
+            Err(_) => return (first, body, false),
+        }
+    }
+}
+
+/// SPEC §6: a follower of an identical miss gets the leader's stream as it
+/// arrives, chunk by chunk, not the whole answer at its end; both get the
+/// same bytes from one upstream call.
+#[tokio::test]
+async fn a_follower_streams_the_leaders_answer_as_it_arrives() {
+    let slow = backend(MockArgs {
+        name: "trickle".into(),
+        chunks: 2,
+        // 6 events, 600 ms apart: the answer takes 3 s.
+        chunk_delay: Duration::from_millis(600),
+        ..MockArgs::new(loopback0())
+    })
+    .await;
+    let proxy = start_proxy(&config("follow", &slow.url(), TTL, "")).await;
+    let t0 = Instant::now();
+    let leader = post(&proxy, "/follow/x", CHAT_STREAM, &[]).await;
+    assert_eq!(leader.headers()["x-cutover-cache"], "miss");
+    let leading = tokio::spawn(read_timed(leader, t0));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let follower = post(&proxy, "/follow/x", CHAT_STREAM, &[]).await;
+    assert_eq!(follower.status(), 200);
+    assert_eq!(follower.headers()["x-cutover-cache"], "hit");
+    assert!(
+        follower.headers()["content-type"]
+            .as_bytes()
+            .starts_with(b"text/event-stream")
+    );
+    let (first, followed, complete) = read_timed(follower, t0).await;
+    let (_, led, led_complete) = leading.await.expect("leader");
+    let first = first.expect("a first chunk");
+    assert!(
+        first < Duration::from_millis(1500),
+        "the follower's first chunk came at {first:?}, with the leader's stream taking {:?}",
+        t0.elapsed()
+    );
+    assert!(
+        t0.elapsed() >= Duration::from_millis(2500),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert!(complete && led_complete);
+    assert_eq!(followed, led, "the follower's bytes are the leader's");
+    assert_eq!(requests(&slow), 1, "one upstream call");
+    // And it was stored for the next one.
+    let (cache, _, body) = ask(&proxy, "/follow/x", CHAT_STREAM, &[]).await;
+    assert_eq!((cache.as_str(), &body[..]), ("hit", &led[..]));
+}
+
+/// When the leader's answer is not storable (here its own upstream fails
+/// and a slow fallback answers), the followers still waiting go upstream
+/// on their own at once, not when the leader's answer is done.
+#[tokio::test]
+async fn followers_of_an_unstorable_answer_go_upstream_at_once() {
+    let failing = backend(MockArgs {
+        name: "fails".into(),
+        status: Some(StatusCode::INTERNAL_SERVER_ERROR),
+        latency: Duration::from_millis(400),
+        ..MockArgs::new(loopback0())
+    })
+    .await;
+    let fallback = backend(MockArgs {
+        name: "slow-fb".into(),
+        latency: Duration::from_secs(3),
+        ..MockArgs::new(loopback0())
+    })
+    .await;
+    let fallback_upstream = format!(
+        "[[upstreams]]\nname = \"unstorable-fb\"\nurl = \"{}\"\nheader_timeout = \"10s\"\n",
+        fallback.url()
+    );
+    let toml = config(
+        "unstorable",
+        &failing.url(),
+        TTL,
+        r#"fallbacks = [{ name = "fb", upstream = "unstorable-fb" }]"#,
+    )
+    .replacen("[[routes]]", &format!("{fallback_upstream}[[routes]]"), 1);
+    let proxy = start_proxy(&toml).await;
+    let t0 = Instant::now();
+    let leader = tokio::spawn({
+        let url = format!("{}/unstorable/x", proxy.url());
+        async move {
+            client()
+                .post(url)
+                .header("content-type", "application/json")
+                .body(CHAT)
+                .send()
+                .await
+                .expect("leader")
+        }
+    });
+    assert!(eventually(Duration::from_secs(2), || requests(&failing) == 1).await);
+    let follower = tokio::spawn({
+        let url = format!("{}/unstorable/x", proxy.url());
+        async move {
+            client()
+                .post(url)
+                .header("content-type", "application/json")
+                .body(CHAT)
+                .send()
+                .await
+                .expect("follower")
+        }
+    });
+    // The leader's own attempt fails at ~400 ms; the follower must reach
+    // the upstream itself soon after, long before the fallback's 3 s.
+    assert!(
+        eventually(Duration::from_millis(1500), || requests(&failing) == 2).await,
+        "the follower waited for the leader's fallback ({:?})",
+        t0.elapsed()
+    );
+    let (leader, follower) = (
+        leader.await.expect("leader"),
+        follower.await.expect("follower"),
+    );
+    for r in [&leader, &follower] {
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-cutover-upstream"], "unstorable-fb");
+    }
+    assert_eq!(status(&proxy).await["cache"]["entries"], 0);
+}
+
+/// `[cache] lock_timeout` bounds a follower's wait for the leader's first
+/// byte: past it, the follower goes upstream on its own.
+#[tokio::test]
+async fn a_follower_goes_alone_after_the_lock_timeout() {
+    let slow = backend(MockArgs {
+        name: "slow-head".into(),
+        latency: Duration::from_secs(1),
+        ..MockArgs::new(loopback0())
+    })
+    .await;
+    let toml = config("locktimeout", &slow.url(), TTL, "").replace(
+        "max_entry_size = \"1MiB\"",
+        "max_entry_size = \"1MiB\"\nlock_timeout = \"300ms\"",
+    );
+    let proxy = start_proxy(&toml).await;
+    let leader = tokio::spawn({
+        let url = format!("{}/locktimeout/x", proxy.url());
+        async move { client().post(url).body(CHAT).send().await.expect("leader") }
+    });
+    assert!(eventually(Duration::from_secs(2), || requests(&slow) == 1).await);
+    let t0 = Instant::now();
+    let follower = tokio::spawn({
+        let url = format!("{}/locktimeout/x", proxy.url());
+        async move {
+            client()
+                .post(url)
+                .body(CHAT)
+                .send()
+                .await
+                .expect("follower")
+        }
+    });
+    assert!(
+        eventually(Duration::from_millis(700), || requests(&slow) == 2).await,
+        "the follower did not go upstream after the lock timeout"
+    );
+    assert!(
+        t0.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        t0.elapsed()
+    );
+    let follower = follower.await.expect("follower");
+    assert_eq!(follower.status(), 200);
+    assert_eq!(follower.headers()["x-cutover-cache"], "miss");
+    assert_eq!(leader.await.expect("leader").status(), 200);
+}
+
+/// A leader's stream that breaks mid-way: a follower already streaming it
+/// keeps the bytes it got, and its stream ends broken too (never framed as
+/// complete); nothing is stored.
+#[tokio::test]
+async fn a_broken_leader_stream_breaks_its_followers_streams() {
+    let cut = backend(MockArgs {
+        name: "cut".into(),
+        chunks: 4,
+        chunk_delay: Duration::from_millis(300),
+        abort_after: Some(4),
+        ..MockArgs::new(loopback0())
+    })
+    .await;
+    let proxy = start_proxy(&config("brokenlead", &cut.url(), TTL, "")).await;
+    let t0 = Instant::now();
+    let leader = post(&proxy, "/brokenlead/x", CHAT_STREAM, &[]).await;
+    let leading = tokio::spawn(read_timed(leader, t0));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let follower = post(&proxy, "/brokenlead/x", CHAT_STREAM, &[]).await;
+    assert_eq!(follower.headers()["x-cutover-cache"], "hit");
+    let (first, followed, complete) = read_timed(follower, t0).await;
+    let (_, led, led_complete) = leading.await.expect("leader");
+    assert!(first.is_some() && !followed.is_empty());
+    assert!(
+        !complete && !led_complete,
+        "a broken stream passed as complete"
+    );
+    assert_eq!(followed, led);
+    assert_eq!(requests(&cut), 1);
+    assert_eq!(status(&proxy).await["cache"]["entries"], 0);
+}
+
+/// `x-cutover-cache` is on every answer of a caching route, those of
+/// cutover's own included: a body too large (413), a broken body (400) and
+/// a shed request carry `bypass` (the cache was not consulted), and count
+/// as such.
+#[tokio::test]
+async fn every_answer_of_a_caching_route_says_what_the_cache_did() {
+    let slow = backend(MockArgs {
+        name: "every".into(),
+        latency: Duration::from_millis(800),
+        ..MockArgs::new(loopback0())
+    })
+    .await;
+    let toml = config("every", &slow.url(), TTL, "").replacen(
+        "listen = \"127.0.0.1:0\"",
+        "listen = \"127.0.0.1:0\"\nmax_body = 1024\nmax_in_flight = 1",
+        1,
+    );
+    let proxy = start_proxy(&toml).await;
+    let too_large = post(&proxy, "/every/x", &"x".repeat(2000), &[]).await;
+    assert_eq!(too_large.status(), 413);
+    assert_eq!(too_large.headers()["x-cutover-cache"], "bypass");
+
+    // A chunk size that is not hex: the body cannot be read.
+    let close = raw_exchange(
+        proxy.addr,
+        b"POST /every/x HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n\r\n",
+        Duration::from_millis(1500),
+    )
+    .await;
+    assert!(close.starts_with("HTTP/1.1 400"), "{close}");
+    assert!(
+        close
+            .to_ascii_lowercase()
+            .contains("x-cutover-cache: bypass"),
+        "{close}"
+    );
+
+    let busy = tokio::spawn({
+        let url = format!("{}/every/x", proxy.url());
+        async move { client().post(url).body(CHAT).send().await.expect("busy") }
+    });
+    assert!(eventually(Duration::from_secs(2), || requests(&slow) == 1).await);
+    let shed = post(&proxy, "/every/y", CHAT, &[]).await;
+    assert_eq!(shed.status(), 503);
+    assert_eq!(shed.headers()["x-cutover-upstream"], "refusal");
+    assert_eq!(shed.headers()["x-cutover-cache"], "bypass");
+    assert_eq!(
+        busy.await.expect("busy").headers()["x-cutover-cache"],
+        "miss"
+    );
+    let text = scrape(&proxy).await;
+    assert!(
+        metric(
+            &text,
+            CACHE_REQUESTS,
+            &[("route", "every"), ("result", "bypass")]
+        )
+        .is_some_and(|n| n >= 3.0),
+        "{text}"
+    );
+}
+
+/// Followers of an identical miss wait without a `max_in_flight` slot
+/// (and at most `lock_timeout`): waiting costs the process nothing and
+/// must not crowd out requests that work. They take a slot again when the
+/// first answer arrives.
+#[tokio::test]
+async fn followers_wait_without_an_admission_slot() {
+    let slow = backend(MockArgs {
+        name: "slots".into(),
+        latency: Duration::from_millis(1500),
+        ..MockArgs::new(loopback0())
+    })
+    .await;
+    let toml = config("slots", &slow.url(), TTL, "").replacen(
+        "listen = \"127.0.0.1:0\"",
+        "listen = \"127.0.0.1:0\"\nmax_in_flight = 10",
+        1,
+    );
+    let proxy = start_proxy(&toml).await;
+    let ask_one = || {
+        let url = format!("{}/slots/x", proxy.url());
+        tokio::spawn(async move {
+            let r = client()
+                .post(url)
+                .header("content-type", "application/json")
+                .body(CHAT)
+                .send()
+                .await
+                .expect("response");
+            let cache = r.headers()["x-cutover-cache"]
+                .to_str()
+                .unwrap_or("")
+                .to_string();
+            (r.status().as_u16(), cache)
+        })
+    };
+    let leader = ask_one();
+    assert!(eventually(Duration::from_secs(2), || requests(&slow) == 1).await);
+    let followers: Vec<_> = (0..3).map(|_| ask_one()).collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let in_flight = proxy
+        .gateway
+        .in_flight
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(in_flight, 1, "waiting followers hold admission slots");
+    assert_eq!(leader.await.expect("leader"), (200, "miss".to_string()));
+    for f in followers {
+        assert_eq!(f.await.expect("follower"), (200, "hit".to_string()));
+    }
+    assert_eq!(requests(&slow), 1);
+}

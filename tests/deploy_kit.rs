@@ -741,22 +741,20 @@ fn compose_wires_cutover_mocks_prometheus_and_grafana() {
         }
     }
 
-    // promtool agrees that prometheus.yml is a valid config.
-    match which("promtool") {
-        Some(promtool) => {
-            let out = std::process::Command::new(promtool)
-                .args(["check", "config"])
-                .arg(dir.join("prometheus.yml"))
-                .output()
-                .expect("run promtool");
-            assert!(
-                out.status.success(),
-                "promtool check config: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        None => eprintln!("SKIP (part): promtool not installed; prometheus.yml not linted"),
+    // promtool agrees that prometheus.yml is a valid config. (Without it,
+    // `require` said so on stderr, and failed under CI=true.)
+    if let Some(promtool) = tools::require("promtool", &[], "apt-get install prometheus") {
+        let out = std::process::Command::new(promtool)
+            .args(["check", "config"])
+            .arg(dir.join("prometheus.yml"))
+            .output()
+            .expect("run promtool");
+        assert!(
+            out.status.success(),
+            "promtool check config: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 

@@ -9,11 +9,12 @@
 //!   anchor rules).
 //! * The `yaml` block under "## Alerts" in `docs/runbook.md`, wrapped in a
 //!   rule group, passes `promtool check rules`. Skipped, loudly, where
-//!   promtool is not installed (`.ci/run` installs it).
+//!   promtool is not installed; under `CI=true` that fails instead
+//!   (`.ci/run` installs it).
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use cutover::telemetry::names;
@@ -123,21 +124,15 @@ fn alert_rules() -> String {
     }
 }
 
-fn promtool() -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("promtool"))
-            .find(|p| p.is_file())
-    })
-}
+#[path = "common/tools.rs"]
+mod tools;
 
 #[test]
 fn the_runbook_alerts_pass_promtool() {
     let rules = alert_rules();
     let alerts = rules.matches("- alert: ").count();
     assert!(alerts >= 8, "only {alerts} alerts in the runbook");
-    let Some(promtool) = promtool() else {
-        eprintln!("SKIP: promtool not installed (apt-get install prometheus)");
+    let Some(promtool) = tools::require("promtool", &[], "apt-get install prometheus") else {
         return;
     };
     let mut file = String::from("groups:\n  - name: cutover\n    rules:\n");
@@ -274,5 +269,34 @@ fn anchors_follow_github() {
     assert_eq!(
         anchor(" Time to decision against effect size"),
         "time-to-decision-against-effect-size"
+    );
+}
+
+/// The README's feedback-index figures are the code's.
+#[test]
+fn readme_feedback_index_figures_match_the_code() {
+    use cutover::telemetry::feedback::{KEPT_AT_LEAST, MAX_IDS};
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with("| feedback index |"))
+        .expect("a feedback index row in the README");
+    let grouped = |n: usize| {
+        let s = n.to_string();
+        let mut out = String::new();
+        for (i, c) in s.chars().enumerate() {
+            if i > 0 && (s.len() - i).is_multiple_of(3) {
+                out.push(' ');
+            }
+            out.push(c);
+        }
+        out
+    };
+    assert!(line.contains(&grouped(MAX_IDS)), "{line}");
+    assert!(line.contains(&grouped(KEPT_AT_LEAST)), "{line}");
+    assert!(
+        line.contains(&format!("about {} requests a second", KEPT_AT_LEAST / 3600)),
+        "{line}"
     );
 }

@@ -2,7 +2,8 @@
 //! exposition syntax, HELP/TYPE lines, naming conventions) after JSON and
 //! SSE traffic has created every kind of series the proxy writes.
 //!
-//! Skipped, loudly, where promtool is not installed (`.ci/run` installs it).
+//! Skipped, loudly, where promtool is not installed; under `CI=true` that
+//! fails instead (`.ci/run` installs it).
 
 mod common;
 
@@ -11,17 +12,9 @@ use std::process::{Command, Stdio};
 
 use common::*;
 
-fn promtool() -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("promtool"))
-        .find(|p| p.is_file())
-}
-
 #[tokio::test]
 async fn metrics_pass_promtool_check() {
-    let Some(promtool) = promtool() else {
-        eprintln!("SKIP: promtool not installed (apt-get install prometheus)");
+    let Some(promtool) = tools::require("promtool", &[], "apt-get install prometheus") else {
         return;
     };
     let a = healthy_backend("a").await;

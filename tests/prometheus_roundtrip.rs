@@ -5,7 +5,7 @@
 //! and the rollback annotation once a rollout is aborted.
 //!
 //! Uses Debian's `prometheus` package (`.ci/run` installs it); skipped,
-//! loudly, where the binary cannot be found.
+//! loudly, where the binary cannot be found, and failed under `CI=true`.
 
 mod common;
 
@@ -17,18 +17,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
-
-fn prometheus_binary() -> Option<PathBuf> {
-    let on_path = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join("prometheus"))
-            .find(|p| p.is_file())
-    });
-    on_path.or_else(|| {
-        let p = PathBuf::from("/usr/bin/prometheus");
-        p.is_file().then_some(p)
-    })
-}
 
 /// A Prometheus server on a free loopback port with its own temporary
 /// storage, scraping one target every second. Killed on drop.
@@ -242,11 +230,11 @@ fn dashboard_expressions() -> (Vec<String>, Vec<String>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_cutover_and_answers_dashboard_queries() {
-    let Some(binary) = prometheus_binary() else {
-        eprintln!(
-            "\n\n*** SKIP prometheus_roundtrip: no `prometheus` binary on PATH or at \
-             /usr/bin/prometheus (apt-get install prometheus; .ci/run does) ***\n\n"
-        );
+    let Some(binary) = tools::require(
+        "prometheus",
+        &["/usr/bin/prometheus"],
+        "apt-get install prometheus",
+    ) else {
         return;
     };
     let started = Instant::now();

@@ -173,6 +173,22 @@ set_json = {{ model = "gpt-4o-2024-08-06", temperature = 0 }}
     assert_eq!(resp.status(), 200);
     let seen = a.stats().last_record().expect("seen");
     assert_eq!(seen.body.as_ref(), b"plain text, not json");
+
+    // SPEC §3: the client's key order and the exact text of every number
+    // survive; an existing key keeps its place, a new one is appended.
+    let sent = r#"{"temperature": 0.70, "messages": [{"role": "user", "content": "hi"}], "seed": 12345678901234567890123, "top_p": 1.0e0, "model": "x"}"#;
+    let resp = client()
+        .post(format!("{}/v1/chat/completions", proxy.url()))
+        .body(sent)
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(resp.status(), 200);
+    let seen = a.stats().last_record().expect("seen");
+    assert_eq!(
+        String::from_utf8_lossy(&seen.body),
+        r#"{"temperature": 0, "messages": [{"role": "user", "content": "hi"}], "seed": 12345678901234567890123, "top_p": 1.0e0, "model": "gpt-4o-2024-08-06"}"#
+    );
 }
 
 /// Send one request per key and return the version that served each.

@@ -147,3 +147,73 @@ async fn requests_over_max_in_flight_are_shed_with_the_refusal() {
     assert_eq!(after.status(), 200);
     assert_eq!(slow.stats().requests(), 3);
 }
+
+/// SPEC §5: ambiguous framing is answered `400`, then the connection is
+/// closed, and nothing of the request (or of anything sent after it on the
+/// connection) is forwarded. Each case goes over raw TCP, split at every
+/// interesting place, so hyper never sees the head whole.
+#[tokio::test]
+async fn ambiguous_framing_is_answered_400_then_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = healthy_backend("a").await;
+    let proxy = start_proxy(&one_version(&a.url(), "", "")).await;
+    let smuggled = "GET /v1/admin HTTP/1.1\r\nhost: x\r\n\r\n";
+    let cases = [
+        // Both framings, in either order.
+        format!(
+            "POST /v1/chat HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"
+        ),
+        format!(
+            "POST /v1/chat HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\ncontent-length: 40\r\n\r\n0\r\n\r\n{smuggled}"
+        ),
+        // Lengths that disagree, on two lines or in one.
+        format!(
+            "POST /v1/chat HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\ncontent-length: 5\r\n\r\n{{}}xyz{smuggled}"
+        ),
+        format!(
+            "POST /v1/chat HTTP/1.1\r\nhost: x\r\ncontent-length: 2, 5\r\n\r\n{{}}xyz{smuggled}"
+        ),
+        // A final coding other than chunked.
+        format!(
+            "POST /v1/chat HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked, identity\r\n\r\n2\r\n{{}}\r\n0\r\n\r\n{smuggled}"
+        ),
+        // Bare LF line ends, which hyper accepts.
+        format!(
+            "POST /v1/chat HTTP/1.1\nhost: x\ncontent-length: 4\ntransfer-encoding: chunked\n\n0\r\n\r\n{smuggled}"
+        ),
+    ];
+    for case in &cases {
+        let bytes = case.as_bytes();
+        let head_end = case.find("\r\n\r\n").or(case.find("\n\n")).expect("a head");
+        for split in [bytes.len(), head_end + 1, 10] {
+            let mut stream = tokio::net::TcpStream::connect(proxy.addr)
+                .await
+                .expect("connect");
+            stream.write_all(&bytes[..split]).await.expect("write");
+            if split < bytes.len() {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                // The proxy may already have closed: a failed write is fine.
+                let _ = stream.write_all(&bytes[split..]).await;
+            }
+            let mut out = Vec::new();
+            let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out))
+                .await
+                .expect("the connection is closed, not left open");
+            // A reset after the answer is a close too.
+            if let Err(e) = read {
+                assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+            }
+            let text = String::from_utf8_lossy(&out);
+            assert!(
+                text.starts_with("HTTP/1.1 400 "),
+                "{case:?} split at {split}: got {text:?}"
+            );
+            assert_eq!(
+                text.matches("HTTP/1.1").count(),
+                1,
+                "exactly one answer: {text:?}"
+            );
+        }
+    }
+    assert_eq!(a.stats().requests(), 0, "nothing reached the upstream");
+}

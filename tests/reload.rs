@@ -507,3 +507,196 @@ async fn the_real_binary_reloads_when_its_file_changes() {
     let status = bin.wait_timeout(WAIT).expect("exited after SIGTERM");
     assert!(status.success(), "{status:?}");
 }
+
+/// An upstream that counts the TCP connections it accepts (the proxy's
+/// pool is visible as connections reused) and answers every request 200.
+async fn connection_counting_upstream() -> (String, Arc<AtomicUsize>) {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(
+                        hyper::Response::builder()
+                            .header("content-type", "application/json")
+                            .body(Full::new(Bytes::from_static(br#"{"ok":true}"#)))
+                            .expect("response"),
+                    )
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (url, accepted)
+}
+
+/// SPEC §8 and §9: a reload rejected at its last stage (after the upstream
+/// states and rollouts were prepared and the runtime compiled) changes
+/// nothing: not a rollout (state, step, step start, state file), not a
+/// breaker (its thresholds), not a pool (its connections).
+#[tokio::test]
+async fn a_reload_rejected_at_the_last_stage_changes_nothing() {
+    let (a_url, connections) = connection_counting_upstream().await;
+    let failing = backend(MockArgs {
+        status: Some(http::StatusCode::SERVICE_UNAVAILABLE),
+        ..MockArgs::new(loopback0())
+    })
+    .await;
+    let state = tempfile::tempdir().expect("state dir");
+    let state_dir = state.path().display().to_string();
+    let config = |connect_timeout: &str, streak: u32, prompt: &str| {
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+shutdown_grace = "2s"
+[admin]
+listen = "127.0.0.1:0"
+[log]
+access_log = false
+[state]
+dir = "{state_dir}"
+[[upstreams]]
+name = "a"
+url = "{a_url}"
+connect_timeout = "{connect_timeout}"
+[[upstreams]]
+name = "b"
+url = "{b_url}"
+[upstreams.breaker]
+consecutive_failures = {streak}
+open_for = "60s"
+[[routes]]
+name = "r"
+match = {{ path_prefix = "/v1/" }}
+[[routes.versions]]
+name = "v1"
+upstream = "a"
+weight = 100.0
+[[routes.versions]]
+name = "v2"
+upstream = "a"
+weight = 0.0
+deps = {{ prompt = "{prompt}" }}
+[routes.rollout]
+baseline = "v1"
+canary = "v2"
+steps = [10, 50, 100]
+interval = "1h"
+min_requests = 1000
+[routes.rollout.gates]
+error_rate_margin = 0.5
+[[routes]]
+name = "fail"
+match = {{ path_prefix = "/fail/" }}
+[[routes.versions]]
+name = "v"
+upstream = "b"
+"#,
+            b_url = failing.url()
+        )
+    };
+    let good = config("2s", 5, "p1");
+    let proxy = start_proxy(&good).await;
+    let c = client();
+    let send = async |path: &str| {
+        let r = c
+            .post(format!("{}{path}", proxy.url()))
+            .body(CHAT)
+            .send()
+            .await
+            .expect("response");
+        let status = r.status();
+        let _ = r.bytes().await;
+        status
+    };
+    assert_eq!(send("/v1/chat").await, 200);
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+
+    // The rollout moves to step 1; upstream b fails twice (its breaker
+    // opens at 5 in a row).
+    let advanced = c
+        .post(format!("{}/routes/r/rollout/advance", proxy.admin_url()))
+        .send()
+        .await
+        .expect("advance");
+    assert_eq!(advanced.status(), 200);
+    for _ in 0..2 {
+        assert_eq!(send("/fail/x").await, 503);
+    }
+    let gw = &proxy.gateway;
+    let breaker = gw.registry.get("b").expect("b").breaker.clone();
+    assert_eq!(breaker.status().consecutive_failures, 2);
+    let before = gw.rollouts.status("r").expect("rollout");
+    assert_eq!((before.state, before.step), ("canary", 1));
+    let state_file = state.path().join("r.json");
+    assert!(
+        eventually(WAIT, || {
+            std::fs::read(&state_file)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .is_some_and(|v| v["step"] == 1)
+        })
+        .await,
+        "the advance is persisted"
+    );
+    let saved = std::fs::read(&state_file).expect("state file");
+
+    // A reload that would restart the rollout (new canary deps), lower the
+    // breaker's threshold to 3 and rebuild a's pool (new connect_timeout),
+    // rejected at the last stage.
+    std::fs::write(&proxy.config_path, config("3s", 3, "p2")).expect("write");
+    gw.fail_next_compile();
+    let err = gw.reload().await.expect_err("rejected");
+    assert!(err.to_string().contains("injected"), "{err}");
+    assert_eq!(gw.generation(), 1);
+
+    let after = gw.rollouts.status("r").expect("rollout");
+    assert_eq!((after.state, after.step), ("canary", 1), "{after:?}");
+    assert!(
+        after.stage_seconds >= before.stage_seconds,
+        "the step start moved: {before:?} -> {after:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        std::fs::read(&state_file).expect("state file"),
+        saved,
+        "the state file was rewritten"
+    );
+    // A third failure: under the rejected threshold (3) the breaker would
+    // open now; under the running one (5) it stays closed.
+    assert_eq!(send("/fail/x").await, 503);
+    assert_eq!(
+        breaker.status().state,
+        cutover::upstream::BreakerState::Closed,
+        "the rejected breaker threshold took effect"
+    );
+    assert!(Arc::ptr_eq(
+        &gw.registry.get("b").expect("b").breaker,
+        &breaker
+    ));
+
+    // Back to the running config, accepted: a's pool is the one from before
+    // the rejected reload, so its idle connection is reused.
+    std::fs::write(&proxy.config_path, &good).expect("write");
+    assert_eq!(gw.reload().await.expect("reload"), 2);
+    assert_eq!(send("/v1/chat").await, 200);
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        1,
+        "the pool was replaced by the rejected reload"
+    );
+    let last = gw.rollouts.status("r").expect("rollout");
+    assert_eq!((last.state, last.step), ("canary", 1));
+    assert!(last.stage_seconds >= after.stage_seconds);
+}

@@ -988,3 +988,75 @@ weight = 100.0
         0.0
     );
 }
+
+/// `connect_timeout` bounds the whole connection setup, the TLS handshake
+/// included: an https upstream that accepts the TCP connection and never
+/// answers the ClientHello fails as a connect error within
+/// connect_timeout, and the fallback answers, long before header_timeout.
+#[tokio::test]
+async fn connect_timeout_covers_the_tls_handshake() {
+    let stall = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let stall_addr = stall.local_addr().expect("addr");
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = std::sync::Arc::clone(&held);
+    tokio::spawn(async move {
+        // Accept, read nothing, answer nothing: the handshake never ends.
+        while let Ok((socket, _)) = stall.accept().await {
+            keep.lock().unwrap_or_else(|p| p.into_inner()).push(socket);
+        }
+    });
+    let fb = healthy_backend("tls-stall-fb").await;
+    let toml = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+[log]
+access_log = false
+[[upstreams]]
+name = "tls-stall"
+url = "https://{stall_addr}"
+connect_timeout = "300ms"
+header_timeout = "6s"
+[[upstreams]]
+name = "tls-stall-fb"
+url = "{fb}"
+[[routes]]
+name = "tls-stall"
+fallbacks = [{{ name = "fb", upstream = "tls-stall-fb" }}]
+[[routes.versions]]
+name = "v1"
+upstream = "tls-stall"
+"#,
+        fb = fb.url()
+    );
+    let proxy = start_proxy(&toml).await;
+    let started = std::time::Instant::now();
+    let resp = client()
+        .post(format!("{}/v1/chat/completions", proxy.url()))
+        .body(CHAT)
+        .send()
+        .await
+        .expect("response");
+    let took = started.elapsed();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-cutover-upstream"], "tls-stall-fb");
+    assert!(
+        took < Duration::from_secs(2),
+        "the stalled handshake held the attempt for {took:?}"
+    );
+    assert!(
+        !held.lock().unwrap_or_else(|p| p.into_inner()).is_empty(),
+        "no TCP connection was made"
+    );
+    wait_metric(
+        &proxy,
+        "cutover_upstream_requests_total",
+        &[("upstream", "tls-stall"), ("result", "connect_error")],
+        1.0,
+    )
+    .await;
+}

@@ -714,3 +714,60 @@ async fn pause_survives_a_restart_of_the_binary_on_the_same_step() {
     assert_eq!(code, Some(1));
     assert!(err.contains("404"), "{err}");
 }
+
+/// A rollout removed from the config takes its `cutover_rollout_*` series
+/// with it: a stale `state="canary"` would keep alerts firing for a
+/// rollout that no longer exists. Other routes' series stay.
+#[tokio::test]
+async fn a_rollout_removed_from_the_config_takes_its_series_with_it() {
+    const ROUTE: &str = "removed";
+    let base = healthy_backend("base").await;
+    let canary = healthy_backend("canary").await;
+    let dir = state_dir();
+    let dir_text = dir.path().display().to_string();
+    let with = config(
+        ROUTE,
+        &base.url(),
+        &canary.url(),
+        &rollout("", ROLLBACK_ON_ERRORS),
+        &dir_text,
+    );
+    let proxy = start_proxy(&with).await;
+    let text = scrape(&proxy).await;
+    assert_eq!(
+        metric(&text, "cutover_rollout_step", &[("route", ROUTE)]),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "cutover_rollout_state",
+            &[("route", ROUTE), ("state", "canary")]
+        ),
+        Some(1.0)
+    );
+    assert!(
+        text.contains("# TYPE cutover_rollout_state gauge"),
+        "{text}"
+    );
+
+    // Same route, no rollout (the canary keeps weight 0).
+    let without = config(ROUTE, &base.url(), &canary.url(), "", &dir_text);
+    proxy.reload_with(&without).await;
+    let text = scrape(&proxy).await;
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.starts_with("cutover_rollout_") && l.contains(&format!("route=\"{ROUTE}\""))),
+        "stale rollout series:\n{text}"
+    );
+    assert!(proxy.gateway.rollouts.status(ROUTE).is_none());
+
+    // And back: the series return.
+    proxy.reload_with(&with).await;
+    let text = scrape(&proxy).await;
+    assert_eq!(
+        metric(&text, "cutover_rollout_step", &[("route", ROUTE)]),
+        Some(0.0)
+    );
+}

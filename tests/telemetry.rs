@@ -482,3 +482,101 @@ async fn every_exposed_metric_has_help_and_type() {
         );
     }
 }
+
+/// A fallback's `cost` prices the tokens it served: when the expensive
+/// version fails and a cheaper-model fallback answers, the route's spend
+/// (`cutover_cost_usd_total` on the assigned version) and the access log
+/// show the fallback's price, not the version's.
+#[tokio::test]
+async fn a_fallback_prices_the_tokens_it_served() {
+    let big = backend(MockArgs {
+        name: "big".into(),
+        status: Some(http::StatusCode::SERVICE_UNAVAILABLE),
+        ..MockArgs::new(loopback0())
+    })
+    .await;
+    let small = healthy_backend("small").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (port, admin) = (free_port(), free_port());
+    let config = format!(
+        r#"
+[server]
+listen = "127.0.0.1:{port}"
+[admin]
+listen = "127.0.0.1:{admin}"
+[log]
+access_log = true
+format = "json"
+[[upstreams]]
+name = "big"
+url = "{big}"
+[[upstreams]]
+name = "small"
+url = "{small}"
+[[routes]]
+name = "priced"
+fallbacks = [{{ name = "small-model", upstream = "small", set_json = {{ model = "gpt-4o-mini-2024-07-18" }}, cost = {{ input_per_mtok = 0.15, output_per_mtok = 0.6 }} }}]
+[[routes.versions]]
+name = "v1"
+upstream = "big"
+cost = {{ input_per_mtok = 10.0, output_per_mtok = 30.0 }}
+"#,
+        big = big.url(),
+        small = small.url()
+    );
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, config).expect("write");
+    let mut bin = Binary::spawn(&["serve", "--config", path.to_str().expect("utf8")], &[]);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    assert!(wait_listening(addr, Duration::from_secs(10)).await);
+    let resp = client()
+        .post(format!("http://{addr}/v1/chat/completions"))
+        .body(CHAT)
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-cutover-upstream"], "small");
+    let json: serde_json::Value = resp.json().await.expect("json");
+    let (input, output) = usage_of(&json);
+    assert!(input > 0.0 && output > 0.0);
+    let cheap = (input * 0.15 + output * 0.6) / 1e6;
+    let metrics = client()
+        .get(format!("http://127.0.0.1:{admin}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let cost = metric(
+        &metrics,
+        "cutover_cost_usd_total",
+        &[("route", "priced"), ("version", "v1")],
+    )
+    .expect("cost");
+    assert!(
+        (cost - cheap).abs() < 1e-12,
+        "cost {cost}, the fallback's price is {cheap}, the version's {}",
+        (input * 10.0 + output * 30.0) / 1e6
+    );
+    bin.signal("TERM");
+    let out = tokio::task::spawn_blocking(move || {
+        let _ = bin.wait_timeout(Duration::from_secs(10));
+        let mut out = String::new();
+        if let Some(mut stdout) = bin.child.stdout.take() {
+            use std::io::Read;
+            let _ = stdout.read_to_string(&mut out);
+        }
+        out
+    })
+    .await
+    .expect("join");
+    let line: serde_json::Value = out
+        .lines()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no access log line:\n{out}"));
+    assert_eq!(line["fallback_path"], "v1>small-model", "{line}");
+    let logged = line["cost_usd"].as_f64().expect("cost_usd");
+    assert!((logged - cheap).abs() < 1e-12, "{line}");
+}

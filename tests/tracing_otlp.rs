@@ -11,6 +11,14 @@ use common::*;
 
 /// A collector that keeps every JSON body POSTed to /v1/traces.
 async fn collector() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+    let (addr, got) = collector_on(None).await;
+    (format!("http://{addr}"), got)
+}
+
+/// The same collector behind TLS (the acceptor's certificate) when given.
+async fn collector_on(
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> (std::net::SocketAddr, Arc<Mutex<Vec<serde_json::Value>>>) {
     use http_body_util::BodyExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -21,6 +29,7 @@ async fn collector() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let store = Arc::clone(&store);
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let service =
                     hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
@@ -43,13 +52,27 @@ async fn collector() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
                             ))
                         }
                     });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
+                let http = hyper::server::conn::http1::Builder::new();
+                match tls {
+                    None => {
+                        let _ = http
+                            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                            .await;
+                    }
+                    Some(acceptor) => {
+                        // A client that does not trust the certificate
+                        // fails the handshake: nothing is served.
+                        if let Ok(stream) = acceptor.accept(stream).await {
+                            let _ = http
+                                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                                .await;
+                        }
+                    }
+                }
             });
         }
     });
-    (format!("http://{addr}"), got)
+    (addr, got)
 }
 
 fn spans(batches: &[serde_json::Value]) -> Vec<serde_json::Value> {
@@ -177,4 +200,81 @@ async fn unsampled_traces_are_not_exported() {
         "only the caller-sampled request is exported"
     );
     assert_eq!(requests[0]["traceId"], "4bf92f3577b34da6a3ce929d0e0e4736");
+}
+
+/// OTLP export to an `https://` collector (rustls), whose certificate is
+/// made now by rcgen and trusted through `tracing.otlp_ca_file`. Without
+/// that file the collector's certificate is not trusted and nothing is
+/// exported: the export really is TLS, and really checks the certificate.
+#[tokio::test]
+async fn spans_reach_an_https_collector_trusted_by_otlp_ca_file() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (cert, key, _) = test_certificate(dir.path());
+    let loaded = cutover::config::load_str(
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ntls = {{ cert = {cert:?}, key = {key:?} }}\n[[upstreams]]\nname = \"a\"\nurl = \"http://127.0.0.1:9\"\n[[routes]]\nname = \"r\"\n[[routes.versions]]\nname = \"v\"\nupstream = \"a\"\n"
+        ),
+        &dir.path().join("tls.toml"),
+        &|_| None,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let server_tls =
+        cutover::server::server_tls_config(loaded.config.server.tls.as_ref().expect("tls"))
+            .expect("server tls");
+    let acceptor = tokio_rustls::TlsAcceptor::from(server_tls);
+
+    let a = healthy_backend("a").await;
+    for trusted in [true, false] {
+        let (addr, got) = collector_on(Some(acceptor.clone())).await;
+        let endpoint = format!("https://localhost:{}", addr.port());
+        let mut toml = traced(&a.url(), &endpoint, 1.0);
+        if trusted {
+            toml = toml.replace(
+                "sample_ratio = 1.0",
+                &format!("sample_ratio = 1.0\notlp_ca_file = {cert:?}"),
+            );
+        }
+        let proxy = start_proxy(&toml).await;
+        let resp = client()
+            .post(format!("{}/v1/chat/completions", proxy.url()))
+            .body(CHAT)
+            .send()
+            .await
+            .expect("response");
+        assert_eq!(resp.status(), 200);
+        let exported = eventually(Duration::from_secs(5), || {
+            !spans(&got.lock().expect("lock")).is_empty()
+        })
+        .await;
+        assert_eq!(exported, trusted, "trusted={trusted}");
+        if trusted {
+            let all = spans(&got.lock().expect("lock"));
+            assert!(
+                all.iter().any(|s| s["name"] == "cutover.request"),
+                "{all:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_unreadable_otlp_ca_file_is_a_config_error() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("cutover.toml");
+    let bad = dir.path().join("ca.pem");
+    std::fs::write(&bad, "not a certificate").expect("write");
+    for (ca, why) in [("ca.pem", "no certificate"), ("missing.pem", "unreadable")] {
+        let toml = traced("http://127.0.0.1:9", "https://localhost:4318", 1.0).replace(
+            "sample_ratio = 1.0",
+            &format!("sample_ratio = 1.0\notlp_ca_file = \"{ca}\""),
+        );
+        std::fs::write(&path, toml).expect("write");
+        let (code, _, err) =
+            run_binary(&["check", "--config", path.to_str().expect("utf-8")], &[]).await;
+        assert_eq!(code, Some(1), "{err}");
+        assert!(
+            err.contains("tracing.otlp_ca_file") && err.contains(why),
+            "{err}"
+        );
+    }
 }

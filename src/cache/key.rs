@@ -331,6 +331,13 @@ struct Canonical {
     temperature: Option<Vec<u8>>,
 }
 
+/// The canonical form of a JSON body as the key encodes it (see the module
+/// docs), or `None` when the body is keyed raw. Public for the fuzzers and
+/// tools; the key itself never calls it twice.
+pub fn canonical_json_bytes(body: &[u8]) -> Option<Vec<u8>> {
+    canonical_json(body).map(|c| c.out)
+}
+
 fn canonical_json(body: &[u8]) -> Option<Canonical> {
     // Valid UTF-8 up front: the walker then copies string bytes verbatim.
     std::str::from_utf8(body).ok()?;

@@ -19,7 +19,10 @@ use std::time::Duration;
 use http::HeaderName;
 
 pub use key::{CacheKey, KeyInput, bypass_requested, cache_key, is_deterministic};
-pub use store::{CacheStatus, Entry, Fill, FillGuard, Lock, ResponseCache};
+pub use store::{
+    CacheStatus, Entry, Fill, FillGuard, Flight, FlightEvent, FlightHead, Follow, Lock,
+    ResponseCache,
+};
 
 use crate::config::RouteCacheConfig;
 use crate::telemetry::CacheMetrics;

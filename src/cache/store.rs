@@ -7,6 +7,28 @@
 //! frames' reference counts, bounds the memory exactly (a frame sliced from
 //! a larger read buffer would pin all of it). Past the limit the buffer is
 //! released at once and the stream continues uncached.
+//!
+//! # Coalescing (SPEC §6)
+//!
+//! The first miss on a key leads a [`Flight`]; identical misses meanwhile
+//! follow it ([`Flight::follow`]). When the leader's answer turns out
+//! storable (a 200 from the version's own upstream) and its first byte
+//! arrives, every follower gets the head and then each frame as the
+//! leader's client does (a late follower first gets the frames so far).
+//! When it is not storable (another status, a fallback, a failed attempt)
+//! the followers still waiting go upstream on their own at once; a
+//! follower that sees no first byte within `lock_timeout` does too. A
+//! leader stream that breaks ends the followers' streams the same way (not
+//! framed as complete); one that completes but is too large to store still
+//! completes for them. Past `max_entry_size` the flight stops taking new
+//! followers (they go upstream) and releases its replay frames, so a
+//! flight never holds more than one entry's worth of frames for joiners.
+//!
+//! ```text
+//!   Waiting ──leader commits a storable 200──► Streaming ──end──► Done{complete}
+//!      │                                                  └─break─► Done{broken}
+//!      └──leader fails, falls back, answers non-200, or goes away──► Done{broken}
+//! ```
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -16,7 +38,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use http::HeaderValue;
 use moka::Expiry;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 
 use super::key::CacheKey;
 use super::shared::SharedTier;
@@ -72,7 +94,7 @@ pub struct ResponseCache {
     /// Changeable by a reload (the store's capacity is not).
     max_entry_size: AtomicUsize,
     /// In-progress fills, for coalescing identical misses.
-    fills: [Mutex<HashMap<CacheKey, Arc<FillLock>>>; LOCK_SHARDS],
+    fills: [Mutex<HashMap<CacheKey, Arc<Flight>>>; LOCK_SHARDS],
     hits: AtomicU64,
     misses: AtomicU64,
     bypasses: AtomicU64,
@@ -190,16 +212,17 @@ impl ResponseCache {
         if let Some(existing) = fills.get(&key) {
             return Lock::Wait(Arc::clone(existing));
         }
-        let lock = Arc::new(FillLock::default());
-        fills.insert(key, Arc::clone(&lock));
+        let flight = Arc::new(Flight::default());
+        fills.insert(key, Arc::clone(&flight));
         Lock::Leader(FillGuard {
             cache: Arc::clone(self),
             key,
-            lock,
+            flight,
         })
     }
 
-    /// Start collecting a response to store under the guard's key.
+    /// Start collecting a response to store under the guard's key, and
+    /// streaming it to the followers.
     pub fn fill(
         &self,
         guard: FillGuard,
@@ -208,6 +231,11 @@ impl ResponseCache {
         upstream: Arc<str>,
         upstream_header: HeaderValue,
     ) -> Fill {
+        guard.flight.start(FlightHead {
+            content_type: content_type.clone(),
+            upstream: Arc::clone(&upstream),
+            upstream_header: upstream_header.clone(),
+        });
         Fill {
             guard,
             limit: self.max_entry_size.load(Ordering::Relaxed),
@@ -245,51 +273,205 @@ impl ResponseCache {
     }
 }
 
-/// Coalescing: the leader fills, the others wait for it.
+/// Coalescing: the leader fills, the others follow its stream.
 pub enum Lock {
     Leader(FillGuard),
-    Wait(Arc<FillLock>),
+    Wait(Arc<Flight>),
+}
+
+/// What the followers of a flight see of the leader's answer.
+#[derive(Clone, Debug)]
+pub struct FlightHead {
+    pub content_type: Option<HeaderValue>,
+    pub upstream: Arc<str>,
+    pub upstream_header: HeaderValue,
+}
+
+/// What a follower receives after the head.
+#[derive(Debug)]
+pub enum FlightEvent {
+    Data(Bytes),
+    /// The leader's stream ended: complete, or broken (not to be framed
+    /// as complete).
+    End {
+        complete: bool,
+    },
+}
+
+/// How a follower goes on.
+pub enum Follow {
+    /// Stream the leader's answer: its head, then these events.
+    Stream(FlightHead, mpsc::UnboundedReceiver<FlightEvent>),
+    /// The answer completed before this follower could join: look it up.
+    Stored,
+    /// Go upstream alone: the answer is not storable, broke, is past the
+    /// entry limit, or showed no first byte within the lock timeout.
+    Alone,
+}
+
+/// One leader's answer on its way, shared with the followers.
+#[derive(Debug, Default)]
+pub struct Flight {
+    /// Per flight (per key), held for a few instructions by the leader on
+    /// each frame and by a follower joining; never across an `.await`.
+    inner: Mutex<FlightInner>,
+    changed: Notify,
 }
 
 #[derive(Debug, Default)]
-pub struct FillLock {
-    done: std::sync::atomic::AtomicBool,
-    notify: Notify,
+struct FlightInner {
+    state: FlightState,
+    /// The frames so far, replayed to late followers, while the answer is
+    /// within the entry limit.
+    replay: Vec<Bytes>,
+    replay_len: usize,
+    followers: Vec<mpsc::UnboundedSender<FlightEvent>>,
 }
 
-impl FillLock {
-    /// Wait until the leader's response has ended, stored or not.
-    pub async fn wait(&self) {
+#[derive(Debug, Default)]
+enum FlightState {
+    #[default]
+    Waiting,
+    Streaming {
+        head: FlightHead,
+        /// False past the entry limit: no replay is kept, nobody joins.
+        joinable: bool,
+    },
+    Done {
+        complete: bool,
+    },
+}
+
+impl Flight {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FlightInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Follow the leader: wait at most `wait` for its first byte.
+    pub async fn follow(&self, wait: Duration) -> Follow {
+        // A wait too long to add to the clock has no deadline.
+        let deadline = tokio::time::Instant::now().checked_add(wait);
         loop {
-            let notified = self.notify.notified();
+            let notified = self.changed.notified();
             tokio::pin!(notified);
-            // Registered before the check: a wake-up in between is not lost.
+            // Registered before the state is read: a change in between is
+            // not lost.
             notified.as_mut().enable();
-            if self.done.load(Ordering::Acquire) {
-                return;
+            {
+                let mut inner = self.lock();
+                match &inner.state {
+                    FlightState::Waiting => {}
+                    FlightState::Streaming {
+                        joinable: false, ..
+                    }
+                    | FlightState::Done {
+                        complete: false, ..
+                    } => return Follow::Alone,
+                    FlightState::Done { complete: true } => return Follow::Stored,
+                    FlightState::Streaming {
+                        head,
+                        joinable: true,
+                    } => {
+                        let head = head.clone();
+                        let (tx, rx) = mpsc::unbounded_channel();
+                        for frame in &inner.replay {
+                            let _ = tx.send(FlightEvent::Data(frame.clone()));
+                        }
+                        inner.followers.push(tx);
+                        return Follow::Stream(head, rx);
+                    }
+                }
             }
-            notified.await;
+            match deadline {
+                Some(deadline) => {
+                    if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                        return Follow::Alone;
+                    }
+                }
+                None => notified.await,
+            }
+        }
+    }
+
+    /// The leader committed a storable answer: followers may join.
+    fn start(&self, head: FlightHead) {
+        let mut inner = self.lock();
+        if matches!(inner.state, FlightState::Waiting) {
+            inner.state = FlightState::Streaming {
+                head,
+                joinable: true,
+            };
+        }
+        drop(inner);
+        self.changed.notify_waiters();
+    }
+
+    /// One frame of the leader's answer, for every follower.
+    fn push(&self, data: &Bytes, limit: usize) {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let FlightState::Streaming { joinable, .. } = &mut inner.state else {
+            return;
+        };
+        inner
+            .followers
+            .retain(|tx| tx.send(FlightEvent::Data(data.clone())).is_ok());
+        if *joinable {
+            inner.replay_len += data.len();
+            if inner.replay_len > limit {
+                *joinable = false;
+                inner.replay = Vec::new();
+            } else {
+                inner.replay.push(data.clone());
+            }
+        }
+    }
+
+    /// The leader's answer ended (or never started): tell everyone.
+    fn end(&self, complete: bool) {
+        let mut inner = self.lock();
+        if matches!(inner.state, FlightState::Done { .. }) {
+            return;
+        }
+        let complete = complete && matches!(inner.state, FlightState::Streaming { .. });
+        inner.state = FlightState::Done { complete };
+        inner.replay = Vec::new();
+        for tx in inner.followers.drain(..) {
+            let _ = tx.send(FlightEvent::End { complete });
+        }
+        drop(inner);
+        self.changed.notify_waiters();
+    }
+}
+
+/// The leader's hold on a key. Dropping it without [`Fill::store`] (the
+/// answer was not storable, broke, or the request went away) ends the
+/// flight as broken: the waiting followers go upstream on their own.
+pub struct FillGuard {
+    cache: Arc<ResponseCache>,
+    key: CacheKey,
+    flight: Arc<Flight>,
+}
+
+impl FillGuard {
+    /// Free the key for the next miss (if it still names this flight: a
+    /// released key may already lead a new one).
+    fn release(&self) {
+        let shard = &self.cache.fills[usize::from(self.key.as_bytes()[0]) % LOCK_SHARDS];
+        let mut fills = shard.lock().unwrap_or_else(|p| p.into_inner());
+        if fills
+            .get(&self.key)
+            .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
+        {
+            fills.remove(&self.key);
         }
     }
 }
 
-/// The leader's hold on a key. Dropping it (the response ended, stored or
-/// not, or the request went away) releases the waiters.
-pub struct FillGuard {
-    cache: Arc<ResponseCache>,
-    key: CacheKey,
-    lock: Arc<FillLock>,
-}
-
 impl Drop for FillGuard {
     fn drop(&mut self) {
-        let shard = &self.cache.fills[usize::from(self.key.as_bytes()[0]) % LOCK_SHARDS];
-        shard
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.key);
-        self.lock.done.store(true, Ordering::Release);
-        self.lock.notify.notify_waiters();
+        self.release();
+        self.flight.end(false);
     }
 }
 
@@ -308,6 +490,10 @@ pub struct Fill {
 impl Fill {
     #[inline]
     pub fn observe(&mut self, data: &Bytes) {
+        if data.is_empty() {
+            return;
+        }
+        self.guard.flight.push(data, self.limit);
         let Some(body) = &mut self.body else {
             return;
         };
@@ -331,12 +517,24 @@ impl Fill {
         body.extend_from_slice(data);
     }
 
-    /// The response ended complete: store it (unless it outgrew the limit).
-    /// Returns whether it was stored.
-    pub fn store(self) -> bool {
-        let Some(body) = self.body else {
-            return false;
+    /// The response ended complete: store it (unless it outgrew the limit),
+    /// then complete the followers' streams. Returns whether it was stored.
+    pub fn store(mut self) -> bool {
+        let stored = match self.body.take() {
+            Some(body) => {
+                self.insert(body);
+                true
+            }
+            None => false,
         };
+        // Stored first, so a follower that finds the flight done finds the
+        // entry too; then the key is free for the next miss.
+        self.guard.release();
+        self.guard.flight.end(true);
+        stored
+    }
+
+    fn insert(&self, body: BytesMut) {
         let body = body.freeze();
         let entry = Arc::new(Entry {
             // A parsed header value is a slice of the upstream connection's
@@ -344,9 +542,10 @@ impl Fill {
             // buffer (kilobytes) for its lifetime, far past its weight.
             content_type: self
                 .content_type
+                .as_ref()
                 .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok()),
-            upstream: self.upstream,
-            upstream_header: self.upstream_header,
+            upstream: Arc::clone(&self.upstream),
+            upstream_header: self.upstream_header.clone(),
             body,
             ttl: self.ttl,
         });
@@ -354,7 +553,6 @@ impl Fill {
             tier.put(&self.guard.key, &entry);
         }
         self.guard.cache.store.insert(self.guard.key, entry);
-        true
     }
 }
 
@@ -451,12 +649,140 @@ mod tests {
             .build()
             .expect("runtime");
         rt.block_on(async {
-            tokio::time::timeout(Duration::from_secs(1), w.wait())
+            let follow = tokio::time::timeout(Duration::from_secs(1), w.follow(Duration::MAX))
                 .await
                 .expect("released");
+            assert!(matches!(follow, Follow::Alone), "no answer to follow");
         });
         // The key is free again.
         assert!(matches!(cache.lock(key(3)), Lock::Leader(_)));
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    fn follower(cache: &Arc<ResponseCache>, k: CacheKey) -> Arc<Flight> {
+        match cache.lock(k) {
+            Lock::Wait(f) => f,
+            Lock::Leader(_) => panic!("expected to follow"),
+        }
+    }
+
+    fn data(rx: &mut mpsc::UnboundedReceiver<FlightEvent>) -> Option<Bytes> {
+        match rx.try_recv() {
+            Ok(FlightEvent::Data(b)) => Some(b),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn followers_get_each_frame_as_it_arrives_and_late_ones_the_frames_so_far() {
+        let cache = Arc::new(ResponseCache::new(1 << 20, 1024));
+        let rt = runtime();
+        let mut f = fill(&cache, key(4));
+        let flight = Arc::clone(&f.guard.flight);
+        let Follow::Stream(head, mut early) = rt.block_on(flight.follow(Duration::ZERO)) else {
+            panic!("a committed answer is followed")
+        };
+        assert_eq!(&*head.upstream, "up");
+        f.observe(&Bytes::from_static(b"data: 1\n\n"));
+        assert_eq!(data(&mut early).as_deref(), Some(&b"data: 1\n\n"[..]));
+        assert!(data(&mut early).is_none(), "nothing before it arrives");
+        let late_flight = follower(&cache, key(4));
+        let Follow::Stream(_, mut late) = rt.block_on(late_flight.follow(Duration::ZERO)) else {
+            panic!("joinable")
+        };
+        assert_eq!(data(&mut late).as_deref(), Some(&b"data: 1\n\n"[..]));
+        f.observe(&Bytes::from_static(b"data: 2\n\n"));
+        assert!(f.store());
+        for rx in [&mut early, &mut late] {
+            assert_eq!(data(rx).as_deref(), Some(&b"data: 2\n\n"[..]));
+            assert!(matches!(
+                rx.try_recv(),
+                Ok(FlightEvent::End { complete: true })
+            ));
+        }
+        assert!(cache.get(&key(4)).is_some());
+        // A follower of a finished flight finds the entry.
+        assert!(matches!(
+            rt.block_on(flight.follow(Duration::ZERO)),
+            Follow::Stored
+        ));
+    }
+
+    #[test]
+    fn an_unstorable_or_broken_answer_sends_waiters_upstream_at_once() {
+        let cache = Arc::new(ResponseCache::new(1 << 20, 1024));
+        let rt = runtime();
+        // Not storable: the guard is dropped before anything streams.
+        let g = leader(&cache, key(5));
+        let flight = follower(&cache, key(5));
+        let waiting = std::thread::spawn(move || {
+            runtime().block_on(async {
+                let started = std::time::Instant::now();
+                let f = flight.follow(Duration::from_secs(30)).await;
+                (matches!(f, Follow::Alone), started.elapsed())
+            })
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        drop(g);
+        let (alone, waited) = waiting.join().expect("thread");
+        assert!(alone && waited < Duration::from_secs(5), "{waited:?}");
+
+        // Broken mid-stream: a follower already served gets its bytes, then
+        // an end that is not complete.
+        let mut f = fill(&cache, key(6));
+        let flight = follower(&cache, key(6));
+        let Follow::Stream(_, mut rx) = rt.block_on(flight.follow(Duration::ZERO)) else {
+            panic!("joinable")
+        };
+        f.observe(&Bytes::from_static(b"part"));
+        drop(f);
+        assert_eq!(data(&mut rx).as_deref(), Some(&b"part"[..]));
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(FlightEvent::End { complete: false })
+        ));
+        assert!(cache.get(&key(6)).is_none());
+    }
+
+    #[test]
+    fn no_first_byte_within_the_lock_timeout_goes_alone() {
+        let cache = Arc::new(ResponseCache::new(1 << 20, 1024));
+        let _g = leader(&cache, key(7));
+        let flight = follower(&cache, key(7));
+        let started = std::time::Instant::now();
+        let f = runtime().block_on(flight.follow(Duration::from_millis(50)));
+        assert!(matches!(f, Follow::Alone));
+        assert!(started.elapsed() >= Duration::from_millis(50));
+    }
+
+    #[test]
+    fn past_the_entry_limit_nobody_joins_but_followers_get_it_all() {
+        let cache = Arc::new(ResponseCache::new(1 << 20, 8));
+        let rt = runtime();
+        let mut f = fill(&cache, key(8));
+        let flight = follower(&cache, key(8));
+        let Follow::Stream(_, mut rx) = rt.block_on(flight.follow(Duration::ZERO)) else {
+            panic!("joinable")
+        };
+        f.observe(&Bytes::from_static(b"12345"));
+        f.observe(&Bytes::from_static(b"67890"));
+        assert!(
+            matches!(rt.block_on(flight.follow(Duration::ZERO)), Follow::Alone),
+            "joined past the limit"
+        );
+        assert!(!f.store(), "too large to store");
+        assert_eq!(data(&mut rx).as_deref(), Some(&b"12345"[..]));
+        assert_eq!(data(&mut rx).as_deref(), Some(&b"67890"[..]));
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(FlightEvent::End { complete: true })
+        ));
     }
 
     #[test]

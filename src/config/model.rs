@@ -103,6 +103,15 @@ pub struct ServerConfig {
     pub trust_forwarded_for: bool,
     /// `None` when configured as `""` (disabled). Default `/_cutover/feedback`.
     pub feedback_path: Option<String>,
+    /// The environment variable the feedback bearer token was read from.
+    pub feedback_token_env: Option<String>,
+    /// `Some` exactly when `feedback_token_env` is set (a missing or empty
+    /// variable is a config error): feedback then needs
+    /// `Authorization: Bearer <token>`.
+    pub feedback_token: Option<String>,
+    /// All request bodies held in memory at once, in bytes; a request that
+    /// would pass it is shed (SPEC §2).
+    pub max_buffered: u64,
     pub tls: Option<TlsConfig>,
     /// Longest time a client may take to send a request head (not in the
     /// spec; default 10 s). Slow-loris protection.
@@ -151,6 +160,10 @@ pub struct TracingConfig {
     pub otlp_endpoint: Option<String>,
     /// 0.0..=1.0, default 1.0.
     pub sample_ratio: f64,
+    /// `otlp_ca_file`: CA certificates (PEM) trusted for an `https://`
+    /// endpoint besides the system roots, read at load time.
+    pub otlp_ca_file: Option<PathBuf>,
+    pub otlp_ca_pem: Option<Vec<u8>>,
 }
 
 #[derive(Clone, Debug)]
@@ -160,6 +173,9 @@ pub struct CacheConfig {
     /// With `[cluster]` (validation refuses it without): Redis is a second
     /// tier behind the local store.
     pub shared: bool,
+    /// How long an identical miss waits for the first one's first byte
+    /// before it goes upstream on its own (SPEC §6).
+    pub lock_timeout: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -492,6 +508,11 @@ pub struct RouteConfig {
     /// Default: the route name.
     pub salt: String,
     pub pin_header: Option<HeaderName>,
+    /// The environment variable the pin token was read from.
+    pub pin_token_env: Option<String>,
+    /// `Some` exactly when `pin_token_env` is set: a pin is then honoured
+    /// only with `x-cutover-pin-token: <token>`.
+    pub pin_token: Option<String>,
     /// Weights sum to exactly 10 000 bps; at least one version.
     pub versions: Vec<VersionConfig>,
     pub shadows: Vec<ShadowConfig>,

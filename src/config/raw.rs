@@ -52,6 +52,8 @@ pub struct RawServer {
     pub shutdown_grace: Option<Value>,
     pub trust_forwarded_for: Option<bool>,
     pub feedback_path: Option<String>,
+    pub feedback_token_env: Option<String>,
+    pub max_buffered: Option<Value>,
     pub tls: Option<RawTls>,
     pub request_header_timeout: Option<Value>,
 }
@@ -79,6 +81,7 @@ pub struct RawLog {
 pub struct RawTracing {
     pub otlp_endpoint: Option<String>,
     pub sample_ratio: Option<f64>,
+    pub otlp_ca_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -86,6 +89,7 @@ pub struct RawCache {
     pub max_size: Option<Value>,
     pub max_entry_size: Option<Value>,
     pub shared: Option<bool>,
+    pub lock_timeout: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -136,6 +140,7 @@ pub struct RawRoute {
     pub sticky: Option<Vec<String>>,
     pub salt: Option<String>,
     pub pin_header: Option<String>,
+    pub pin_token_env: Option<String>,
     pub versions: Option<Vec<Value>>,
     pub shadows: Option<Vec<Value>>,
     /// Each a version name (string) or a target (table).

@@ -682,3 +682,54 @@ fn the_example_config_is_valid() {
         Some(RefusalFormat::Raw { .. })
     ));
 }
+
+#[test]
+fn a_tls_or_ca_file_that_never_ends_is_refused_not_read_forever() {
+    // `/dev/zero` by mistake: the loader reads at most 1 MiB of it.
+    let text = HEAD.replacen(
+        "listen = ",
+        "tls = { cert = \"/dev/zero\", key = \"/dev/zero\" }\nlisten = ",
+        1,
+    );
+    let started = std::time::Instant::now();
+    let errs = errors(&format!(
+        "{text}{ROUTE}\n[tracing]\notlp_ca_file = \"/dev/zero\"\n"
+    ));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    for path in ["server.tls.cert", "server.tls.key", "tracing.otlp_ca_file"] {
+        let e = errs
+            .iter()
+            .find(|e| e.path == path)
+            .unwrap_or_else(|| panic!("no error at {path}: {}", ConfigErrors(errs.clone())));
+        assert!(e.message.contains("larger than 1024 KiB"), "{}", e.message);
+    }
+}
+
+#[test]
+fn token_variables_must_be_set_and_non_empty() {
+    let server = HEAD.replacen("listen = ", "feedback_token_env = \"EMPTY\"\nlisten = ", 1);
+    let errs = errors(&format!("{server}{ROUTE}"));
+    let e = errs
+        .iter()
+        .find(|e| e.path == "server.feedback_token_env")
+        .expect("an error at server.feedback_token_env");
+    assert!(e.message.contains("`EMPTY` is empty"), "{}", e.message);
+    let route = ROUTE.replacen(
+        "name = \"chat\"\n",
+        "name = \"chat\"\npin_token_env = \"ADMIN_TOKEN\"\n",
+        1,
+    );
+    let errs = errors(&format!("{HEAD}{route}"));
+    let e = errs
+        .iter()
+        .find(|e| e.path == "routes[0].pin_token_env")
+        .expect("an error at routes[0].pin_token_env");
+    assert!(e.message.contains("without pin_header"), "{}", e.message);
+    let route = route.replacen(
+        "pin_token_env",
+        "pin_header = \"x-cutover-version\"\npin_token_env",
+        1,
+    );
+    let l = loaded(&format!("{HEAD}{route}"));
+    assert_eq!(l.config.routes[0].pin_token.as_deref(), Some("t0ken"));
+}

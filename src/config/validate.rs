@@ -31,6 +31,27 @@ pub struct Validator<'a> {
     env: &'a dyn Fn(&str) -> Option<String>,
 }
 
+/// PEM files (certificates, keys, CAs) larger than this are refused: a
+/// path like `/dev/zero` or a log file by mistake must not make the loader
+/// read forever.
+const MAX_PEM_FILE: u64 = 1 << 20;
+
+/// Read a file referenced by the config, at most [`MAX_PEM_FILE`] bytes.
+fn read_bounded_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_PEM_FILE + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_PEM_FILE {
+        return Err(std::io::Error::other(format!(
+            "larger than {} KiB",
+            MAX_PEM_FILE / 1024
+        )));
+    }
+    Ok(bytes)
+}
+
 fn one_of(names: &[&str]) -> String {
     if names.is_empty() {
         "none are defined".to_string()
@@ -481,6 +502,20 @@ impl<'a> Validator<'a> {
             }
         };
         let tls = raw.tls.and_then(|t| self.tls(t, &p.key("tls")));
+        let feedback_token = raw.feedback_token_env.as_deref().and_then(|name| {
+            self.token_env(
+                name,
+                p.key("feedback_token_env"),
+                "the feedback bearer token",
+            )
+        });
+        let max_buffered = self.size(raw.max_buffered, p.key("max_buffered"), 256 << 20);
+        if max_buffered < max_body {
+            self.err(
+                p.key("max_buffered"),
+                format!("max_buffered ({max_buffered} bytes) is smaller than max_body ({max_body} bytes), so a body within max_body could never be taken; valid: at least max_body"),
+            );
+        }
         Some(ServerConfig {
             listen: listen?,
             workers,
@@ -489,15 +524,66 @@ impl<'a> Validator<'a> {
             shutdown_grace,
             trust_forwarded_for: raw.trust_forwarded_for.unwrap_or(false),
             feedback_path,
+            feedback_token_env: raw.feedback_token_env,
+            feedback_token,
+            max_buffered,
             tls,
             request_header_timeout,
         })
     }
 
+    /// The token in environment variable `name` (`*_token_env` keys): a
+    /// missing or empty variable is an error, since a token that silently
+    /// went away would open what it guards.
+    fn token_env(&mut self, name: &str, p: KeyPath, what: &str) -> Option<String> {
+        match (self.env)(name) {
+            Some(t) if !t.is_empty() => Some(t),
+            Some(_) => {
+                self.err(
+                    p,
+                    format!("environment variable `{name}` is empty; valid: set it to {what}"),
+                );
+                None
+            }
+            None => {
+                self.err(p, format!("environment variable `{name}` is not set; valid: set it to {what}, or remove the key"));
+                None
+            }
+        }
+    }
+
+    /// A PEM file of at least one certificate, read now so that a bad file
+    /// is a config error rather than a runtime failure.
+    fn pem_certificates(&mut self, path: &Path, p: KeyPath, what: &str) -> Option<Vec<u8>> {
+        match read_bounded_file(path) {
+            Ok(bytes) => {
+                let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&bytes).collect();
+                match certs {
+                    Ok(c) if !c.is_empty() => Some(bytes),
+                    Ok(_) => {
+                        self.err(p, format!("no certificate in {}; valid: a PEM file with at least one BEGIN CERTIFICATE block", path.display()));
+                        None
+                    }
+                    Err(e) => {
+                        self.err(
+                            p,
+                            format!("bad PEM in {}: {e}; valid: {what}", path.display()),
+                        );
+                        None
+                    }
+                }
+            }
+            Err(e) => {
+                self.err(p, format!("unreadable {what} file {}: {e}; valid: a readable PEM file (relative paths start at the config file's directory)", path.display()));
+                None
+            }
+        }
+    }
+
     fn tls(&mut self, raw: RawTls, p: &KeyPath) -> Option<TlsConfig> {
         let cert_path = self.file_path(&raw.cert);
         let key_path = self.file_path(&raw.key);
-        let cert_pem = match std::fs::read(&cert_path) {
+        let cert_pem = match read_bounded_file(&cert_path) {
             Ok(bytes) => {
                 let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&bytes).collect();
                 match certs {
@@ -523,7 +609,7 @@ impl<'a> Validator<'a> {
                 None
             }
         };
-        let key_pem = match std::fs::read(&key_path) {
+        let key_pem = match read_bounded_file(&key_path) {
             Ok(bytes) => match PrivateKeyDer::from_pem_slice(&bytes) {
                 Ok(_) => Some(bytes),
                 Err(e) => {
@@ -625,9 +711,15 @@ impl<'a> Validator<'a> {
                 "0.0 to 1.0",
             )
             .unwrap_or(1.0);
+        let otlp_ca_file = raw.otlp_ca_file.as_deref().map(|f| self.file_path(f));
+        let otlp_ca_pem = otlp_ca_file.as_deref().and_then(|f| {
+            self.pem_certificates(f, p.key("otlp_ca_file"), "a PEM file of CA certificates")
+        });
         Some(TracingConfig {
             otlp_endpoint: raw.otlp_endpoint,
             sample_ratio,
+            otlp_ca_file,
+            otlp_ca_pem,
         })
     }
 
@@ -642,10 +734,16 @@ impl<'a> Validator<'a> {
         if max_entry_size > max_size {
             self.err(p.key("max_entry_size"), format!("max_entry_size ({max_entry_size} bytes) is larger than max_size ({max_size} bytes); valid: at most max_size"));
         }
+        let lock_timeout = self.duration(
+            raw.lock_timeout,
+            p.key("lock_timeout"),
+            Duration::from_secs(5),
+        );
         Some(CacheConfig {
             max_size,
             max_entry_size,
             shared: raw.shared.unwrap_or(false),
+            lock_timeout,
         })
     }
 
@@ -876,6 +974,16 @@ impl<'a> Validator<'a> {
         let pin_header = raw
             .pin_header
             .and_then(|h| self.header_name(&h, p.key("pin_header")));
+        let pin_token = raw
+            .pin_token_env
+            .as_deref()
+            .and_then(|name| self.token_env(name, p.key("pin_token_env"), "the pin token"));
+        if raw.pin_token_env.is_some() && pin_header.is_none() {
+            self.err(
+                p.key("pin_token_env"),
+                "pin_token_env without pin_header guards nothing; valid: set `pin_header` too, or remove `pin_token_env`",
+            );
+        }
 
         let versions_v = self.entries(raw.versions, &p.key("versions"));
         if versions_v.is_empty() {
@@ -946,6 +1054,8 @@ impl<'a> Validator<'a> {
             matcher,
             sticky,
             pin_header,
+            pin_token_env: raw.pin_token_env,
+            pin_token,
             versions,
             shadows,
             fallbacks,

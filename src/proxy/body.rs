@@ -3,16 +3,21 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use tokio::sync::mpsc;
+
+use super::budget::BodyBudget;
 use super::exchange::{End, Exchange};
+use crate::cache::FlightEvent;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -24,36 +29,75 @@ const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
 pub enum BodyError {
     /// Larger than `max_body` (declared or actual).
     TooLarge,
+    /// Taking it would pass `server.max_buffered`.
+    OverBudget,
     /// The client's body broke off or was malformed.
     Client(BoxError),
     TimedOut,
 }
 
+/// Where a request body may be held: at most `max` bytes of it, within
+/// the process-wide `budget` of `budget_limit` bytes.
+pub struct BodyLimits<'a> {
+    pub max: u64,
+    pub budget: &'a Arc<BodyBudget>,
+    pub budget_limit: u64,
+}
+
 /// Read a request body into one `Bytes`, refusing it as soon as it is known
-/// to exceed `max`: up front from `Content-Length`, or while a chunked body
-/// grows. Nothing is forwarded before the whole body is here.
+/// to exceed `max` (up front from `Content-Length`, or while a chunked body
+/// grows) or the buffered-bodies budget. The bytes count against the
+/// budget from the first one until the last clone of the returned `Bytes`
+/// drops. Nothing is forwarded before the whole body is here.
 pub async fn read_bounded(
     body: Incoming,
     headers: &HeaderMap,
-    max: u64,
+    limits: &BodyLimits<'_>,
 ) -> Result<Bytes, BodyError> {
     let declared = headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > max) {
+    if declared.is_some_and(|len| len > limits.max) {
         return Err(BodyError::TooLarge);
     }
     if declared == Some(0) || body.is_end_stream() {
         return Ok(Bytes::new());
     }
-    let limit = usize::try_from(max).unwrap_or(usize::MAX);
-    match tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(body, limit).collect()).await {
-        Err(_) => Err(BodyError::TimedOut),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge),
-        Ok(Err(e)) => Err(BodyError::Client(e)),
+    // A declared body that cannot fit now is shed before it is read.
+    if declared.is_some_and(|len| !limits.budget.would_fit(len, limits.budget_limit)) {
+        return Err(BodyError::OverBudget);
     }
+    match tokio::time::timeout(BODY_READ_TIMEOUT, collect(body, limits)).await {
+        Err(_) => Err(BodyError::TimedOut),
+        Ok(result) => result,
+    }
+}
+
+async fn collect(mut body: Incoming, limits: &BodyLimits<'_>) -> Result<Bytes, BodyError> {
+    let mut reservation = limits.budget.reservation();
+    // Frames as hyper hands them over (no copy); joined once at the end.
+    let mut frames: Vec<Bytes> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| BodyError::Client(Box::new(e)))?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        let len = data.len() as u64;
+        if reservation.bytes() + len > limits.max {
+            return Err(BodyError::TooLarge);
+        }
+        if !reservation.grow(len, limits.budget_limit) {
+            return Err(BodyError::OverBudget);
+        }
+        frames.push(data);
+    }
+    let body = match frames.len() {
+        0 => Bytes::new(),
+        1 => frames.swap_remove(0),
+        _ => Bytes::from(frames.concat()),
+    };
+    Ok(reservation.attach(body))
 }
 
 /// A committed upstream response body: the first frame (already read, to
@@ -86,6 +130,8 @@ impl UpstreamStream {
 enum Inner {
     /// Streaming from an upstream.
     Upstream(Box<UpstreamStream>),
+    /// Following an identical miss's answer (`None` once it ended).
+    Follow(Option<mpsc::UnboundedReceiver<FlightEvent>>),
     /// A local answer (refusal, error), sent in one frame.
     Full(Option<Bytes>),
 }
@@ -102,6 +148,13 @@ impl ProxyBody {
     pub fn upstream(stream: UpstreamStream, exchange: Exchange) -> ProxyBody {
         ProxyBody {
             inner: Inner::Upstream(Box::new(stream)),
+            exchange: Some(exchange),
+        }
+    }
+
+    pub fn follow(events: mpsc::UnboundedReceiver<FlightEvent>, exchange: Exchange) -> ProxyBody {
+        ProxyBody {
+            inner: Inner::Follow(Some(events)),
             exchange: Some(exchange),
         }
     }
@@ -163,6 +216,32 @@ impl Body for ProxyBody {
                     Poll::Ready(None)
                 }
             },
+            Inner::Follow(events) => {
+                let Some(rx) = events else {
+                    return Poll::Ready(None);
+                };
+                match rx.poll_recv(cx) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(Some(FlightEvent::Data(data))) => {
+                        if let Some(ex) = &mut this.exchange {
+                            ex.on_data(&data);
+                        }
+                        Poll::Ready(Some(Ok(Frame::data(data))))
+                    }
+                    Poll::Ready(Some(FlightEvent::End { complete: true })) => {
+                        *events = None;
+                        this.finish(End::Complete);
+                        Poll::Ready(None)
+                    }
+                    // The leader's stream broke (or its flight vanished):
+                    // end this one so it cannot pass as complete.
+                    Poll::Ready(Some(FlightEvent::End { complete: false }) | None) => {
+                        *events = None;
+                        this.finish(End::UpstreamError);
+                        Poll::Ready(Some(Err("the coalesced upstream answer broke off".into())))
+                    }
+                }
+            }
             Inner::Upstream(stream) => {
                 if let Some(frame) = stream.first.take() {
                     if let (Some(data), Some(ex)) = (frame.data_ref(), &mut this.exchange) {
@@ -214,6 +293,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match &self.inner {
             Inner::Upstream(b) => b.ended(),
+            Inner::Follow(events) => events.is_none(),
             Inner::Full(b) => b.is_none(),
         }
     }
@@ -234,6 +314,7 @@ impl Body for ProxyBody {
                     hint
                 }
             },
+            Inner::Follow(_) => SizeHint::default(),
             Inner::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Inner::Full(None) => SizeHint::with_exact(0),
         }

@@ -15,6 +15,7 @@ use http::{HeaderValue, Method, Uri};
 use bytes::Bytes;
 
 use super::headers::TraceContext;
+use crate::config::Cost;
 use crate::gateway::Gateway;
 use crate::rollout::Observation;
 use crate::runtime::{Route, Runtime, Upstream};
@@ -64,6 +65,9 @@ pub enum Responder {
     Upstream(Arc<Upstream>),
     /// Served from the response cache.
     Cache(Arc<Entry>),
+    /// Followed an identical miss's answer as it streamed (the leader's
+    /// upstream, by name).
+    Follower(Arc<str>),
     Refusal,
     /// cutover itself (404, 413, 400).
     Local,
@@ -88,11 +92,14 @@ pub struct Exchange {
     bytes: u64,
     /// Holds a slot of `server.max_in_flight`.
     admitted: bool,
-    /// The responding upstream's breaker permit: already judged at the
-    /// commit point, it holds the in-flight slot until the stream ends.
+    /// The responding upstream's breaker permit: it holds the in-flight
+    /// slot until the stream ends, and reports how it ended.
     pub upstream_slot: Option<Permit>,
     /// Reads token usage from the response as it streams.
     pub usage: UsageScanner,
+    /// The `cost` of the target (version or fallback) whose upstream
+    /// answered: what the tokens are priced at.
+    pub served_cost: Option<Cost>,
     /// On caching routes: what the cache did (`x-cutover-cache`).
     pub cache: Option<CacheResult>,
     /// Collects a cacheable response as it streams; stored only if the
@@ -152,6 +159,7 @@ impl Exchange {
             admitted: false,
             upstream_slot: None,
             usage: UsageScanner::off(),
+            served_cost: None,
             cache: None,
             fill: None,
             capture: None,
@@ -245,6 +253,16 @@ impl Exchange {
         }
         self.admitted = true;
         true
+    }
+
+    /// Give the `max_in_flight` slot back while this request only waits
+    /// (a coalesced miss waiting for the first one's answer): waiting costs
+    /// the process almost nothing, and must not crowd out requests that
+    /// work. Take one again with [`Exchange::admit`] before going on.
+    pub fn release_admission(&mut self) {
+        if std::mem::take(&mut self.admitted) {
+            self.gateway.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 
     #[inline]
@@ -343,10 +361,12 @@ impl Exchange {
                 m.ttfb.record(t);
             }
             if let (Some(v), Responder::Upstream(_)) = (version, &self.responder) {
-                // Tokens are priced at the version's rates even when a
-                // fallback answered: the route's spend stays on the version
-                // the user was assigned.
-                cost_usd = v.metrics.usage(usage, &v.target.cost);
+                // Tokens are priced at the rates of the target that served
+                // them (a cheaper-model fallback shows its cheaper price),
+                // and counted on the version the user was assigned, so the
+                // route's spend stays on it.
+                let cost = self.served_cost.as_ref().unwrap_or(&v.target.cost);
+                cost_usd = v.metrics.usage(usage, cost);
             }
             route.metrics.overhead.record(self.overhead);
             self.judge(route, end, duration, cost_usd);
@@ -356,6 +376,7 @@ impl Exchange {
             let upstream = match &self.responder {
                 Responder::Upstream(u) => &*u.name,
                 Responder::Cache(entry) => &*entry.upstream,
+                Responder::Follower(upstream) => upstream,
                 Responder::Refusal => "refusal",
                 Responder::Local | Responder::Pending => "",
             };
@@ -451,7 +472,16 @@ impl Exchange {
         if std::mem::take(&mut self.admitted) {
             self.gateway.in_flight.fetch_sub(1, Ordering::AcqRel);
         }
-        self.upstream_slot = None;
+        // The committed attempt's verdict for its breaker, as for the judge:
+        // a stream that broke after its first byte is the upstream's
+        // failure; a client that left says nothing about the upstream.
+        if let Some(permit) = self.upstream_slot.take() {
+            match end {
+                End::Complete => permit.success(),
+                End::UpstreamError | End::IdleTimeout => permit.failure(),
+                End::ClientAborted => drop(permit),
+            }
+        }
     }
 }
 
@@ -474,7 +504,10 @@ impl Exchange {
                 Arc::ptr_eq(u, &route.versions[version].target.upstream) && !self.own_attempt_failed
             }
             Responder::Refusal => false,
-            Responder::Cache(_) | Responder::Local | Responder::Pending => return,
+            Responder::Cache(_)
+            | Responder::Follower(_)
+            | Responder::Local
+            | Responder::Pending => return,
         };
         let failed = self.own_attempt_failed
             || (own && matches!(end, End::UpstreamError | End::IdleTimeout));

@@ -3,7 +3,12 @@
 //!
 //! `POST {"request_id": "...", "outcome": "success" | "failure"}` answers
 //! 200 when counted, 400 for a malformed body, 404 for an unknown or
-//! expired id, 409 for a repeat, 405 for other methods and 413 past 64 KiB.
+//! expired id, 409 for a repeat, 405 for other methods, 413 past 64 KiB
+//! (or `max_body`, if lower), 401 without the bearer token when
+//! `feedback_token_env` is set, and 503 when shed.
+//!
+//! Feedback is not a way around the limits: it takes a `max_in_flight`
+//! slot and its body counts against `max_buffered`, like any request.
 
 use bytes::Bytes;
 use http::request::Parts;
@@ -11,9 +16,11 @@ use http::{HeaderValue, Method, Response, StatusCode, header};
 use hyper::body::Incoming;
 use serde::Deserialize;
 
-use super::body::{ProxyBody, read_bounded};
+use std::sync::Arc;
+
+use super::body::{BodyLimits, ProxyBody, read_bounded};
 use super::exchange::{Exchange, Responder};
-use super::service::{local, reject_body};
+use super::service::{local, overloaded, reject_body};
 use crate::telemetry::feedback::FeedbackError;
 use crate::telemetry::{Outcome, OutcomeSource};
 
@@ -39,12 +46,43 @@ pub async fn handle(mut ex: Exchange, parts: Parts, body: Incoming) -> Response<
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return r;
     }
+    let server = &ex.rt.config.server;
+    let (max_in_flight, max_body, max_buffered) =
+        (server.max_in_flight, server.max_body, server.max_buffered);
+    if !ex.admit(max_in_flight) {
+        return overloaded(ex);
+    }
+    if let Some(token) = &ex.rt.feedback_token
+        && !token.bearer_matches(&parts.headers)
+    {
+        let mut r = local(
+            ex,
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "feedback needs Authorization: Bearer <token> (server.feedback_token_env)",
+        );
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return r;
+    }
+    let budget = Arc::clone(&ex.gateway().buffered);
+    let limits = BodyLimits {
+        max: MAX_FEEDBACK_BODY.min(max_body),
+        budget: &budget,
+        budget_limit: max_buffered,
+    };
     ex.wait();
-    let body = read_bounded(body, &parts.headers, MAX_FEEDBACK_BODY).await;
+    let body = read_bounded(body, &parts.headers, &limits).await;
     ex.work();
     let body = match body {
         Ok(b) => b,
-        Err(e) => return reject_body(ex, e, "feedback bodies are at most 64 KiB"),
+        Err(e) => {
+            return reject_body(
+                ex,
+                e,
+                "feedback bodies are at most 64 KiB (and server.max_body)",
+            );
+        }
     };
     let Ok(feedback) = serde_json::from_slice::<Feedback>(&body) else {
         return local(

@@ -10,6 +10,9 @@ pub static X_CUTOVER_VERSION: HeaderName = HeaderName::from_static("x-cutover-ve
 pub static X_CUTOVER_UPSTREAM: HeaderName = HeaderName::from_static("x-cutover-upstream");
 pub static X_CUTOVER_CACHE: HeaderName = HeaderName::from_static("x-cutover-cache");
 pub static X_CUTOVER_OUTCOME: HeaderName = HeaderName::from_static("x-cutover-outcome");
+/// Proves a pin may be honoured (`pin_token_env`); stripped like every
+/// `x-cutover-*` header, so it never reaches an upstream.
+pub static X_CUTOVER_PIN_TOKEN: HeaderName = HeaderName::from_static("x-cutover-pin-token");
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");

@@ -6,6 +6,7 @@
 //! response streaming through `ProxyBody` → `Exchange::finish`.
 
 pub mod body;
+pub mod budget;
 pub mod exchange;
 pub mod feedback;
 pub mod headers;

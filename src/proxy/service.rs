@@ -11,14 +11,18 @@ use http_body::Body as _;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
-use super::body::{BodyError, ProxyBody, UpstreamStream, read_bounded};
+use super::body::{BodyError, BodyLimits, ProxyBody, UpstreamStream, read_bounded};
 use super::exchange::{Assignment, Exchange, Responder};
 use super::feedback;
 use super::headers::{self, X_CUTOVER_CACHE, X_CUTOVER_UPSTREAM, X_CUTOVER_VERSION, X_REQUEST_ID};
 use super::json;
 use super::mirror;
 
-use crate::cache::{self, Entry, FillGuard, KeyInput, Lock, RouteCache};
+use tokio::sync::mpsc;
+
+use crate::cache::{
+    self, Entry, FillGuard, FlightEvent, FlightHead, Follow, KeyInput, Lock, RouteCache,
+};
 use crate::gateway::Gateway;
 use crate::routing::session::Session;
 use crate::routing::{self, matcher};
@@ -98,12 +102,20 @@ pub async fn handle(
         return refuse(ex, route, false, RefusalReason::Overload);
     }
 
-    // Phase: body. Bounded, whole, before anything is forwarded.
+    // Phase: body. Bounded, whole, before anything is forwarded, and
+    // within the memory budget of all buffered bodies.
+    let budget = Arc::clone(&ex.gateway().buffered);
+    let limits = BodyLimits {
+        max: server.max_body,
+        budget: &budget,
+        budget_limit: server.max_buffered,
+    };
     ex.wait();
-    let body = read_bounded(body, &parts.headers, server.max_body).await;
+    let body = read_bounded(body, &parts.headers, &limits).await;
     ex.work();
     let body = match body {
         Ok(b) => b,
+        Err(BodyError::OverBudget) => return refuse(ex, route, false, RefusalReason::Overload),
         Err(e) => return reject_body(ex, e, "the request body exceeds server.max_body"),
     };
 
@@ -171,8 +183,11 @@ pub async fn handle(
     if let Some(cache) = &route.cache {
         match lookup(&mut ex, route, cache, &version.target, &parts, &body).await {
             Lookup::Hit(entry) => return serve_hit(ex, route, entry),
+            Lookup::Follow(head, events) => return serve_follower(ex, route, head, events),
             Lookup::Miss(guard) => fill_guard = guard,
             Lookup::Bypass => {}
+            // Waited without a slot, and none is free now.
+            Lookup::Shed => return refuse(ex, route, false, RefusalReason::Overload),
         }
     }
 
@@ -225,6 +240,9 @@ pub async fn handle(
                 tracing::debug!(target = %target.name, error = ?e, "attempt failed");
                 if i == 0 {
                     ex.own_attempt_failed = true;
+                    // A fallback's answer is never stored: the followers
+                    // go upstream on their own now, not after the chain.
+                    fill_guard = None;
                 }
                 previous = Some(target);
             }
@@ -234,7 +252,8 @@ pub async fn handle(
     refuse(ex, route, wants_stream, RefusalReason::Exhausted)
 }
 
-/// Pin header, then sticky key, then random by weight.
+/// Pin header (with the pin token when the route requires one), then
+/// sticky key, then random by weight.
 fn assign(
     route: &Route,
     headers: &HeaderMap,
@@ -243,6 +262,11 @@ fn assign(
     if let Some(pin) = &route.pin_header
         && let Some(value) = headers.get(pin)
         && let Some(index) = route.version_index(value.as_bytes())
+        && route.pin_token.as_ref().is_none_or(|token| {
+            headers
+                .get(&headers::X_CUTOVER_PIN_TOKEN)
+                .is_some_and(|given| token.matches(given.as_bytes()))
+        })
     {
         return (index, Assignment::Pinned, None);
     }
@@ -326,7 +350,7 @@ async fn attempt(
     // The breaker admits the attempt or refuses it at once (open, probes
     // taken, max_in_flight): a refusal is a failed attempt that falls back
     // without touching the upstream, and is not reported to the breaker.
-    let mut permit = match upstream.state.breaker.try_acquire() {
+    let permit = match upstream.state.breaker.try_acquire() {
         Ok(p) => p,
         Err(_) => {
             upstream.metrics.attempt(AttemptResult::Rejected);
@@ -381,12 +405,10 @@ async fn attempt(
         ex.record_attempt(&target.name, &upstream.name, started, traced);
     }
     match result {
-        // Judged healthy at the commit point; counted in metrics when the
-        // stream ends (see `Exchange::finish`).
-        Ok((head, stream)) => {
-            permit.record_success();
-            Ok((head, stream, permit))
-        }
+        // Committed: the permit travels with the stream, and the breaker
+        // hears how the stream ended (`Exchange::finish`), so a stream that
+        // breaks after its first byte counts against its upstream (SPEC §5).
+        Ok((head, stream)) => Ok((head, stream, permit)),
         Err(failed) => {
             permit.failure();
             upstream.metrics.attempt(failed);
@@ -469,6 +491,7 @@ fn respond(
         target.upstream.name_header.clone(),
     );
     ex.status = parts.status.as_u16();
+    ex.served_cost = Some(target.cost);
     ex.responder = Responder::Upstream(Arc::clone(&target.upstream));
     Response::from_parts(parts, ProxyBody::upstream(stream, ex))
 }
@@ -496,7 +519,7 @@ fn refuse(
         X_CUTOVER_UPSTREAM.clone(),
         HeaderValue::from_static("refusal"),
     );
-    if let Some(result) = ex.cache {
+    if let Some(result) = cache_result(&mut ex) {
         h.insert(X_CUTOVER_CACHE.clone(), result.header());
     }
     ex.status = rendered.status.as_u16();
@@ -506,9 +529,25 @@ fn refuse(
     response
 }
 
+/// `x-cutover-cache` for an answer of cutover's own: what the cache did, or
+/// on a caching route whose request never reached the cache (shed, 413,
+/// 400), `bypass`, counted as such. `None` off caching routes.
+fn cache_result(ex: &mut Exchange) -> Option<CacheResult> {
+    let rt = Arc::clone(&ex.rt);
+    if ex.cache.is_none()
+        && let Some(route) = ex.route
+        && let Some(cache) = &rt.routes[route].cache
+    {
+        cache.metrics.result(CacheResult::Bypass);
+        ex.gateway().cache.count(None);
+        ex.cache = Some(CacheResult::Bypass);
+    }
+    ex.cache
+}
+
 /// The answer to a request body that could not be taken: 413 past the
 /// limit (`too_large` says which), 408 when it did not arrive in time, 400
-/// when it broke off.
+/// when it broke off, 503 past the buffered-bodies budget.
 pub(super) fn reject_body(ex: Exchange, error: BodyError, too_large: &str) -> Response<ProxyBody> {
     match error {
         BodyError::TooLarge => local(
@@ -529,7 +568,21 @@ pub(super) fn reject_body(ex: Exchange, error: BodyError, too_large: &str) -> Re
             "bad_body",
             "the request body could not be read",
         ),
+        BodyError::OverBudget => overloaded(ex),
     }
+}
+
+/// 503 for a request shed where no route's refusal applies (feedback).
+pub(super) fn overloaded(ex: Exchange) -> Response<ProxyBody> {
+    let mut r = local(
+        ex,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "overloaded",
+        "cutover is at its limit of requests or buffered bodies; retry shortly",
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
 }
 
 /// A JSON error answered by cutover itself.
@@ -550,6 +603,9 @@ pub(super) fn local(
         HeaderValue::from_static("application/json"),
     );
     h.insert(X_REQUEST_ID.clone(), ex.request_id.clone());
+    if let Some(result) = cache_result(&mut ex) {
+        h.insert(X_CUTOVER_CACHE.clone(), result.header());
+    }
     if status == StatusCode::PAYLOAD_TOO_LARGE || status == StatusCode::BAD_REQUEST {
         // The rest of the body was not read: the connection cannot be reused.
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -609,13 +665,17 @@ fn spawn_mirrors(ex: &mut Exchange, route_index: usize, set: u64, parts: &Parts,
 
 enum Lookup {
     Hit(Arc<Entry>),
+    /// Follow an identical miss's answer as it streams (counted as a hit).
+    Follow(FlightHead, mpsc::UnboundedReceiver<FlightEvent>),
     /// Go to the upstream; with a guard when this request fills the entry.
     Miss(Option<FillGuard>),
     Bypass,
+    /// A follower found no `max_in_flight` slot after its wait.
+    Shed,
 }
 
 /// Decide bypass, compute the key, and look it up. An identical miss
-/// already under way is waited for, then looked up again (SPEC §6).
+/// already under way is followed as it streams (SPEC §6).
 async fn lookup(
     ex: &mut Exchange,
     route: &Route,
@@ -663,24 +723,36 @@ async fn lookup(
                     }
                 }
                 Lock::Leader(guard) => Lookup::Miss(Some(guard)),
-                Lock::Wait(fill) => {
+                Lock::Wait(flight) => {
+                    // A follower waits without a max_in_flight slot, and
+                    // at most lock_timeout; it takes a slot again to go on.
+                    ex.release_admission();
                     ex.wait();
-                    fill.wait().await;
+                    let follow = flight.follow(ex.rt.config.cache.lock_timeout).await;
                     ex.work();
-                    match store.get(&key) {
-                        Some(entry) => Lookup::Hit(entry),
-                        // The leader's answer was not storable: go on
-                        // alone rather than queue behind another leader.
-                        None => Lookup::Miss(None),
+                    if !ex.admit(ex.rt.config.server.max_in_flight) {
+                        return Lookup::Shed;
+                    }
+                    match follow {
+                        Follow::Stream(head, events) => Lookup::Follow(head, events),
+                        Follow::Stored => match store.get(&key) {
+                            Some(entry) => Lookup::Hit(entry),
+                            None => Lookup::Miss(None),
+                        },
+                        // Not storable, broken, too large, or no first
+                        // byte in time: go on alone rather than queue
+                        // behind another leader.
+                        Follow::Alone => Lookup::Miss(None),
                     }
                 }
             },
         }
     };
     let counted = match &result {
-        Lookup::Hit(_) => CacheResult::Hit,
+        Lookup::Hit(_) | Lookup::Follow(..) => CacheResult::Hit,
         Lookup::Miss(_) => CacheResult::Miss,
-        Lookup::Bypass => CacheResult::Bypass,
+        // (A shed follower returns before this; its refusal counts it.)
+        Lookup::Bypass | Lookup::Shed => CacheResult::Bypass,
     };
     cache.metrics.result(counted);
     store.count(match counted {
@@ -727,6 +799,32 @@ fn serve_hit(mut ex: Exchange, route: &Route, entry: Arc<Entry>) -> Response<Pro
     let body = entry.body.clone();
     ex.responder = Responder::Cache(entry);
     *response.body_mut() = ProxyBody::full(body, ex);
+    response
+}
+
+/// Stream an identical miss's answer as the leader receives it: its head,
+/// the frames so far, then each frame as it arrives.
+fn serve_follower(
+    mut ex: Exchange,
+    route: &Route,
+    head: FlightHead,
+    events: mpsc::UnboundedReceiver<FlightEvent>,
+) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::plain(Bytes::new()));
+    let h = response.headers_mut();
+    if let Some(ct) = &head.content_type {
+        h.insert(header::CONTENT_TYPE, ct.clone());
+    }
+    h.insert(X_REQUEST_ID.clone(), ex.request_id.clone());
+    if let Some(v) = ex.version.map(|v| &route.versions[v]) {
+        h.insert(X_CUTOVER_VERSION.clone(), v.target.name_header.clone());
+    }
+    h.insert(X_CUTOVER_UPSTREAM.clone(), head.upstream_header.clone());
+    h.insert(X_CUTOVER_CACHE.clone(), CacheResult::Hit.header());
+    ex.status = 200;
+    ex.begin_capture(head.content_type.as_ref());
+    ex.responder = Responder::Follower(head.upstream);
+    *response.body_mut() = ProxyBody::follow(events, ex);
     response
 }
 

@@ -22,7 +22,7 @@ use crate::rollout::persist;
 use crate::rollout::route::{RolloutStatus, RouteRollout};
 use crate::rollout::stats::{RolloutStats, VersionSnapshot, WindowSnapshot};
 use crate::rollout::webhook::{WebhookOptions, WebhookSender};
-use crate::telemetry::names;
+use crate::telemetry::{names, rollout_gauges};
 use crate::upstream::breaker::{Clock, SystemClock};
 
 /// What a compiled generation needs from a route's rollout.
@@ -99,32 +99,37 @@ impl RolloutRegistry {
             .clone()
     }
 
-    /// Bring the rollouts in line with a config about to be compiled: start
-    /// new ones (restoring their saved state), reconfigure kept ones (a
-    /// changed canary starts over), drop those whose route lost its rollout.
-    /// Returns the live view the compile needs.
-    pub fn sync(&self, config: &Config) -> HashMap<String, LiveRollout> {
-        *self.state_dir.lock().unwrap_or_else(|p| p.into_inner()) = config.state.dir.clone();
+    /// Bring the rollouts in line with a new config, in two phases under
+    /// one lock (so no tick or operator action slips in between): prepare
+    /// the next rollouts without touching the running ones (new ones
+    /// restore their saved state, kept ones take the new steps and gates, a
+    /// changed canary starts over, those whose route lost its rollout are
+    /// dropped), hand their live view to `compile`, and only if it succeeds
+    /// commit them (reset restarted stats, persist, publish the gauges).
+    /// A failed `compile` leaves every rollout as it was: state, step, step
+    /// start and state file (SPEC §9).
+    pub fn reload<T, E>(
+        &self,
+        config: &Config,
+        compile: impl FnOnce(&HashMap<String, LiveRollout>) -> Result<T, E>,
+    ) -> Result<T, E> {
         let dir = config.state.dir.clone();
         let mut rollouts = self.lock();
-        rollouts.retain(|name, _| {
-            config
-                .routes
-                .iter()
-                .any(|r| r.name == *name && r.rollout.is_some())
-        });
-        let mut to_save = Vec::new();
+        let mut next = HashMap::new();
+        let mut restarted = Vec::new();
+        let mut started = Vec::new();
         for route in &config.routes {
             let (Some(cfg), Some((url, deps))) = (&route.rollout, canary_identity(config, route))
             else {
                 continue;
             };
-            match rollouts.get_mut(&route.name) {
+            let rollout = match rollouts.get(&route.name) {
                 Some(existing) => {
-                    if existing.reconfigure(cfg, url, deps) {
-                        tracing::info!(route = %route.name, "the canary changed: a new rollout starts");
-                        to_save.push(existing.persisted(SystemTime::now()));
+                    let (rollout, restart) = existing.reconfigured(cfg, url, deps);
+                    if restart {
+                        restarted.push(route.name.clone());
                     }
+                    rollout
                 }
                 None => {
                     let (rollout, error) = RouteRollout::start(
@@ -135,28 +140,47 @@ impl RolloutRegistry {
                         Some(&dir),
                         Arc::clone(&self.clock),
                     );
-                    if let Some(e) = error {
-                        tracing::warn!(route = %route.name, error = %e, "rollout state unreadable; starting a new rollout");
-                    }
                     let mut rollout = rollout;
                     if self.in_fleet() {
                         rollout.join_fleet();
                     }
-                    tracing::info!(route = %route.name, state = rollout.controller().state().name(), "rollout");
-                    to_save.push(rollout.persisted(SystemTime::now()));
-                    rollouts.insert(route.name.clone(), rollout);
+                    started.push((route.name.clone(), error));
+                    rollout
                 }
+            };
+            next.insert(route.name.clone(), rollout);
+        }
+        let compiled = compile(&live_view(&next))?;
+
+        // Commit: nothing below can fail.
+        let mut to_save = Vec::with_capacity(restarted.len() + started.len());
+        for name in &restarted {
+            if let Some(r) = next.get(name) {
+                tracing::info!(route = %name, "the canary changed: a new rollout starts");
+                r.stats().reset_step();
+                to_save.push(r.persisted(SystemTime::now()));
             }
         }
+        for (name, error) in started {
+            if let Some(e) = error {
+                tracing::warn!(route = %name, error = %e, "rollout state unreadable; starting a new rollout");
+            }
+            if let Some(r) = next.get(&name) {
+                tracing::info!(route = %name, state = r.controller().state().name(), "rollout");
+                to_save.push(r.persisted(SystemTime::now()));
+            }
+        }
+        *rollouts = next;
+        *self.state_dir.lock().unwrap_or_else(|p| p.into_inner()) = dir.clone();
+        rollout_gauges::registry().retain(|route| rollouts.contains_key(route));
         for r in rollouts.values() {
             publish_metrics(r, None);
         }
-        let live = live_view(&rollouts);
         drop(rollouts);
         for state in to_save {
             save(dir.clone(), state);
         }
-        live
+        Ok(compiled)
     }
 
     /// The live view for a recompile without a config change.
@@ -516,14 +540,13 @@ fn live_view(rollouts: &HashMap<String, RouteRollout>) -> HashMap<String, LiveRo
 /// `cutover_rollout_step`, `cutover_rollout_state` and, on a rollback,
 /// `cutover_rollbacks_total`. Control plane: labels hashed here are fine.
 fn publish_metrics(r: &RouteRollout, t: Option<&Transition>) {
+    rollout_gauges::registry().set(
+        r.route(),
+        r.controller().step_metric(),
+        &State::NAMES,
+        r.controller().state().name(),
+    );
     let route = r.route().to_string();
-    metrics::gauge!(names::ROLLOUT_STEP, "route" => route.clone())
-        .set(r.controller().step_metric() as f64);
-    let current = r.controller().state().name();
-    for state in State::NAMES {
-        metrics::gauge!(names::ROLLOUT_STATE, "route" => route.clone(), "state" => state)
-            .set(if state == current { 1.0 } else { 0.0 });
-    }
     if let Some(t) = t
         && let State::RolledBack { reason } = &t.to
     {

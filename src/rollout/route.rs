@@ -125,26 +125,52 @@ impl RouteRollout {
         canary_upstream_url: &str,
         canary_deps: &Deps,
     ) -> bool {
-        let now = self.clock.now();
-        self.webhook = webhook(cfg);
-        self.cfg = cfg.clone();
-        let fingerprint = persist::fingerprint(canary_upstream_url, canary_deps);
-        if fingerprint == self.fingerprint {
-            let elapsed = now.saturating_duration_since(self.controller.stage_started());
-            self.controller =
-                Controller::restore(cfg, self.controller.state().clone(), elapsed, now);
-            false
-        } else {
-            self.fingerprint = fingerprint;
-            self.controller = Controller::new(cfg, now);
-            self.stats.reset_step();
-            if self.link.is_some() {
-                // Another canary: whatever this replica adopted was about
-                // the old one.
-                self.link = Some(FleetLink::default());
-            }
-            true
+        let (next, restarted) = self.reconfigured(cfg, canary_upstream_url, canary_deps);
+        if restarted {
+            next.stats.reset_step();
         }
+        *self = next;
+        restarted
+    }
+
+    /// What [`Self::reconfigure`] would make of this rollout, without
+    /// changing it: the new rollout (sharing this one's stats) and whether
+    /// it restarts, in which case the caller resets the step stats when it
+    /// commits the reload.
+    pub fn reconfigured(
+        &self,
+        cfg: &RolloutConfig,
+        canary_upstream_url: &str,
+        canary_deps: &Deps,
+    ) -> (RouteRollout, bool) {
+        let now = self.clock.now();
+        let fingerprint = persist::fingerprint(canary_upstream_url, canary_deps);
+        let (controller, restarted) = if fingerprint == self.fingerprint {
+            let elapsed = now.saturating_duration_since(self.controller.stage_started());
+            (
+                Controller::restore(cfg, self.controller.state().clone(), elapsed, now),
+                false,
+            )
+        } else {
+            (Controller::new(cfg, now), true)
+        };
+        // Another canary: whatever this replica adopted from the fleet was
+        // about the old one.
+        let link = match &self.link {
+            Some(_) if restarted => Some(FleetLink::default()),
+            other => other.clone(),
+        };
+        let next = RouteRollout {
+            route: self.route.clone(),
+            cfg: cfg.clone(),
+            fingerprint,
+            stats: Arc::clone(&self.stats),
+            controller,
+            clock: Arc::clone(&self.clock),
+            webhook: webhook(cfg),
+            link,
+        };
+        (next, restarted)
     }
 
     /// The hot path's handle: record judged requests here.

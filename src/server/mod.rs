@@ -7,7 +7,7 @@
 mod sniff;
 mod tls;
 
-pub use sniff::Sniffed;
+pub use sniff::{Ambiguous, Framing, Sniffed};
 
 pub use tls::server_tls_config;
 

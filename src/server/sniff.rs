@@ -1,14 +1,20 @@
-//! `Sniffed`: refuses request heads that frame their body two ways.
+//! `Sniffed`: answers request heads that frame their body ambiguously with
+//! `400`, then closes the connection.
 //!
-//! hyper follows RFC 9112 §6.3 for a request with both `Content-Length` and
-//! `Transfer-Encoding`: it drops the length, reads the chunked body and
-//! closes the connection afterwards. That is safe, but such a request is a
-//! request-smuggling probe, and cutover refuses it outright. hyper does not
-//! tell the service the length was there, so this wrapper watches the bytes
-//! hyper reads: it tracks HTTP/1 message boundaries (heads, fixed-length and
-//! chunked bodies) and, on an ambiguous head, fails the read before hyper
-//! has the whole head, so no request is ever dispatched and the connection
-//! closes.
+//! A request whose body framing two parsers could read differently is a
+//! request-smuggling probe: `Content-Length` and `Transfer-Encoding`
+//! together, `Content-Length` lines that disagree, or a `Transfer-Encoding`
+//! whose final coding is not `chunked` (SPEC §5). hyper refuses some of
+//! these itself, but follows RFC 9112 §6.3 for the first (it drops the
+//! length, reads the chunked body) and never tells the service that the
+//! length was there. So this wrapper watches the bytes hyper reads: a
+//! [`Framing`] tracks HTTP/1 message boundaries (heads, fixed-length and
+//! chunked bodies), and when a head turns out ambiguous the last byte of
+//! that head is handed to hyper as a NUL (then a blank line, see
+//! [`POISON_TAIL`]). hyper, which had not yet seen the head end, then finds
+//! the head malformed, answers its own `400 Bad Request` and closes the
+//! connection, as nginx and HAProxy do. The request is never dispatched, so
+//! nothing of it is forwarded; nothing after it is read.
 //!
 //! It costs one head parse per request (a few hundred nanoseconds). It
 //! stands aside for HTTP/2 and for anything it cannot follow (a malformed
@@ -23,6 +29,13 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Heads larger than this are left to hyper's own limit (it is lower).
 const MAX_HEAD: usize = 512 * 1024;
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+
+/// Handed to hyper after an ambiguous head whose final `\n` became a NUL.
+/// hyper parses a head only once a quick scan finds its end (a blank
+/// line); this one makes the scan succeed, so hyper parses, meets the NUL
+/// (a malformed line either way: after `\r`, or opening a header name),
+/// and answers 400.
+const POISON_TAIL: &[u8] = b"\n\n";
 
 #[derive(Debug)]
 enum State {
@@ -58,18 +71,43 @@ enum Chunk {
     },
 }
 
-pub struct Sniffed<T> {
-    inner: T,
+/// Why a head was refused, and where it ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ambiguous {
+    /// Index, in the bytes passed to [`Framing::feed`], of the head's last
+    /// byte (the final `\n` of its empty line).
+    pub at: usize,
+    pub reason: &'static str,
+}
+
+/// The HTTP/1 message-boundary tracker behind [`Sniffed`], without I/O:
+/// feed it the bytes of a connection in order, in any slicing.
+#[derive(Debug)]
+pub struct Framing {
     state: State,
     head: Vec<u8>,
+}
+
+impl Default for Framing {
+    fn default() -> Self {
+        Framing::new()
+    }
+}
+
+pub struct Sniffed<T> {
+    inner: T,
+    framing: Framing,
+    /// After an ambiguous head: the bytes still to hand hyper (see
+    /// [`POISON_TAIL`]), then end of stream. `None` while serving.
+    refused: Option<&'static [u8]>,
 }
 
 impl<T> Sniffed<T> {
     pub fn new(inner: T) -> Sniffed<T> {
         Sniffed {
             inner,
-            state: State::Head,
-            head: Vec::new(),
+            framing: Framing::new(),
+            refused: None,
         }
     }
 
@@ -77,13 +115,28 @@ impl<T> Sniffed<T> {
     pub fn passthrough(inner: T) -> Sniffed<T> {
         Sniffed {
             inner,
-            state: State::Off,
+            framing: Framing {
+                state: State::Off,
+                head: Vec::new(),
+            },
+            refused: None,
+        }
+    }
+}
+
+impl Framing {
+    pub fn new() -> Framing {
+        Framing {
+            state: State::Head,
             head: Vec::new(),
         }
     }
 
-    /// Feed bytes hyper is about to read. `Err` on an ambiguous head.
-    fn feed(&mut self, mut bytes: &[u8]) -> Result<(), ()> {
+    /// Feed the next bytes of the connection. `Err` on an ambiguous head;
+    /// what follows it is not tracked (the connection is to be closed).
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<(), Ambiguous> {
+        let total = bytes.len();
+        let mut bytes = bytes;
         while !bytes.is_empty() {
             match &mut self.state {
                 State::Off => return Ok(()),
@@ -118,7 +171,10 @@ impl<T> Sniffed<T> {
                         return Ok(());
                     };
                     let consumed_here = end - (self.head.len() - bytes.len());
-                    let next = classify(&self.head[..end])?;
+                    let next = classify(&self.head[..end]).map_err(|reason| Ambiguous {
+                        at: total - bytes.len() + consumed_here - 1,
+                        reason,
+                    })?;
                     self.head.clear();
                     self.state = next;
                     bytes = &bytes[consumed_here..];
@@ -195,58 +251,75 @@ impl<T> Sniffed<T> {
     }
 }
 
-/// Index just past the `\r\n\r\n` that ends a head.
+/// Index just past the empty line that ends a head. Like httparse (and so
+/// hyper), a bare `\n` ends a line as well as `\r\n`.
 fn find_head_end(b: &[u8]) -> Option<usize> {
-    b.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
+    let mut from = 0;
+    while let Some(p) = memchr::memchr(b'\n', &b[from..]).map(|p| p + from) {
+        match b.get(p + 1) {
+            Some(b'\n') => return Some(p + 2),
+            Some(b'\r') if b.get(p + 2) == Some(&b'\n') => return Some(p + 3),
+            _ => from = p + 1,
+        }
+    }
+    None
 }
 
-/// What follows a complete head. `Err` for an ambiguous one.
-fn classify(head: &[u8]) -> Result<State, ()> {
+/// What follows a complete head. `Err` (with why) for an ambiguous one.
+fn classify(head: &[u8]) -> Result<State, &'static str> {
     if head.starts_with(H2_PREFACE) {
         return Ok(State::Off);
     }
     let mut headers = [httparse::EMPTY_HEADER; 128];
     let mut req = httparse::Request::new(&mut headers);
     if !matches!(req.parse(head), Ok(httparse::Status::Complete(_))) {
-        // hyper will answer 400 and close.
+        // hyper will answer 400 (or 431) and close.
         return Ok(State::Off);
     }
-    let (mut length, mut te, mut upgrade) = (None, None, false);
+    let mut length: Option<&[u8]> = None;
+    let mut te: Option<&[u8]> = None;
+    let mut upgrade = false;
     for h in req.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
-            length = Some(h.value);
+            // Every value of every line must be the same number.
+            for v in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                match length {
+                    Some(seen) if seen != v => return Err("conflicting Content-Length values"),
+                    _ => length = Some(v),
+                }
+            }
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             te = Some(h.value);
         } else if h.name.eq_ignore_ascii_case("upgrade") {
             upgrade = true;
         }
     }
+    let chunked_last = te.map(|te| {
+        te.rsplit(|&b| b == b',')
+            .next()
+            .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+    });
+    match (length, chunked_last) {
+        (Some(_), Some(_)) => return Err("both Content-Length and Transfer-Encoding"),
+        (None, Some(false)) => return Err("a Transfer-Encoding whose final coding is not chunked"),
+        _ => {}
+    }
     if upgrade || req.method == Some("CONNECT") {
         return Ok(State::Off);
     }
-    match (length, te) {
-        (Some(_), Some(_)) => Err(()),
-        (None, Some(te)) => {
-            let chunked_last = te
-                .rsplit(|&b| b == b',')
-                .next()
-                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-            Ok(if chunked_last {
-                State::Chunked(Chunk::Size {
-                    size: 0,
-                    digits: 0,
-                    ext: false,
-                })
-            } else {
-                State::Off
-            })
-        }
+    match (length, chunked_last) {
+        (_, Some(_)) => Ok(State::Chunked(Chunk::Size {
+            size: 0,
+            digits: 0,
+            ext: false,
+        })),
         (Some(len), None) => match std::str::from_utf8(len)
             .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
+            .and_then(|s| s.parse::<u64>().ok())
         {
             Some(0) => Ok(State::Head),
             Some(n) => Ok(State::Body(n)),
+            // hyper refuses it.
             None => Ok(State::Off),
         },
         (None, None) => Ok(State::Head),
@@ -259,22 +332,35 @@ impl<T: AsyncRead + Unpin> AsyncRead for Sniffed<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
         let this = &mut *self;
+        if let Some(tail) = &mut this.refused {
+            // The rest of the poison, then end of stream: nothing the
+            // client sent after the ambiguous head is read.
+            let n = tail.len().min(buf.remaining());
+            buf.put_slice(&tail[..n]);
+            *tail = &tail[n..];
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                if matches!(this.state, State::Off) {
+                if matches!(this.framing.state, State::Off) {
                     return Poll::Ready(Ok(()));
                 }
-                if this.feed(&buf.filled()[before..]).is_err() {
-                    buf.set_filled(before);
+                if let Err(refused) = this.framing.feed(&buf.filled()[before..]) {
+                    // hyper has not seen this head's end yet: hand it a NUL
+                    // in place of the final `\n`, then a blank line, so it
+                    // finds the head malformed, answers 400 and closes.
+                    let end = before + refused.at;
+                    buf.filled_mut()[end] = 0;
+                    buf.set_filled(end + 1);
+                    let n = POISON_TAIL.len().min(buf.remaining());
+                    buf.put_slice(&POISON_TAIL[..n]);
+                    this.refused = Some(&POISON_TAIL[n..]);
                     tracing::debug!(
-                        "refused a request with both Content-Length and Transfer-Encoding"
+                        reason = refused.reason,
+                        "refused an ambiguously framed request"
                     );
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "request has both Content-Length and Transfer-Encoding",
-                    )));
                 }
                 Poll::Ready(Ok(()))
             }
@@ -317,8 +403,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Sniffed<T> {
 mod tests {
     use super::*;
 
-    fn run(chunks: &[&[u8]]) -> Result<(), ()> {
-        let mut s = Sniffed::new(());
+    fn run(chunks: &[&[u8]]) -> Result<(), Ambiguous> {
+        let mut s = Framing::new();
         for c in chunks {
             s.feed(c)?;
         }
@@ -345,7 +431,7 @@ mod tests {
         let body = b"GET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
         let first = format!("POST /a HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len());
         let chunked = b"POST /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n0\r\nx-trailer: 1\r\n\r\n";
-        let mut s = Sniffed::new(());
+        let mut s = Framing::new();
         assert!(s.feed(first.as_bytes()).is_ok());
         for b in body.iter() {
             assert!(s.feed(std::slice::from_ref(b)).is_ok());
@@ -359,6 +445,78 @@ mod tests {
         );
         assert!(s.feed(b"Transfer-Encoding: chunked\r\n\r").is_ok());
         assert!(s.feed(b"\n").is_err());
+    }
+
+    #[test]
+    fn refuses_conflicting_lengths_and_a_final_coding_other_than_chunked() {
+        let refused = |head: &[u8]| run(&[head]).err().map(|a| a.reason);
+        assert_eq!(
+            refused(b"POST / HTTP/1.1\r\nContent-Length: 4\r\ncontent-length: 5\r\n\r\n"),
+            Some("conflicting Content-Length values")
+        );
+        assert_eq!(
+            refused(b"POST / HTTP/1.1\r\nContent-Length: 4, 5\r\n\r\n"),
+            Some("conflicting Content-Length values")
+        );
+        assert_eq!(
+            refused(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
+            Some("a Transfer-Encoding whose final coding is not chunked")
+        );
+        // The last line decides, as in hyper.
+        assert!(
+            refused(
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n"
+            )
+            .is_some()
+        );
+        // Identical lengths, and an upgrade with both framings.
+        assert_eq!(
+            refused(b"POST / HTTP/1.1\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\nabcd"),
+            None
+        );
+        assert!(
+            refused(b"GET / HTTP/1.1\r\nUpgrade: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn points_at_the_last_byte_of_the_ambiguous_head() {
+        let head =
+            b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        let end = find_head_end(head).expect("a head") - 1;
+        let mut s = Framing::new();
+        let a = s.feed(head).expect_err("ambiguous");
+        assert_eq!((a.at, head[a.at]), (end, b'\n'));
+        // Split anywhere, the index is within the chunk that ends the head.
+        for split in 1..end {
+            let mut s = Framing::new();
+            assert!(s.feed(&head[..split]).is_ok());
+            let a = s.feed(&head[split..]).expect_err("ambiguous");
+            assert_eq!(a.at + split, end);
+        }
+        // After a pipelined request in the same read.
+        let first = b"GET /a HTTP/1.1\r\n\r\n";
+        let both = [&first[..], head].concat();
+        let a = Framing::new().feed(&both).expect_err("ambiguous");
+        assert_eq!(a.at, first.len() + end);
+    }
+
+    #[test]
+    fn a_bare_lf_ends_a_head_as_it_does_for_httparse() {
+        assert!(
+            run(&[b"POST / HTTP/1.1\nContent-Length: 1\nTransfer-Encoding: chunked\n\n"]).is_err()
+        );
+        assert!(
+            run(&[b"POST / HTTP/1.1\nContent-Length: 1\nTransfer-Encoding: chunked\n\r\n"])
+                .is_err()
+        );
+        assert_eq!(
+            find_head_end(b"GET / HTTP/1.1\r\nA: b\r\n\r\nrest"),
+            Some(24)
+        );
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\nA: b\n\nrest"), Some(21));
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nA: b\r\n"), None);
     }
 
     #[test]

@@ -3,15 +3,17 @@
 //! each request id counts once).
 //!
 //! Bounded in memory: 16 shards, each holding two generations of at most
-//! `SHARD_GENERATION` entries (131 072 ids in all). A shard rotates
-//! (dropping its older generation) when its current generation is full or
-//! an hour old, so an id is kept at least until either happens and never
-//! beyond two hours: a full hour up to ~35 requests a second, the latest
-//! 131 072 requests above that. Generations are allocated at full size, so
-//! the index never reallocates and tops out near 9 MiB (measured as peak
-//! RSS under load). Keys are the ids'
-//! SipHash under a per-process random key: fixed size, and not predictable
-//! by clients.
+//! `SHARD_GENERATION` (4 096) entries, [`MAX_IDS`] (131 072) ids in all. A
+//! shard rotates (dropping its older generation) when its current
+//! generation is full or an hour old. An id therefore survives at least
+//! until its shard has taken one more full generation, about
+//! [`KEPT_AT_LEAST`] (65 536) requests spread over the shards, or an hour,
+//! whichever comes first: every id is kept the full hour up to about 18
+//! requests a second; above that, for the last ~65 536 requests. Never
+//! beyond two hours. Generations are allocated at full size, so the index
+//! never reallocates: 32 maps of 8 192 buckets of 25 bytes (key, entry and
+//! control byte), about 6.3 MiB. Keys are the ids' SipHash under a
+//! per-process random key: fixed size, and not predictable by clients.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -25,6 +27,13 @@ use super::metrics::VersionMetrics;
 
 const SHARDS: usize = 16;
 const SHARD_GENERATION: usize = 4 * 1024;
+
+/// The most ids the index holds (both generations of every shard).
+pub const MAX_IDS: usize = SHARDS * SHARD_GENERATION * 2;
+
+/// Requests after which an id may be forgotten, if that comes within the
+/// hour: one more full generation in every shard.
+pub const KEPT_AT_LEAST: usize = SHARDS * SHARD_GENERATION;
 
 /// How long feedback is accepted after the request.
 pub const FEEDBACK_WINDOW: Duration = Duration::from_secs(3600);
@@ -194,6 +203,19 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_figures_are_the_code_s() {
+        assert_eq!(MAX_IDS, 131_072);
+        assert_eq!(KEPT_AT_LEAST, 65_536);
+        // "the full hour up to about 18 requests a second"
+        assert_eq!(KEPT_AT_LEAST / 3600, 18);
+        let index = FeedbackIndex::default();
+        let shard = index.shards[0].lock().unwrap_or_else(|p| p.into_inner());
+        // hashbrown: 8 192 buckets for 4 096 entries (7/8 load).
+        assert!(shard.current.capacity() >= SHARD_GENERATION);
+        assert!(shard.current.capacity() < 2 * SHARD_GENERATION);
+    }
+
+    #[test]
     fn bounded() {
         let index = FeedbackIndex::default();
         let m = Arc::new(VersionMetrics::new("r", "v"));
@@ -208,7 +230,7 @@ mod tests {
                 s.current.len() + s.previous.len()
             })
             .sum();
-        assert!(held <= SHARDS * SHARD_GENERATION * 2, "{held}");
+        assert!(held <= MAX_IDS, "{held}");
         // The newest ids are still there.
         assert!(
             index

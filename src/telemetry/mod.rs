@@ -10,6 +10,7 @@ pub mod float;
 pub mod metrics;
 pub mod names;
 pub mod otlp;
+pub mod rollout_gauges;
 pub mod usage;
 
 pub use access_log::{AccessLog, AccessRecord};
@@ -20,9 +21,11 @@ pub use metrics::{
 };
 pub use usage::{Usage, UsageScanner};
 
-/// The whole `/metrics` text: the recorder's series, then the float counters.
+/// The whole `/metrics` text: the recorder's series, then the float
+/// counters and the rollout gauges.
 pub fn render(handle: &metrics_exporter_prometheus::PrometheusHandle) -> String {
     let mut out = handle.render();
     float::registry().render(&mut out);
+    rollout_gauges::registry().render(&mut out);
     out
 }

@@ -38,6 +38,7 @@ pub const CLUSTER_UP: &str = "cutover_cluster_up";
 pub const CLUSTER_LEADER: &str = "cutover_cluster_leader";
 pub const CLUSTER_REPLICAS: &str = "cutover_cluster_replicas";
 pub const CLUSTER_ERRORS_TOTAL: &str = "cutover_cluster_errors_total";
+pub const BUFFERED_BYTES: &str = "cutover_buffered_bytes";
 
 /// (name, help) for every metric, registered once at start. A test checks
 /// that every series `/metrics` exposes has HELP text.
@@ -165,6 +166,10 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
     (
         CLUSTER_ERRORS_TOTAL,
         "Redis operations of the fleet that failed or passed their deadline, by operation.",
+    ),
+    (
+        BUFFERED_BYTES,
+        "Bytes of request bodies held in memory now (bounded by server.max_buffered).",
     ),
 ];
 

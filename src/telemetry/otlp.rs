@@ -12,16 +12,26 @@
 //! (full: dropped and counted); a background task batches spans and POSTs
 //! them to `{otlp_endpoint}/v1/traces` (the collector's OTLP/HTTP port,
 //! 4318 by convention).
+//!
+//! An `https://` endpoint is reached over rustls, trusting the system roots
+//! (`SSL_CERT_FILE` / `SSL_CERT_DIR` override them, as with OpenSSL) plus
+//! the CA certificates of `tracing.otlp_ca_file`, for a collector behind a
+//! private CA.
 
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::Full;
+use std::sync::Arc;
+
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use metrics::Counter;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 use tokio::sync::mpsc;
 
 use super::access_log::json_str;
@@ -54,8 +64,13 @@ pub struct Exporter {
 
 impl Exporter {
     /// Start the export task on the current runtime. `endpoint` is the
-    /// collector's base URL (`http://host:4318`) or its full traces URL.
-    pub fn spawn(endpoint: &str, sample_ratio: f64) -> Result<Exporter, String> {
+    /// collector's base URL (`http://host:4318`, or `https://`) or its full
+    /// traces URL; `ca_pem` adds trusted CA certificates for `https://`.
+    pub fn spawn(
+        endpoint: &str,
+        sample_ratio: f64,
+        ca_pem: Option<&[u8]>,
+    ) -> Result<Exporter, String> {
         let base = endpoint.trim_end_matches('/');
         let url = if base.ends_with("/v1/traces") {
             base.to_string()
@@ -65,8 +80,9 @@ impl Exporter {
         let uri: http::Uri = url
             .parse()
             .map_err(|e| format!("tracing.otlp_endpoint {url:?}: {e}"))?;
+        let client = export_client(ca_pem)?;
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(uri, rx));
+        tokio::spawn(run(client, uri, rx));
         Ok(Exporter {
             tx,
             sample_threshold: (sample_ratio.clamp(0.0, 1.0) * u64::MAX as f64) as u64,
@@ -94,9 +110,41 @@ impl Exporter {
     }
 }
 
-async fn run(uri: http::Uri, mut rx: mpsc::Receiver<Span>) {
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
+type ExportClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// An HTTP/1.1 client for `http://` and `https://` collectors.
+fn export_client(ca_pem: Option<&[u8]>) -> Result<ExportClient, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        // A single unparsable system certificate must not disable TLS.
+        let _ = roots.add(cert);
+    }
+    if let Some(pem) = ca_pem {
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|e| format!("tracing.otlp_ca_file: {e}"))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("tracing.otlp_ca_file: {e}"))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("OTLP TLS setup: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(Duration::from_secs(5)));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new()).build(https))
+}
+
+async fn run(client: ExportClient, uri: http::Uri, mut rx: mpsc::Receiver<Span>) {
     let mut batch = Vec::with_capacity(BATCH);
     loop {
         let deadline = tokio::time::sleep(FLUSH_EVERY);
@@ -125,7 +173,7 @@ async fn run(uri: http::Uri, mut rx: mpsc::Receiver<Span>) {
     }
 }
 
-async fn send(client: &Client<HttpConnector, Full<Bytes>>, uri: &http::Uri, spans: &[Span]) {
+async fn send(client: &ExportClient, uri: &http::Uri, spans: &[Span]) {
     if spans.is_empty() {
         return;
     }

@@ -2,9 +2,13 @@
 //!
 //! A request asks [`Breaker::try_acquire`] for a [`Permit`] before it is
 //! sent, and reports the attempt through [`Permit::success`] or
-//! [`Permit::failure`]. A permit dropped without a report counts as neither:
-//! a client that went away, or sent a malformed request, says nothing about
-//! the upstream (SPEC §5).
+//! [`Permit::failure`]. An attempt that fails before the commit point is
+//! reported at once; a committed one when its stream ends, so a stream that
+//! breaks after its first byte counts against its upstream, as it does in
+//! the rollout judge (a half-open probe is judged on its whole answer). A
+//! permit dropped without a report counts as neither: a client that went
+//! away, or sent a malformed request, says nothing about the upstream
+//! (SPEC §5).
 //!
 //! The breaker lives in the upstream registry, outside the per-generation
 //! runtime, so it keeps its state across a reload while the upstream's url is
@@ -404,9 +408,9 @@ impl Permit {
     }
 
     /// Report success now but keep the in-flight slot until the permit
-    /// drops: the proxy judges an upstream at the commit point (first body
-    /// byte) while its stream may run for minutes, and `max_in_flight`
-    /// must count that stream. A second report is ignored.
+    /// drops. A second report is ignored. (The proxy itself reports once,
+    /// when a committed stream ends: [`Permit::success`] or
+    /// [`Permit::failure`].)
     pub fn record_success(&mut self) {
         if !std::mem::replace(&mut self.reported, true) {
             self.breaker
@@ -415,7 +419,9 @@ impl Permit {
     }
 
     /// The upstream failed: connect error, header timeout, a failure status,
-    /// or an error mid-stream.
+    /// or a stream that broke (an error or `idle_timeout`) after its first
+    /// byte reached the client (SPEC §5): the proxy keeps the permit of a
+    /// committed attempt until its stream ends, and reports it then.
     pub fn failure(mut self) {
         self.reported = true;
         self.breaker

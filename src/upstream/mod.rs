@@ -7,5 +7,7 @@ mod client;
 mod registry;
 
 pub use breaker::{Breaker, BreakerState, Permit, Rejection};
-pub use client::{UpstreamClient, UpstreamRequestBody, build_client, tls_client_config};
-pub use registry::{UpstreamRegistry, UpstreamState};
+pub use client::{
+    TimedConnector, UpstreamClient, UpstreamRequestBody, build_client, tls_client_config,
+};
+pub use registry::{UpstreamPlan, UpstreamRegistry, UpstreamState};

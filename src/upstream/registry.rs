@@ -5,12 +5,16 @@
 //! url is unchanged the breaker (state, streak, window) carries over with
 //! the new thresholds, and so does the pool unless `connect_timeout`
 //! changed (it is baked into the connector). A changed url starts fresh.
+//!
+//! A reload prepares an [`UpstreamPlan`] (fallible, no side effects) and
+//! commits it only once the whole new generation has compiled, so a
+//! rejected reload touches no breaker and no pool (SPEC §8, §9).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::config::UpstreamConfig;
+use crate::config::{BreakerConfig, UpstreamConfig};
 
 use super::breaker::Breaker;
 use super::client::{UpstreamClient, build_client};
@@ -39,26 +43,50 @@ pub struct UpstreamRegistry {
     states: Mutex<HashMap<String, Arc<UpstreamState>>>,
 }
 
+/// The upstream states a new config would run on, built without touching
+/// the registry: [`UpstreamRegistry::prepare`] may fail (a client that
+/// cannot be built), [`UpstreamPlan::commit`] cannot. A plan that is
+/// dropped instead of committed leaves every breaker and pool as it was.
+pub struct UpstreamPlan {
+    /// In config order, for `Runtime::compile`.
+    states: Vec<Arc<UpstreamState>>,
+    names: Vec<String>,
+    /// Kept breakers and the thresholds they take on commit.
+    reconfigure: Vec<(Arc<Breaker>, BreakerConfig, usize)>,
+}
+
+impl UpstreamPlan {
+    /// The states in config order.
+    pub fn states(&self) -> &[Arc<UpstreamState>] {
+        &self.states
+    }
+}
+
 impl UpstreamRegistry {
     pub fn new() -> UpstreamRegistry {
         UpstreamRegistry::default()
     }
 
-    /// The state for each configured upstream, in config order: reused when
-    /// name and url are unchanged, new otherwise. Upstreams no longer
-    /// configured are forgotten (in-flight requests keep their `Arc`).
-    pub fn reconcile(
-        &self,
-        upstreams: &[UpstreamConfig],
-    ) -> Result<Vec<Arc<UpstreamState>>, String> {
-        let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
-        let mut next = HashMap::with_capacity(upstreams.len());
-        let mut out = Vec::with_capacity(upstreams.len());
+    /// The state for each configured upstream, in config order: its breaker
+    /// and pool are kept when name and url are unchanged (the pool unless
+    /// `connect_timeout` changed), new otherwise. Nothing changes until the
+    /// plan is committed.
+    pub fn prepare(&self, upstreams: &[UpstreamConfig]) -> Result<UpstreamPlan, String> {
+        let states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        let mut plan = UpstreamPlan {
+            states: Vec::with_capacity(upstreams.len()),
+            names: Vec::with_capacity(upstreams.len()),
+            reconfigure: Vec::new(),
+        };
         for u in upstreams {
             let fresh_client = || build_client(u).map_err(|e| format!("upstreams {}: {e}", u.name));
             let state = match states.get(&u.name) {
                 Some(old) if old.url == u.url.raw => {
-                    old.breaker.set_config(u.breaker.clone(), u.max_in_flight);
+                    plan.reconfigure.push((
+                        Arc::clone(&old.breaker),
+                        u.breaker.clone(),
+                        u.max_in_flight,
+                    ));
                     let client = if old.connect_timeout == u.connect_timeout {
                         old.client.clone()
                     } else {
@@ -78,10 +106,29 @@ impl UpstreamRegistry {
                     breaker: Arc::new(Breaker::new(u.breaker.clone(), u.max_in_flight)),
                 }),
             };
-            next.insert(u.name.clone(), Arc::clone(&state));
-            out.push(state);
+            plan.names.push(u.name.clone());
+            plan.states.push(state);
         }
-        *states = next;
-        Ok(out)
+        Ok(plan)
+    }
+
+    /// Make a prepared plan the registry's state: kept breakers take their
+    /// new thresholds, and upstreams no longer configured are forgotten
+    /// (in-flight requests keep their `Arc`). Infallible.
+    pub fn commit(&self, plan: UpstreamPlan) {
+        for (breaker, config, max_in_flight) in plan.reconfigure {
+            breaker.set_config(config, max_in_flight);
+        }
+        let next = plan.names.into_iter().zip(plan.states).collect();
+        *self.states.lock().unwrap_or_else(|p| p.into_inner()) = next;
+    }
+
+    /// The state the registry holds for `name` now.
+    pub fn get(&self, name: &str) -> Option<Arc<UpstreamState>> {
+        self.states
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
     }
 }

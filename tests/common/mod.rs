@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod redis_server;
+pub mod tools;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -369,7 +370,9 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 }
 
 pub async fn scrape(proxy: &Proxy) -> String {
-    reqwest::get(format!("{}/metrics", proxy.admin_url()))
+    client()
+        .get(format!("{}/metrics", proxy.admin_url()))
+        .send()
         .await
         .expect("metrics")
         .text()
