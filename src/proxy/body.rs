@@ -13,6 +13,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use super::exchange::{End, Exchange};
+use crate::upstream::UpstreamBody;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -61,7 +62,7 @@ pub async fn read_bounded(
 /// timer between frames.
 pub struct UpstreamStream {
     first: Option<Frame<Bytes>>,
-    body: Incoming,
+    body: UpstreamBody,
     idle: Duration,
     /// Armed lazily, on the first wait: a body that arrives whole never
     /// touches the timer wheel.
@@ -69,7 +70,7 @@ pub struct UpstreamStream {
 }
 
 impl UpstreamStream {
-    pub fn new(first: Option<Frame<Bytes>>, body: Incoming, idle: Duration) -> UpstreamStream {
+    pub fn new(first: Option<Frame<Bytes>>, body: UpstreamBody, idle: Duration) -> UpstreamStream {
         UpstreamStream {
             first,
             body,
