@@ -102,7 +102,10 @@ impl Gateway {
     /// Build the first generation from a validated config.
     pub fn new(config: Config) -> Result<Arc<Gateway>, String> {
         let prometheus = telemetry::install_recorder();
-        let registry = UpstreamRegistry::new();
+        // One idle-connection queue per traffic worker thread.
+        let workers =
+            tokio::runtime::Handle::try_current().map_or(1, |h| h.metrics().num_workers());
+        let registry = UpstreamRegistry::new(workers);
         let access_log = AccessLog::stdout(config.log.format, config.log.access_log);
         let config_path = config.source.clone();
         // Spawns its export task: Gateway::new runs inside the runtime.

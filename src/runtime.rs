@@ -58,8 +58,13 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// The absolute URI for a request path, with the prefix prepended.
-    pub fn uri(&self, path_and_query: Option<&PathAndQuery>) -> Result<http::Uri, http::Error> {
+    /// The origin-form URI (path and query) for a request path, with the
+    /// prefix prepended: what an HTTP/1 request line carries (the pool adds
+    /// the scheme and authority for h2).
+    pub fn origin_uri(
+        &self,
+        path_and_query: Option<&PathAndQuery>,
+    ) -> Result<http::Uri, http::Error> {
         let pq = match (&self.path_prefix, path_and_query) {
             (None, Some(pq)) => pq.clone(),
             (None, None) => PathAndQuery::from_static("/"),
@@ -71,11 +76,7 @@ impl Upstream {
                 PathAndQuery::try_from(joined)?
             }
         };
-        http::Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(pq)
-            .build()
+        Ok(http::Uri::from(pq))
     }
 }
 

@@ -288,6 +288,12 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
+    /// Idle keep-alive connections are closed after this (below the
+    /// upstream's own keep-alive timeout, so it never closes one under us).
+    pub pool_idle_timeout: Duration,
+    /// Send once more on a new connection when a reused one fails before
+    /// any response byte (SPEC §5).
+    pub retry_reused: bool,
     pub max_in_flight: usize,
     /// Response statuses that count as a failed attempt.
     pub failure_statuses: Vec<StatusCode>,

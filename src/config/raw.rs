@@ -115,6 +115,8 @@ pub struct RawUpstream {
     pub connect_timeout: Option<Value>,
     pub header_timeout: Option<Value>,
     pub idle_timeout: Option<Value>,
+    pub pool_idle_timeout: Option<Value>,
+    pub retry_reused: Option<bool>,
     pub max_in_flight: Option<u64>,
     pub failure_statuses: Option<Vec<i64>>,
     pub set_headers: Option<Table>,

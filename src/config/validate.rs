@@ -870,6 +870,11 @@ impl<'a> Validator<'a> {
             p.key("idle_timeout"),
             Duration::from_secs(30),
         );
+        let pool_idle_timeout = self.positive_duration(
+            raw.pool_idle_timeout,
+            p.key("pool_idle_timeout"),
+            Duration::from_secs(4),
+        );
         let max_in_flight = self.at_least_one(raw.max_in_flight, p.key("max_in_flight"), 512);
         let max_in_flight = self.usize_of(max_in_flight, p.key("max_in_flight"));
         let failure_statuses = match raw.failure_statuses {
@@ -898,6 +903,8 @@ impl<'a> Validator<'a> {
             connect_timeout,
             header_timeout,
             idle_timeout,
+            pool_idle_timeout,
+            retry_reused: raw.retry_reused.unwrap_or(true),
             max_in_flight,
             failure_statuses,
             set_headers,

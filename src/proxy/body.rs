@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use super::budget::BodyBudget;
 use super::exchange::{End, Exchange};
 use crate::cache::FlightEvent;
+use crate::upstream::UpstreamBody;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -105,7 +106,7 @@ async fn collect(mut body: Incoming, limits: &BodyLimits<'_>) -> Result<Bytes, B
 /// timer between frames.
 pub struct UpstreamStream {
     first: Option<Frame<Bytes>>,
-    body: Incoming,
+    body: UpstreamBody,
     idle: Duration,
     /// Armed lazily, on the first wait: a body that arrives whole never
     /// touches the timer wheel.
@@ -113,7 +114,7 @@ pub struct UpstreamStream {
 }
 
 impl UpstreamStream {
-    pub fn new(first: Option<Frame<Bytes>>, body: Incoming, idle: Duration) -> UpstreamStream {
+    pub fn new(first: Option<Frame<Bytes>>, body: UpstreamBody, idle: Duration) -> UpstreamStream {
         UpstreamStream {
             first,
             body,

@@ -161,14 +161,17 @@ async fn send(
     let upstream = &target.upstream;
     let mut headers = std::mem::take(&mut job.headers);
     headers.insert(X_CUTOVER_SHADOW.clone(), HeaderValue::from_static("1"));
-    let req = upstream_request(
-        target,
-        route,
-        &job.method,
-        job.uri.path_and_query(),
-        headers,
-        &job.body,
-    )?;
+    let build = || {
+        upstream_request(
+            target,
+            route,
+            &job.method,
+            job.uri.path_and_query(),
+            headers.clone(),
+            &job.body,
+        )
+    };
+    let req = build()?;
     let permit = match upstream.state.breaker.try_acquire() {
         Ok(p) => p,
         Err(_) => {
@@ -181,7 +184,11 @@ async fn send(
         upstream.metrics.attempt(result);
         Err(result)
     };
-    let response = match tokio::time::timeout_at(deadline, upstream.state.client.request(req)).await
+    let response = match tokio::time::timeout_at(
+        deadline,
+        super::service::send(upstream, req, || build().ok()),
+    )
+    .await
     {
         Ok(Ok(r)) => r,
         Ok(Err(_)) => return fail(permit, AttemptResult::ConnectError),

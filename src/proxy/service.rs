@@ -26,11 +26,12 @@ use crate::cache::{
 use crate::gateway::Gateway;
 use crate::routing::session::Session;
 use crate::routing::{self, matcher};
+use crate::runtime::Upstream;
 use crate::runtime::{Route, Target};
 use crate::telemetry::{
     AttemptResult, CacheResult, Outcome, OutcomeSource, RefusalReason, UsageScanner, names,
 };
-use crate::upstream::Permit;
+use crate::upstream::{Permit, RequestBody, SendError, UpstreamBody};
 
 /// What the listener knows about a connection.
 #[derive(Clone, Copy, Debug)]
@@ -198,13 +199,7 @@ pub async fn handle(
             .iter()
             .filter(|f| f.name != version.target.name),
     );
-    // Attempts in the chain (the chosen version is never its own fallback).
-    let remaining = 1 + route
-        .fallbacks
-        .iter()
-        .filter(|f| f.name != version.target.name)
-        .count();
-    let mut base_headers = Some(std::mem::take(&mut parts.headers));
+    let base_headers = std::mem::take(&mut parts.headers);
     let mut previous: Option<&Target> = None;
     for (i, target) in chain.enumerate() {
         if let Some(prev) = previous {
@@ -222,13 +217,7 @@ pub async fn handle(
             path.push('>');
             path.push_str(&target.name);
         }
-        // The last attempt may consume the headers; earlier ones copy them.
-        let attempt_headers = if i + 1 >= remaining {
-            base_headers.take().unwrap_or_default()
-        } else {
-            base_headers.clone().unwrap_or_default()
-        };
-        match attempt(&mut ex, &route.name, target, &parts, attempt_headers, &body).await {
+        match attempt(&mut ex, &route.name, target, &parts, &base_headers, &body).await {
             Ok((head, stream, slot)) => {
                 ex.upstream_slot = Some(slot);
                 // Only the chosen version's own answer is stored, never a
@@ -250,6 +239,37 @@ pub async fn handle(
     }
     let wants_stream = json::wants_stream(&body);
     refuse(ex, route, wants_stream, RefusalReason::Exhausted)
+}
+
+/// Send on the upstream's pool. A request that fails on a reused
+/// keep-alive connection before any response byte (the upstream closed it
+/// as the request arrived) goes once more on a new connection when
+/// `retry_reused` is on (SPEC §5): counted as a retry, not a failure.
+/// `again` rebuilds the request when the first one was already written.
+pub(super) async fn send(
+    upstream: &Upstream,
+    req: Request<RequestBody>,
+    again: impl FnOnce() -> Option<Request<RequestBody>>,
+) -> Result<Response<UpstreamBody>, SendError> {
+    match upstream.state.pool.send(req).await {
+        Err(SendError::Failed {
+            reused: true,
+            request,
+            error,
+        }) if upstream.config.retry_reused => {
+            let Some(req) = request.map(|r| *r).or_else(again) else {
+                return Err(SendError::Failed {
+                    reused: true,
+                    request: None,
+                    error,
+                });
+            };
+            upstream.metrics.retry_reused();
+            // Boxed: the rare path must not grow every request's future.
+            Box::pin(upstream.state.pool.send_fresh(req)).await
+        }
+        other => other,
+    }
 }
 
 /// Pin header (with the pin token when the route requires one), then
@@ -320,7 +340,7 @@ pub(super) fn upstream_request(
         }),
     };
     let uri = upstream
-        .uri(path_and_query)
+        .origin_uri(path_and_query)
         .map_err(|_| AttemptResult::ConnectError)?;
     let mut req = Request::new(Full::new(body));
     *req.method_mut() = method.clone();
@@ -334,18 +354,21 @@ async fn attempt(
     route: &str,
     target: &Target,
     parts: &Parts,
-    headers: HeaderMap,
+    headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<(http::response::Parts, UpstreamStream, Permit), AttemptResult> {
     let upstream = &target.upstream;
-    let req = upstream_request(
-        target,
-        route,
-        &parts.method,
-        parts.uri.path_and_query(),
-        headers,
-        body,
-    )?;
+    let build = || {
+        upstream_request(
+            target,
+            route,
+            &parts.method,
+            parts.uri.path_and_query(),
+            headers.clone(),
+            body,
+        )
+    };
+    let req = build()?;
 
     // The breaker admits the attempt or refuses it at once (open, probes
     // taken, max_in_flight): a refusal is a failed attempt that falls back
@@ -362,7 +385,7 @@ async fn attempt(
     // commit point (SPEC §5). Until then a failure can still fall back.
     let deadline = tokio::time::Instant::now() + upstream.config.header_timeout;
     ex.wait();
-    let sent = tokio::time::timeout_at(deadline, upstream.state.client.request(req)).await;
+    let sent = tokio::time::timeout_at(deadline, send(upstream, req, || build().ok())).await;
     let result = match sent {
         Err(_) => Err(AttemptResult::Timeout),
         Ok(Err(_)) => Err(AttemptResult::ConnectError),

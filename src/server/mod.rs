@@ -70,6 +70,20 @@ pub async fn run(
             }
         })
     };
+    // Idle upstream connections past their `pool_idle_timeout` close on
+    // our side, before the upstream's own keep-alive timeout closes them
+    // under a request.
+    let sweeper = {
+        let gateway = Arc::clone(&gateway);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                gateway.registry.sweep();
+            }
+        })
+    };
     // The rollout controllers tick once a second (SPEC §9).
     let rollouts = {
         let gateway = Arc::clone(&gateway);
@@ -183,6 +197,7 @@ pub async fn run(
     admin_task.abort();
     upkeep.abort();
     rollouts.abort();
+    sweeper.abort();
     if let Some(task) = fleet {
         let _ = fleet_stop.send(true);
         let abort = task.abort_handle();

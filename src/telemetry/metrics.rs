@@ -260,6 +260,7 @@ impl AttemptResult {
 /// Handles for one upstream.
 pub struct UpstreamMetrics {
     results: [Counter; 6],
+    retries_reused: Counter,
 }
 
 impl UpstreamMetrics {
@@ -268,7 +269,15 @@ impl UpstreamMetrics {
             results: AttemptResult::LABELS.map(|result| {
                 metrics::counter!(names::UPSTREAM_REQUESTS_TOTAL, "upstream" => upstream.to_string(), "result" => result)
             }),
+            retries_reused: metrics::counter!(names::UPSTREAM_RETRIES_TOTAL, "upstream" => upstream.to_string(), "reason" => "reused_closed"),
         }
+    }
+
+    /// A request sent again on a new connection after its reused one
+    /// closed before any response byte (`retry_reused`).
+    #[inline]
+    pub fn retry_reused(&self) {
+        self.retries_reused.increment(1);
     }
 
     #[inline]

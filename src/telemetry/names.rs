@@ -5,6 +5,7 @@ pub const REQUEST_DURATION_SECONDS: &str = "cutover_request_duration_seconds";
 pub const TIME_TO_FIRST_BYTE_SECONDS: &str = "cutover_time_to_first_byte_seconds";
 pub const UPSTREAM_REQUESTS_TOTAL: &str = "cutover_upstream_requests_total";
 pub const FALLBACKS_TOTAL: &str = "cutover_fallbacks_total";
+pub const UPSTREAM_RETRIES_TOTAL: &str = "cutover_upstream_retries_total";
 pub const REFUSALS_TOTAL: &str = "cutover_refusals_total";
 pub const BREAKER_STATE: &str = "cutover_breaker_state";
 pub const CONFIG_GENERATION: &str = "cutover_config_generation";
@@ -58,6 +59,10 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
     (
         UPSTREAM_REQUESTS_TOTAL,
         "Upstream attempts by upstream and result.",
+    ),
+    (
+        UPSTREAM_RETRIES_TOTAL,
+        "Requests sent once more on a new connection, by upstream and reason (reused_closed: a reused keep-alive connection closed before any response byte).",
     ),
     (
         FALLBACKS_TOTAL,

@@ -3,11 +3,13 @@
 //! registry keyed by name and url.
 
 pub mod breaker;
-mod client;
+mod connect;
+pub mod pool;
 mod registry;
+mod tls;
 
 pub use breaker::{Breaker, BreakerState, Permit, Rejection};
-pub use client::{
-    TimedConnector, UpstreamClient, UpstreamRequestBody, build_client, tls_client_config,
-};
+pub use connect::{ConnectError, Endpoint};
+pub use pool::{Pool, PoolSettings, RequestBody, SendError, UpstreamBody};
 pub use registry::{UpstreamPlan, UpstreamRegistry, UpstreamState};
+pub use tls::{tls_client_config, upstream_connector};

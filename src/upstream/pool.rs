@@ -1,0 +1,470 @@
+//! The upstream connection pool: hyper's connection-level client
+//! (`hyper::client::conn`) with idle queues of our own.
+//!
+//! Idle HTTP/1 connections wait in lock-free queues, one per worker thread,
+//! so check-out and check-in take no lock; a worker whose queue is empty
+//! takes from the others' before it opens a connection. A connection goes
+//! back to the queue the moment its response body ends, and a closed one
+//! (the upstream's FIN, seen by its driver task) is skipped when taken.
+//! `https://` upstreams that negotiate h2 by ALPN share one multiplexed
+//! connection.
+//!
+//! Each connection is driven by a task of its own, as in hyper-util's
+//! client. Driving HTTP/1 connections inside the request's task instead was
+//! measured: every wake-up from hyper's internal channels then re-polls the
+//! whole client connection and its server-side dispatcher, and it cost more
+//! CPU per request than the task hop it saved (see docs/performance.md).
+//! What this pool saves over hyper-util's is the rest: the pool mutex at
+//! check-out and check-in, the connector cloned into a lazy connect future
+//! per request, and the checkout and pooled wrappers.
+//!
+//! Idle connections older than `pool_idle_timeout` are dropped when taken
+//! and by [`Pool::sweep`], which the control plane calls every second, so a
+//! quiet upstream's connections close on our side before its own
+//! keep-alive timeout closes them under a request.
+
+use std::cell::Cell;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use bytes::Bytes;
+use crossbeam_queue::ArrayQueue;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, Uri};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::time::Instant;
+use tokio_rustls::TlsConnector;
+
+use super::connect::{self, ConnectError, Endpoint, Protocol};
+
+/// Request bodies are buffered before forwarding (fallbacks, shadows and
+/// the cache key all need the same bytes), so an upstream body is one chunk.
+pub type RequestBody = Full<Bytes>;
+
+type H1Send = http1::SendRequest<RequestBody>;
+type H2Send = http2::SendRequest<RequestBody>;
+
+/// Idle HTTP/1 connections kept per worker queue. Past it, a connection
+/// coming back is closed: a burst's connections are not all worth keeping.
+const IDLE_PER_QUEUE: usize = 256;
+
+struct Idle {
+    send: H1Send,
+    since: Instant,
+}
+
+/// The shared h2 connection of an `https://` upstream that chose h2.
+struct SharedH2 {
+    send: H2Send,
+    /// Milliseconds since the pool's epoch at the last request, for expiry.
+    last_used: AtomicU64,
+}
+
+/// The settings of a pool that a reload may change without losing its
+/// connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolSettings {
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+pub struct Pool {
+    endpoint: Endpoint,
+    /// For h2 requests, which carry `:scheme` and `:authority`.
+    scheme: Scheme,
+    authority: Authority,
+    tls: Option<TlsConnector>,
+    connect_timeout_ms: AtomicU64,
+    idle_timeout_ms: AtomicU64,
+    queues: Box<[ArrayQueue<Idle>]>,
+    h2: ArcSwapOption<SharedH2>,
+    epoch: Instant,
+    opened: AtomicUsize,
+}
+
+/// Why a request got no response head.
+#[derive(Debug)]
+pub enum SendError {
+    /// No connection could be opened (DNS, TCP, TLS or the timeout):
+    /// nothing was sent.
+    Connect(ConnectError),
+    /// The connection failed before the response head. `request` is handed
+    /// back when none of it was written; `reused` says the connection had
+    /// served a request before (the case `retry_reused` covers).
+    Failed {
+        reused: bool,
+        request: Option<Box<Request<RequestBody>>>,
+        error: hyper::Error,
+    },
+}
+
+impl SendError {
+    /// The request, when it was never written.
+    pub fn into_request(self) -> Option<Request<RequestBody>> {
+        match self {
+            SendError::Connect(_) => None,
+            SendError::Failed { request, .. } => request.map(|r| *r),
+        }
+    }
+}
+
+thread_local! {
+    /// This thread's idle queue, assigned on first use.
+    static QUEUE: Cell<Option<usize>> = const { Cell::new(None) };
+}
+static NEXT_QUEUE: AtomicUsize = AtomicUsize::new(0);
+
+fn queue_index(len: usize) -> usize {
+    QUEUE.with(|q| {
+        let i = q.get().unwrap_or_else(|| {
+            let i = NEXT_QUEUE.fetch_add(1, Ordering::Relaxed);
+            q.set(Some(i));
+            i
+        });
+        i % len
+    })
+}
+
+impl Pool {
+    /// A pool for one upstream. `queues` is the number of traffic worker
+    /// threads (one idle queue each).
+    pub fn new(
+        endpoint: Endpoint,
+        scheme: Scheme,
+        authority: Authority,
+        tls: Option<TlsConnector>,
+        settings: PoolSettings,
+        queues: usize,
+    ) -> Pool {
+        let queues = (0..queues.max(1))
+            .map(|_| ArrayQueue::new(IDLE_PER_QUEUE))
+            .collect();
+        Pool {
+            endpoint,
+            scheme,
+            authority,
+            tls,
+            connect_timeout_ms: AtomicU64::new(millis(settings.connect_timeout)),
+            idle_timeout_ms: AtomicU64::new(millis(settings.idle_timeout)),
+            queues,
+            h2: ArcSwapOption::empty(),
+            epoch: Instant::now(),
+            opened: AtomicUsize::new(0),
+        }
+    }
+
+    /// Apply a reload's timeouts; connections are kept.
+    pub fn update(&self, settings: PoolSettings) {
+        self.connect_timeout_ms
+            .store(millis(settings.connect_timeout), Ordering::Relaxed);
+        self.idle_timeout_ms
+            .store(millis(settings.idle_timeout), Ordering::Relaxed);
+    }
+
+    fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms.load(Ordering::Relaxed))
+    }
+
+    fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms.load(Ordering::Relaxed))
+    }
+
+    /// Connections opened so far.
+    pub fn opened(&self) -> usize {
+        self.opened.load(Ordering::Relaxed)
+    }
+
+    /// Idle HTTP/1 connections now.
+    pub fn idle(&self) -> usize {
+        self.queues.iter().map(ArrayQueue::len).sum()
+    }
+
+    /// Send `req` (origin-form URI) on an idle connection, or a new one.
+    pub async fn send(
+        self: &Arc<Self>,
+        req: Request<RequestBody>,
+    ) -> Result<Response<UpstreamBody>, SendError> {
+        if let Some(h2) = self.shared_h2() {
+            return self.send_h2(h2, req).await;
+        }
+        match self.checkout() {
+            Some(send) => self.send_h1(send, true, req).await,
+            // Boxed: opening a connection is the rare path, and its state
+            // (DNS, TLS) would otherwise grow every request's future, which
+            // is moved by memcpy.
+            None => Box::pin(self.send_fresh(req)).await,
+        }
+    }
+
+    /// Send `req` on a connection opened for it (the `retry_reused` retry).
+    pub async fn send_fresh(
+        self: &Arc<Self>,
+        req: Request<RequestBody>,
+    ) -> Result<Response<UpstreamBody>, SendError> {
+        match self.open().await.map_err(SendError::Connect)? {
+            Opened::H1(send) => self.send_h1(send, false, req).await,
+            Opened::H2(h2) => self.send_h2(h2, req).await,
+        }
+    }
+
+    fn checkout(&self) -> Option<H1Send> {
+        let limit = self.idle_timeout();
+        let now = Instant::now();
+        let own = queue_index(self.queues.len());
+        // Our own queue first (its connections were last used on this
+        // thread), then the others'.
+        for i in 0..self.queues.len() {
+            let queue = &self.queues[(own + i) % self.queues.len()];
+            while let Some(idle) = queue.pop() {
+                if now.saturating_duration_since(idle.since) < limit && !idle.send.is_closed() {
+                    return Some(idle.send);
+                }
+            }
+        }
+        None
+    }
+
+    fn checkin(&self, send: H1Send) {
+        if send.is_closed() {
+            return;
+        }
+        let idle = Idle {
+            send,
+            since: Instant::now(),
+        };
+        let own = queue_index(self.queues.len());
+        // A full queue closes the connection (dropped with `idle`).
+        let _ = self.queues[own].push(idle);
+    }
+
+    /// Drop idle connections past `pool_idle_timeout` or closed by the
+    /// upstream. Control plane, every second.
+    pub fn sweep(&self) {
+        let limit = self.idle_timeout();
+        let now = Instant::now();
+        for queue in &self.queues {
+            // Only what was there when the sweep began: connections checked
+            // in meanwhile are fresh anyway.
+            for _ in 0..queue.len() {
+                let Some(idle) = queue.pop() else { break };
+                if now.saturating_duration_since(idle.since) < limit && !idle.send.is_closed() {
+                    let _ = queue.push(idle);
+                }
+            }
+        }
+        if let Some(h2) = self.h2.load_full() {
+            let idle_ms = self
+                .now_ms()
+                .saturating_sub(h2.last_used.load(Ordering::Relaxed));
+            if h2.send.is_closed() || Duration::from_millis(idle_ms) >= limit {
+                self.h2.compare_and_swap(&Some(h2), None);
+            }
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        millis(self.epoch.elapsed())
+    }
+
+    fn shared_h2(&self) -> Option<Arc<SharedH2>> {
+        let guard = self.h2.load();
+        let h2 = guard.as_ref()?;
+        if h2.send.is_closed() {
+            return None;
+        }
+        Some(Arc::clone(h2))
+    }
+
+    async fn open(&self) -> Result<Opened, ConnectError> {
+        let (io, protocol) =
+            connect::connect(&self.endpoint, self.tls.as_ref(), self.connect_timeout()).await?;
+        self.opened.fetch_add(1, Ordering::Relaxed);
+        let io = TokioIo::new(io);
+        match protocol {
+            Protocol::Http1 => {
+                let (send, conn) = http1::Builder::new()
+                    .handshake(io)
+                    .await
+                    .map_err(ConnectError::Handshake)?;
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                Ok(Opened::H1(send))
+            }
+            Protocol::Http2 => {
+                let (send, conn) = http2::Builder::new(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .handshake(io)
+                    .await
+                    .map_err(ConnectError::Handshake)?;
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                let shared = Arc::new(SharedH2 {
+                    send,
+                    last_used: AtomicU64::new(self.now_ms()),
+                });
+                self.h2.store(Some(Arc::clone(&shared)));
+                Ok(Opened::H2(shared))
+            }
+        }
+    }
+
+    async fn send_h1(
+        self: &Arc<Self>,
+        mut send: H1Send,
+        reused: bool,
+        req: Request<RequestBody>,
+    ) -> Result<Response<UpstreamBody>, SendError> {
+        // A connection comes back the moment its body ends, which can be
+        // before its driver task has seen the end: wait for it.
+        if !send.is_ready()
+            && let Err(error) = send.ready().await
+        {
+            return Err(SendError::Failed {
+                reused,
+                request: Some(Box::new(req)),
+                error,
+            });
+        }
+        match send.try_send_request(req).await {
+            Ok(head) => Ok(head.map(|body| {
+                UpstreamBody::H1(H1Body {
+                    body,
+                    send: Some(send),
+                    pool: Arc::clone(self),
+                })
+            })),
+            Err(mut e) => Err(SendError::Failed {
+                reused,
+                request: e.take_message().map(Box::new),
+                error: e.into_error(),
+            }),
+        }
+    }
+
+    async fn send_h2(
+        &self,
+        h2: Arc<SharedH2>,
+        mut req: Request<RequestBody>,
+    ) -> Result<Response<UpstreamBody>, SendError> {
+        h2.last_used.store(self.now_ms(), Ordering::Relaxed);
+        // h2 carries the scheme and authority as pseudo-headers.
+        let mut parts = std::mem::take(req.uri_mut()).into_parts();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        if parts.path_and_query.is_none() {
+            parts.path_and_query = Some(PathAndQuery::from_static("/"));
+        }
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+        let mut send = h2.send.clone();
+        match send.try_send_request(req).await {
+            Ok(head) => Ok(head.map(UpstreamBody::H2)),
+            Err(mut e) => Err(SendError::Failed {
+                reused: true,
+                request: e.take_message().map(Box::new),
+                error: e.into_error(),
+            }),
+        }
+    }
+}
+
+enum Opened {
+    H1(H1Send),
+    H2(Arc<SharedH2>),
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// An upstream response body. An HTTP/1 body gives its connection back to
+/// the pool once it has ended cleanly.
+pub enum UpstreamBody {
+    H1(H1Body),
+    H2(Incoming),
+}
+
+impl std::fmt::Debug for UpstreamBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpstreamBody::H1(_) => f.write_str("UpstreamBody::H1"),
+            UpstreamBody::H2(_) => f.write_str("UpstreamBody::H2"),
+        }
+    }
+}
+
+pub struct H1Body {
+    body: Incoming,
+    /// `None` once the connection has gone back to the pool (or broke).
+    send: Option<H1Send>,
+    pool: Arc<Pool>,
+}
+
+impl H1Body {
+    fn release(&mut self) {
+        if let Some(send) = self.send.take() {
+            self.pool.checkin(send);
+        }
+    }
+}
+
+impl Drop for H1Body {
+    fn drop(&mut self) {
+        // hyper stops polling a body that says it has ended; its connection
+        // is reusable all the same. A body cut short is not: dropping the
+        // sender with it closes the connection.
+        if self.body.is_end_stream() {
+            self.release();
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let b = match self.get_mut() {
+            UpstreamBody::H2(body) => return Pin::new(body).poll_frame(cx),
+            UpstreamBody::H1(b) => b,
+        };
+        let polled = Pin::new(&mut b.body).poll_frame(cx);
+        match &polled {
+            // A body of known length is over with its last byte: the
+            // connection goes back before the client even has it.
+            Poll::Ready(Some(Ok(_))) if b.body.is_end_stream() => b.release(),
+            Poll::Ready(None) => b.release(),
+            Poll::Ready(Some(Err(_))) => b.send = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::H1(b) => b.body.is_end_stream(),
+            UpstreamBody::H2(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::H1(b) => b.body.size_hint(),
+            UpstreamBody::H2(body) => body.size_hint(),
+        }
+    }
+}
