@@ -62,13 +62,13 @@ fn resolve(modules: &BTreeMap<String, String>, from: &str, path: &[&str]) -> Opt
         from.split("::").collect()
     };
     let mut rest = path;
-    match rest.first()? {
-        &"crate" => {
+    match *rest.first()? {
+        "crate" => {
             base.clear();
             rest = &rest[1..];
         }
-        &"self" => rest = &rest[1..],
-        &"super" => {
+        "self" => rest = &rest[1..],
+        "super" => {
             while rest.first() == Some(&"super") {
                 base.pop();
                 rest = &rest[1..];
