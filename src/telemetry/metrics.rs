@@ -7,10 +7,11 @@
 
 use std::sync::{Arc, OnceLock};
 
-use metrics::{Counter, Histogram, Label};
+use metrics::{Counter, Label};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use super::float::{self, FloatCounter};
+use super::histogram::{self, Histogram};
 use super::names;
 use super::usage::Usage;
 use crate::api::Skip;
@@ -136,8 +137,14 @@ impl VersionMetrics {
             requests,
             assignments: AssignmentKind::LABELS
                 .map(|a| metrics::counter!(names::ASSIGNMENTS_TOTAL, with(&[("assignment", a)]))),
-            duration: metrics::histogram!(names::REQUEST_DURATION_SECONDS, base.to_vec()),
-            ttfb: metrics::histogram!(names::TIME_TO_FIRST_BYTE_SECONDS, base.to_vec()),
+            duration: histogram::registry().histogram(
+                names::REQUEST_DURATION_SECONDS,
+                &[("route", route), ("version", version)],
+            ),
+            ttfb: histogram::registry().histogram(
+                names::TIME_TO_FIRST_BYTE_SECONDS,
+                &[("route", route), ("version", version)],
+            ),
             input_tokens: metrics::counter!(names::TOKENS_TOTAL, with(&[("kind", "input")])),
             output_tokens: metrics::counter!(names::TOKENS_TOTAL, with(&[("kind", "output")])),
             cost: float::registry().counter(
@@ -216,7 +223,7 @@ impl RouteMetrics {
     pub fn new(route: &str) -> RouteMetrics {
         let refusal = |reason: &'static str| metrics::counter!(names::REFUSALS_TOTAL, "route" => route.to_string(), "reason" => reason);
         RouteMetrics {
-            overhead: metrics::histogram!(names::OVERHEAD_SECONDS, "route" => route.to_string()),
+            overhead: histogram::registry().histogram(names::OVERHEAD_SECONDS, &[("route", route)]),
             refusals_exhausted: refusal("exhausted"),
             refusals_overload: refusal("overload"),
         }
@@ -333,7 +340,10 @@ impl ShadowMetrics {
             results: ShadowResult::LABELS.map(|r| {
                 metrics::counter!(names::SHADOW_REQUESTS_TOTAL, labels(Some(("result", r))))
             }),
-            duration: metrics::histogram!(names::SHADOW_DURATION_SECONDS, labels(None)),
+            duration: histogram::registry().histogram(
+                names::SHADOW_DURATION_SECONDS,
+                &[("route", route), ("shadow", shadow)],
+            ),
             compare: ["match", "mismatch"].map(|r| {
                 metrics::counter!(names::SHADOW_COMPARE_TOTAL, labels(Some(("result", r))))
             }),

@@ -7,6 +7,7 @@
 pub mod access_log;
 pub mod feedback;
 pub mod float;
+pub mod histogram;
 pub mod metrics;
 pub mod names;
 pub mod otlp;
@@ -22,10 +23,11 @@ pub use metrics::{
 pub use usage::{Usage, UsageScanner};
 
 /// The whole `/metrics` text: the recorder's series, then the float
-/// counters and the rollout gauges.
+/// counters, the latency histograms and the rollout gauges.
 pub fn render(handle: &metrics_exporter_prometheus::PrometheusHandle) -> String {
     let mut out = handle.render();
     float::registry().render(&mut out);
+    histogram::registry().render(&mut out);
     rollout_gauges::registry().render(&mut out);
     out
 }
