@@ -2,9 +2,9 @@
 //! dedicated thread.
 //!
 //! The request path formats its line (itoa and ryu for numbers, a calendar
-//! timestamp cached per second per thread) and hands it over with `try_send`: when
-//! the writer falls behind (a blocked stdout, a slow disk) lines are dropped
-//! and counted, never waited for. Bodies, raw sticky keys and credentials
+//! timestamp cached per second per thread) and hands it over with
+//! `try_send`: when the writer falls behind (a blocked stdout, a slow disk)
+//! lines are dropped and counted, never waited for. Bodies, raw sticky keys and credentials
 //! are never part of a record.
 
 use std::fmt::Write as _;
