@@ -21,7 +21,7 @@ use super::mirror;
 use tokio::sync::mpsc;
 
 use crate::cache::{
-    self, Entry, FillGuard, FlightEvent, FlightHead, Follow, KeyInput, Lock, RouteCache,
+    self, Entry, FillGuard, FlightEvent, FlightHead, Follow, Lock, RequestInput, RouteCache,
 };
 use crate::gateway::Gateway;
 use crate::routing::session::Session;
@@ -182,7 +182,7 @@ pub async fn handle(
     let version = &route.versions[version_index];
     let mut fill_guard = None;
     if let Some(cache) = &route.cache {
-        match lookup(&mut ex, route, cache, &version.target, &parts, &body).await {
+        match lookup(&mut ex, cache, &version.target, &parts, &body).await {
             Lookup::Hit(entry) => return serve_hit(ex, route, entry),
             Lookup::Follow(head, events) => return serve_follower(ex, route, head, events),
             Lookup::Miss(guard) => fill_guard = guard,
@@ -701,7 +701,6 @@ enum Lookup {
 /// already under way is followed as it streams (SPEC §6).
 async fn lookup(
     ex: &mut Exchange,
-    route: &Route,
     cache: &RouteCache,
     target: &Target,
     parts: &Parts,
@@ -718,18 +717,17 @@ async fn lookup(
             .iter()
             .map(|name| (name.clone(), parts.headers.get(name)))
             .collect();
-        let key = cache::cache_key(&KeyInput {
-            route: &route.name,
-            version: &target.name,
-            deps: &target.deps,
-            set_json: target.set_json.as_ref(),
-            method: &parts.method,
-            path: parts.uri.path(),
-            query: parts.uri.query(),
-            content_type: parts.headers.get(header::CONTENT_TYPE),
-            body,
-            vary: &vary,
-        });
+        let key = cache::cache_key_with(
+            &target.cache_key,
+            &RequestInput {
+                method: &parts.method,
+                path: parts.uri.path(),
+                query: parts.uri.query(),
+                content_type: parts.headers.get(header::CONTENT_TYPE),
+                body,
+                vary: &vary,
+            },
+        );
         match store.get(&key) {
             Some(entry) => Lookup::Hit(entry),
             None => match store.lock(key) {
