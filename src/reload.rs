@@ -192,10 +192,26 @@ pub fn spawn_with(
     options: Options,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Reloader {
+    spawn_on(
+        &tokio::runtime::Handle::current(),
+        gateway,
+        options,
+        shutdown,
+    )
+}
+
+/// [`spawn_with`] on a given runtime: `cutover serve` runs the reloader,
+/// and so the reloads it starts, on the control plane's thread.
+pub fn spawn_on(
+    runtime: &tokio::runtime::Handle,
+    gateway: Arc<Gateway>,
+    options: Options,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Reloader {
     let stats = Arc::new(Stats::default());
     let (ready_tx, ready) = tokio::sync::watch::channel(false);
     let stats_for_task = Arc::clone(&stats);
-    let task = tokio::spawn(async move {
+    let task = runtime.spawn(async move {
         watch(
             gateway,
             options,
