@@ -23,7 +23,7 @@ use crate::config::{
 use crate::resilience::Refusal;
 use crate::rollout::registry::LiveRollout;
 use crate::rollout::{Role, RolloutStats};
-use crate::routing::{BUCKETS, BucketTable};
+use crate::routing::{BUCKETS, BucketTable, RouteIndex};
 use crate::secret::Secret;
 use crate::shadow::{Shadow, ShadowStates};
 use crate::telemetry::{RouteMetrics, UpstreamMetrics, VersionMetrics, names};
@@ -36,6 +36,9 @@ pub struct Runtime {
     /// `server.feedback_token_env`: feedback needs this bearer token.
     pub feedback_token: Option<Secret>,
     pub routes: Box<[Route]>,
+    /// The routes' match rules, indexed: [`RouteIndex::find`] gives the
+    /// first matching route in file order.
+    pub route_index: RouteIndex,
     pub upstreams: Box<[Arc<Upstream>]>,
 }
 
@@ -356,6 +359,7 @@ impl Runtime {
             });
         }
         Ok(Runtime {
+            route_index: RouteIndex::new(routes.iter().map(|r| &r.matcher)),
             generation,
             feedback_token: config.server.feedback_token.as_deref().map(Secret::new),
             loaded_at: SystemTime::now(),

@@ -77,15 +77,10 @@ pub async fn handle(
 
     // Phase: route match. First match in file order wins.
     let host = matcher::request_host(&parts.uri, &parts.headers);
-    let Some(route_index) = rt.routes.iter().position(|r| {
-        matcher::matches(
-            &r.matcher,
-            &parts.method,
-            parts.uri.path(),
-            host,
-            &parts.headers,
-        )
-    }) else {
+    let Some(route_index) =
+        rt.route_index
+            .find(&parts.method, parts.uri.path(), host, &parts.headers)
+    else {
         return local(
             ex,
             StatusCode::NOT_FOUND,
