@@ -15,11 +15,13 @@
 //! A sample is counted in the first bucket whose bound is not below it, as
 //! the exporter does (`le` is inclusive).
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use super::counters::render_labels;
 use super::names::{self, LATENCY_BUCKETS};
 
 /// Buckets with a bound, then `+Inf`.
@@ -118,8 +120,16 @@ fn add_f64(cell: &AtomicU64, v: f64) {
 struct Series {
     name: &'static str,
     /// Rendered once: `route="chat",version="v1"`.
-    labels: String,
+    labels: Box<str>,
     histogram: Histogram,
+}
+
+#[derive(Default)]
+struct All {
+    /// In registration order, which is the rendering order.
+    series: Vec<Series>,
+    /// (name, labels) → index in `series`.
+    index: HashMap<(&'static str, Box<str>), usize>,
 }
 
 /// Every histogram of the process. Registration happens when a config
@@ -127,7 +137,7 @@ struct Series {
 /// the same series, so counts survive reloads (as the exporter's did).
 #[derive(Default)]
 pub struct HistogramRegistry {
-    series: Mutex<Vec<Series>>,
+    all: Mutex<All>,
 }
 
 pub fn registry() -> &'static HistogramRegistry {
@@ -139,26 +149,26 @@ impl HistogramRegistry {
     /// The series `name{labels}`, created on first use. Labels keep their
     /// order, as they are written.
     pub fn histogram(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Histogram {
-        let rendered = render_labels(labels);
-        let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(s) = series
-            .iter()
-            .find(|s| s.name == name && s.labels == rendered)
-        {
-            return s.histogram.clone();
+        let key = (name, render_labels(labels));
+        let mut all = self.all.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(&i) = all.index.get(&key) {
+            return all.series[i].histogram.clone();
         }
         let histogram = Histogram::new();
-        series.push(Series {
+        let i = all.series.len();
+        all.series.push(Series {
             name,
-            labels: rendered,
+            labels: key.1.clone(),
             histogram: histogram.clone(),
         });
+        all.index.insert(key, i);
         histogram
     }
 
     /// Prometheus text for every histogram, grouped by name.
     pub fn render(&self, out: &mut String) {
-        let series = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        let all = self.all.lock().unwrap_or_else(|p| p.into_inner());
+        let series = &all.series;
         let mut names: Vec<&'static str> = series.iter().map(|s| s.name).collect();
         names.sort_unstable();
         names.dedup();
@@ -203,27 +213,6 @@ fn bound_labels() -> &'static [String; SLOTS] {
             None => "+Inf".to_string(),
         })
     })
-}
-
-fn render_labels(labels: &[(&'static str, &str)]) -> String {
-    let mut out = String::new();
-    for (i, (k, v)) in labels.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(k);
-        out.push_str("=\"");
-        for c in v.chars() {
-            match c {
-                '\\' => out.push_str("\\\\"),
-                '"' => out.push_str("\\\""),
-                '\n' => out.push_str("\\n"),
-                c => out.push(c),
-            }
-        }
-        out.push('"');
-    }
-    out
 }
 
 #[cfg(test)]
