@@ -170,9 +170,14 @@ impl RolloutRegistry {
                 to_save.push(r.persisted(SystemTime::now()));
             }
         }
+        // Only the series of routes this registry dropped: the gauges are
+        // process-wide, and another gateway in the process (the tests run
+        // several) owns its own routes.
+        for gone in rollouts.keys().filter(|name| !next.contains_key(*name)) {
+            rollout_gauges::registry().remove(gone);
+        }
         *rollouts = next;
         *self.state_dir.lock().unwrap_or_else(|p| p.into_inner()) = dir.clone();
-        rollout_gauges::registry().retain(|route| rollouts.contains_key(route));
         for r in rollouts.values() {
             publish_metrics(r, None);
         }

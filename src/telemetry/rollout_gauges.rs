@@ -37,10 +37,10 @@ impl RolloutGauges {
         routes.insert(route.to_string(), RouteGauges { step, states });
     }
 
-    /// Drop the series of every route `keep` says no to.
-    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+    /// Drop a route's series (its rollout left the config).
+    pub fn remove(&self, route: &str) {
         let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
-        routes.retain(|route, _| keep(route));
+        routes.remove(route);
     }
 
     /// Prometheus text for both gauges; nothing when no rollout exists.
@@ -105,11 +105,11 @@ mod tests {
         assert!(out.contains("cutover_rollout_state{route=\"old\",state=\"paused\"} 1"));
         assert!(out.contains("cutover_rollout_state{route=\"old\",state=\"canary\"} 0"));
         assert!(out.contains("# TYPE cutover_rollout_state gauge"));
-        g.retain(|r| r == "chat");
+        g.remove("old");
         let mut out = String::new();
         g.render(&mut out);
         assert!(!out.contains("old"), "{out}");
-        g.retain(|_| false);
+        g.remove("chat");
         let mut out = String::new();
         g.render(&mut out);
         assert!(out.is_empty(), "{out}");
