@@ -173,6 +173,36 @@ async fn idle_connections_expire_after_pool_idle_timeout() {
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
 
+/// After a burst, a steady trickle reuses the connection used last, so the
+/// burst's surplus ages out. (A FIFO pool cycled all of them: each was used
+/// again well within `pool_idle_timeout`, and the pool never shrank.)
+#[tokio::test]
+async fn after_a_burst_the_surplus_connections_age_out_under_steady_load() {
+    let (addr, accepted) = counting_upstream(usize::MAX).await;
+    let pool = plain_pool(addr, settings(Duration::from_millis(300)));
+    let burst = (0..8).map(|_| {
+        let pool = Arc::clone(&pool);
+        async move {
+            let resp = pool.send(request("/v1/chat")).await.expect("response");
+            body_text(resp).await
+        }
+    });
+    futures_util::future::join_all(burst).await;
+    assert_eq!(accepted.load(Ordering::SeqCst), 8, "the burst opened 8");
+    assert_eq!(pool.idle(), 8);
+
+    // One request every 20 ms for 0.8 s: a FIFO pool would hand out each of
+    // the 8 every 160 ms, under the 300 ms idle timeout.
+    for _ in 0..40 {
+        let resp = pool.send(request("/v1/chat")).await.expect("response");
+        body_text(resp).await;
+        pool.sweep();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(pool.idle(), 1, "the surplus aged out");
+    assert_eq!(accepted.load(Ordering::SeqCst), 8, "nothing new opened");
+}
+
 #[tokio::test]
 async fn an_expired_connection_is_not_taken_even_before_a_sweep() {
     let (addr, accepted) = counting_upstream(usize::MAX).await;

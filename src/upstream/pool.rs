@@ -1,9 +1,17 @@
 //! The upstream connection pool: hyper's connection-level client
 //! (`hyper::client::conn`) with idle queues of our own.
 //!
-//! Idle HTTP/1 connections wait in lock-free queues, one per worker thread,
-//! so check-out and check-in take no lock; a worker whose queue is empty
-//! takes from the others' before it opens a connection. A connection goes
+//! Idle HTTP/1 connections wait in stacks, one per worker thread, each
+//! behind a mutex of its own that only that thread takes except when its
+//! neighbour runs dry (so never contended in the steady state, and no
+//! global lock); a worker whose stack is empty takes from the others'
+//! before it opens a connection. A stack, not a queue: the connection used
+//! last is taken first, so after a burst the surplus sits unused and ages
+//! out. A FIFO queue (lock-free, tried first) handed out the connection
+//! idle longest, so under steady load every idle connection was cycled,
+//! none ever reached `pool_idle_timeout`, and the pool kept its high-water
+//! mark for ever (found by the soak: a rollout step raised the canary's
+//! share and the descriptors never came back down). A connection goes
 //! back to the queue the moment its response body ends, and a closed one
 //! (the upstream's FIN, seen by its driver task) is skipped when taken.
 //! `https://` upstreams that negotiate h2 by ALPN share one multiplexed
@@ -25,14 +33,13 @@
 
 use std::cell::Cell;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
-use crossbeam_queue::ArrayQueue;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
@@ -52,9 +59,20 @@ pub type RequestBody = Full<Bytes>;
 type H1Send = http1::SendRequest<RequestBody>;
 type H2Send = http2::SendRequest<RequestBody>;
 
-/// Idle HTTP/1 connections kept per worker queue. Past it, a connection
+/// Idle HTTP/1 connections kept per worker stack. Past it, a connection
 /// coming back is closed: a burst's connections are not all worth keeping.
 const IDLE_PER_QUEUE: usize = 256;
+
+/// One worker's idle connections, the most recently used last.
+#[derive(Default)]
+struct IdleStack(Mutex<Vec<Idle>>);
+
+impl IdleStack {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        // A panic while holding it cannot leave the Vec half-updated.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
 
 struct Idle {
     send: H1Send,
@@ -84,7 +102,7 @@ pub struct Pool {
     tls: Option<TlsConnector>,
     connect_timeout_ms: AtomicU64,
     idle_timeout_ms: AtomicU64,
-    queues: Box<[ArrayQueue<Idle>]>,
+    queues: Box<[IdleStack]>,
     h2: ArcSwapOption<SharedH2>,
     epoch: Instant,
     opened: AtomicUsize,
@@ -144,9 +162,7 @@ impl Pool {
         settings: PoolSettings,
         queues: usize,
     ) -> Pool {
-        let queues = (0..queues.max(1))
-            .map(|_| ArrayQueue::new(IDLE_PER_QUEUE))
-            .collect();
+        let queues = (0..queues.max(1)).map(|_| IdleStack::default()).collect();
         Pool {
             endpoint,
             scheme,
@@ -184,7 +200,7 @@ impl Pool {
 
     /// Idle HTTP/1 connections now.
     pub fn idle(&self) -> usize {
-        self.queues.iter().map(ArrayQueue::len).sum()
+        self.queues.iter().map(|q| q.lock().len()).sum()
     }
 
     /// Send `req` (origin-form URI) on an idle connection, or a new one.
@@ -222,9 +238,14 @@ impl Pool {
         // Our own queue first (its connections were last used on this
         // thread), then the others'.
         for i in 0..self.queues.len() {
-            let queue = &self.queues[(own + i) % self.queues.len()];
-            while let Some(idle) = queue.pop() {
-                if now.saturating_duration_since(idle.since) < limit && !idle.send.is_closed() {
+            let mut stack = self.queues[(own + i) % self.queues.len()].lock();
+            while let Some(idle) = stack.pop() {
+                if now.saturating_duration_since(idle.since) >= limit {
+                    // Everything below it is older still.
+                    stack.clear();
+                    break;
+                }
+                if !idle.send.is_closed() {
                     return Some(idle.send);
                 }
             }
@@ -241,8 +262,11 @@ impl Pool {
             since: Instant::now(),
         };
         let own = queue_index(self.queues.len());
-        // A full queue closes the connection (dropped with `idle`).
-        let _ = self.queues[own].push(idle);
+        let mut stack = self.queues[own].lock();
+        // A full stack closes the connection (dropped with `idle`).
+        if stack.len() < IDLE_PER_QUEUE {
+            stack.push(idle);
+        }
     }
 
     /// Drop idle connections past `pool_idle_timeout` or closed by the
@@ -250,15 +274,10 @@ impl Pool {
     pub fn sweep(&self) {
         let limit = self.idle_timeout();
         let now = Instant::now();
-        for queue in &self.queues {
-            // Only what was there when the sweep began: connections checked
-            // in meanwhile are fresh anyway.
-            for _ in 0..queue.len() {
-                let Some(idle) = queue.pop() else { break };
-                if now.saturating_duration_since(idle.since) < limit && !idle.send.is_closed() {
-                    let _ = queue.push(idle);
-                }
-            }
+        for stack in &self.queues {
+            stack.lock().retain(|idle| {
+                now.saturating_duration_since(idle.since) < limit && !idle.send.is_closed()
+            });
         }
         if let Some(h2) = self.h2.load_full() {
             let idle_ms = self
