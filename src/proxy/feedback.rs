@@ -10,7 +10,6 @@
 //! Feedback is not a way around the limits: it takes a `max_in_flight`
 //! slot and its body counts against `max_buffered`, like any request.
 
-use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderValue, Method, Response, StatusCode, header};
 use hyper::body::Incoming;
@@ -18,9 +17,10 @@ use serde::Deserialize;
 
 use std::sync::Arc;
 
-use super::body::{BodyLimits, ProxyBody, read_bounded};
-use super::exchange::{Exchange, Responder};
-use super::service::{local, overloaded, reject_body};
+use super::body::ProxyBody;
+use super::ctx::Ctx;
+use super::request_body::{BodyLimits, read_bounded};
+use super::respond::{local, ok_json, overloaded, rejected_body};
 use crate::telemetry::feedback::FeedbackError;
 use crate::telemetry::{Outcome, OutcomeSource};
 
@@ -34,10 +34,10 @@ struct Feedback {
     outcome: String,
 }
 
-pub async fn handle(mut ex: Exchange, parts: Parts, body: Incoming) -> Response<ProxyBody> {
+pub async fn handle(mut ctx: Box<Ctx>, parts: Parts, body: Incoming) -> Response<ProxyBody> {
     if parts.method != Method::POST {
         let mut r = local(
-            ex,
+            ctx,
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             "the feedback endpoint takes POST",
@@ -46,17 +46,16 @@ pub async fn handle(mut ex: Exchange, parts: Parts, body: Incoming) -> Response<
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return r;
     }
-    let server = &ex.rt.config.server;
-    let (max_in_flight, max_body, max_buffered) =
-        (server.max_in_flight, server.max_body, server.max_buffered);
-    if !ex.admit(max_in_flight) {
-        return overloaded(ex);
+    let server = &ctx.rt.config.server;
+    let (max_body, max_buffered) = (server.max_body, server.max_buffered);
+    if !ctx.admit() {
+        return overloaded(ctx);
     }
-    if let Some(token) = &ex.rt.feedback_token
+    if let Some(token) = &ctx.rt.feedback_token
         && !token.bearer_matches(&parts.headers)
     {
         let mut r = local(
-            ex,
+            ctx,
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "feedback needs Authorization: Bearer <token> (server.feedback_token_env)",
@@ -65,20 +64,20 @@ pub async fn handle(mut ex: Exchange, parts: Parts, body: Incoming) -> Response<
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return r;
     }
-    let budget = Arc::clone(&ex.gateway().buffered);
+    let budget = Arc::clone(&ctx.gateway().buffered);
     let limits = BodyLimits {
         max: MAX_FEEDBACK_BODY.min(max_body),
         budget: &budget,
         budget_limit: max_buffered,
     };
-    ex.wait();
+    ctx.clock.pause();
     let body = read_bounded(body, &parts.headers, &limits).await;
-    ex.work();
+    ctx.clock.resume();
     let body = match body {
         Ok(b) => b,
         Err(e) => {
-            return reject_body(
-                ex,
+            return rejected_body(
+                ctx,
                 e,
                 "feedback bodies are at most 64 KiB (and server.max_body)",
             );
@@ -86,7 +85,7 @@ pub async fn handle(mut ex: Exchange, parts: Parts, body: Incoming) -> Response<
     };
     let Ok(feedback) = serde_json::from_slice::<Feedback>(&body) else {
         return local(
-            ex,
+            ctx,
             StatusCode::BAD_REQUEST,
             "bad_feedback",
             r#"expected {"request_id": "...", "outcome": "success" | "failure"}"#,
@@ -94,7 +93,7 @@ pub async fn handle(mut ex: Exchange, parts: Parts, body: Incoming) -> Response<
     };
     let Some(outcome) = Outcome::parse(feedback.outcome.as_bytes()) else {
         return local(
-            ex,
+            ctx,
             StatusCode::BAD_REQUEST,
             "bad_feedback",
             r#"outcome must be "success" or "failure""#,
@@ -102,33 +101,25 @@ pub async fn handle(mut ex: Exchange, parts: Parts, body: Incoming) -> Response<
     };
     // With [cluster] this asks the fleet's index in Redis (bounded; the
     // feedback endpoint is not the proxied path), else the local one.
-    ex.wait();
-    let claimed = ex
+    ctx.clock.pause();
+    let claimed = ctx
         .gateway()
         .claim_feedback(feedback.request_id.as_bytes())
         .await;
-    ex.work();
+    ctx.clock.resume();
     match claimed {
         Ok(metrics) => {
             metrics.outcome(OutcomeSource::Feedback, outcome);
-            let mut r = Response::new(ProxyBody::plain(Bytes::new()));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            ex.status = 200;
-            ex.responder = Responder::Local;
-            *r.body_mut() = ProxyBody::full(Bytes::from_static(br#"{"status":"recorded"}"#), ex);
-            r
+            ok_json(ctx, br#"{"status":"recorded"}"#)
         }
         Err(FeedbackError::Unknown) => local(
-            ex,
+            ctx,
             StatusCode::NOT_FOUND,
             "unknown_request_id",
             "no request with this id was served in the last hour",
         ),
         Err(FeedbackError::Repeat) => local(
-            ex,
+            ctx,
             StatusCode::CONFLICT,
             "feedback_already_recorded",
             "feedback for this request id was already counted",

@@ -16,20 +16,18 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use super::service::upstream_request;
+use super::attempt;
+use super::forward::upstream_request;
+use super::tap::Comparing;
 use crate::api::Api;
 use crate::gateway::Gateway;
 use crate::rollout::{Observation, Role};
 use crate::runtime::Runtime;
 use crate::shadow::compare::{self, Capture, Verdict};
-use crate::shadow::{MirrorSlot, Shadow};
+use crate::shadow::{MirrorSlot, PrimaryAnswer, Shadow};
 use crate::telemetry::{
     AccessRecord, AttemptResult, ShadowResult, SkipUse, Usage, UsageScanner, api_skipped,
 };
-
-/// The primary's answer as one JSON document (`None`: not comparable),
-/// sent by the primary's exchange when its response completes.
-pub type PrimaryAnswer = Option<Arc<Value>>;
 
 pub static X_CUTOVER_SHADOW: http::HeaderName = http::HeaderName::from_static("x-cutover-shadow");
 
@@ -52,8 +50,57 @@ pub struct Job {
     pub slot: MirrorSlot,
 }
 
+/// Phase: shadows. Take a slot per selected shadow of `set` (or count it
+/// dropped) and spawn its mirror with the prepared head and the shared
+/// body. Returns the senders for the primary's answer, one per comparing
+/// shadow. Never waits.
+#[expect(clippy::too_many_arguments, reason = "the owned parts of one job")]
+pub fn spawn_all(
+    gateway: &Arc<Gateway>,
+    rt: &Arc<Runtime>,
+    route_index: usize,
+    set: u64,
+    parts: &http::request::Parts,
+    body: &Bytes,
+    request_id: &HeaderValue,
+    key_hash: Option<u64>,
+) -> Comparing {
+    let mut comparing = Vec::new();
+    let route = &rt.routes[route_index];
+    for (i, shadow) in route.shadows.iter().enumerate().take(64) {
+        if set & (1 << i) == 0 {
+            continue;
+        }
+        let Some(slot) = shadow.try_slot() else {
+            continue;
+        };
+        let primary = if shadow.compare.is_empty() {
+            None
+        } else {
+            let (tx, rx) = oneshot::channel();
+            comparing.push(tx);
+            Some(rx)
+        };
+        spawn(Job {
+            gateway: Arc::clone(gateway),
+            rt: Arc::clone(rt),
+            route: route_index,
+            shadow: i,
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+            body: body.clone(),
+            request_id: request_id.clone(),
+            key_hash,
+            primary,
+            slot,
+        });
+    }
+    comparing
+}
+
 /// Spawn a mirror on the gateway's tracker. Returns at once.
-pub fn spawn(job: Job) {
+fn spawn(job: Job) {
     let tracker = job.gateway.mirrors.clone();
     tracker.spawn(run(job));
 }
@@ -186,7 +233,7 @@ async fn send(
     };
     let response = match tokio::time::timeout_at(
         deadline,
-        super::service::send(upstream, req, || build().ok()),
+        attempt::send(upstream, req, || build().ok()),
     )
     .await
     {

@@ -18,6 +18,10 @@ use crate::routing::{self, split};
 use crate::runtime::Target;
 use crate::telemetry::{ShadowMetrics, ShadowResult};
 
+/// The primary's answer as one JSON document (`None`: not comparable),
+/// handed to each comparing mirror when the primary's response completes.
+pub type PrimaryAnswer = Option<Arc<serde_json::Value>>;
+
 /// Mirrors in flight per shadow when `max_in_flight` is not configured.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
 

@@ -1,0 +1,33 @@
+//! Phase: admission. Above `server.max_in_flight` a request is shed at
+//! once, before its body is read: shedding exists to protect the process,
+//! so it must stay cheap.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crate::gateway::Gateway;
+
+/// One slot of `server.max_in_flight`, given back when dropped.
+pub struct Admission {
+    gateway: Arc<Gateway>,
+}
+
+impl Admission {
+    /// A slot, or `None` when `limit` are taken.
+    pub fn take(gateway: &Arc<Gateway>, limit: usize) -> Option<Admission> {
+        let prev = gateway.in_flight.fetch_add(1, Ordering::AcqRel);
+        if prev >= limit {
+            gateway.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Admission {
+            gateway: Arc::clone(gateway),
+        })
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.gateway.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
