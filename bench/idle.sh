@@ -76,7 +76,7 @@ measure() {
   await_http "http://127.0.0.1:$port/v1/chat/completions"
   for pid in "${pids[@]}"; do before=$((before + $(kib VmRSS "$pid"))); done
   mkfifo "$WORK/hold-$name"
-  pinned "$LOAD_CPUS" python3 "$WORK/client.py" "$port" "$n" <"$WORK/hold-$name" >"$WORK/client-$name.out" &
+  "${ON_LOAD[@]}" python3 "$WORK/client.py" "$port" "$n" <"$WORK/hold-$name" >"$WORK/client-$name.out" &
   local client=$!
   STARTED+=("$client")
   exec 9>"$WORK/hold-$name"
@@ -130,7 +130,7 @@ http {
     }
 }
 EOF
-  pinned "$TARGET_CPUS" nginx -c "$WORK/nginx.conf" &
+  "${ON_TARGET[@]}" nginx -c "$WORK/nginx.conf" &
   nginx_pid=$!
   STARTED+=("$nginx_pid")
   await_http "http://127.0.0.1:$nginx_port/v1/chat/completions"

@@ -40,9 +40,9 @@ for ((round = 1; round <= rounds; round++)); do
     path="/r$((n - 1))/v1/chat/completions"
     await_http "http://127.0.0.1:$port$path"
     # Warm-up: connections, the upstream pool, the allocator.
-    BENCH_PATH=$path pinned "$LOAD_CPUS" wrk -t1 -c"$conns" -d1s -s "$harness/chat.lua" "http://127.0.0.1:$port" >/dev/null
+    BENCH_PATH=$path "${ON_LOAD[@]}" wrk -t1 -c"$conns" -d1s -s "$harness/chat.lua" "http://127.0.0.1:$port" >/dev/null
     before=$(ticks "$CUTOVER_PID")
-    out=$(BENCH_PATH=$path pinned "$LOAD_CPUS" wrk -t1 -c"$conns" -d"${duration}s" -s "$harness/chat.lua" "http://127.0.0.1:$port")
+    out=$(BENCH_PATH=$path "${ON_LOAD[@]}" wrk -t1 -c"$conns" -d"${duration}s" -s "$harness/chat.lua" "http://127.0.0.1:$port")
     after=$(ticks "$CUTOVER_PID")
     requests=$(sed -n 's/.*BENCH_RESULT {"requests":\([0-9]*\).*/\1/p' <<<"$out")
     errors=$(grep -Eo 'Non-2xx or 3xx responses: [0-9]+|Socket errors: .*' <<<"$out" || true)

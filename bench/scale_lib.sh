@@ -22,7 +22,12 @@ if [[ ${BENCH_PIN:-1} == 1 ]] && ((CPUS >= 2)); then
   TARGET_CPUS=${BENCH_TARGET_CPUS:-$((CPUS - 1))}
   LOAD_CPUS=${BENCH_LOAD_CPUS:-0-$((CPUS - 2))}
 fi
-pinned() { local cpus=$1; shift; if [[ -n $cpus ]]; then taskset -c "$cpus" "$@"; else "$@"; fi; }
+# Command prefixes, not a function: `"${ON_TARGET[@]}" cmd &` leaves cmd's
+# own PID in $! (a function run with & is a subshell, and killing it left
+# cmd running).
+ON_TARGET=() ON_LOAD=()
+[[ -z $TARGET_CPUS ]] || ON_TARGET=(taskset -c "$TARGET_CPUS")
+[[ -z $LOAD_CPUS ]] || ON_LOAD=(taskset -c "$LOAD_CPUS")
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/cutover-scale.XXXXXX")
 chmod 755 "$WORK"
@@ -78,7 +83,7 @@ http {
     }
 }
 EOF
-  pinned "$LOAD_CPUS" nginx -c "$WORK/upstream.conf" &
+  "${ON_LOAD[@]}" nginx -c "$WORK/upstream.conf" &
   STARTED+=($!)
   await_http "http://127.0.0.1:$port/any"
 }
@@ -94,7 +99,7 @@ await_http() {
 
 # start_cutover CONFIG: cutover on the proxy CPU, one worker; sets CUTOVER_PID.
 start_cutover() {
-  CUTOVER_WORKERS=1 TOKIO_WORKER_THREADS=1 pinned "$TARGET_CPUS" \
+  CUTOVER_WORKERS=1 TOKIO_WORKER_THREADS=1 "${ON_TARGET[@]}" \
     "$CUTOVER" serve --no-watch --config "$1" >>"$WORK/cutover.log" 2>>"$WORK/cutover.err" &
   CUTOVER_PID=$!
   STARTED+=("$CUTOVER_PID")

@@ -30,7 +30,7 @@ base=$(kib VmRSS "$CUTOVER_PID")
 rate=()
 [[ -z ${BENCH_RATE:-} ]] || rate=(--limit-rate "$BENCH_RATE")
 started=$(date +%s.%N)
-pinned "$LOAD_CPUS" curl -fsS -o /dev/null -w '%{size_download}\n' "${rate[@]}" \
+"${ON_LOAD[@]}" curl -fsS -o /dev/null -w '%{size_download}\n' "${rate[@]}" \
   "http://127.0.0.1:$port/big" >"$WORK/curl.out" &
 curl_pid=$!
 STARTED+=("$curl_pid")
