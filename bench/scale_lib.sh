@@ -131,12 +131,14 @@ url = "http://127.0.0.1:$3"
 EOF
 }
 
-# route NAME PREFIX: a route as the harness's cutover has it (90/10 sticky).
+# route NAME PREFIX [METHODS]: a route as the harness's cutover has it
+# (90/10 sticky); METHODS is a TOML list's inside, '"POST"' by default.
 route() {
+  local methods=${3:-'"POST"'}
   cat <<EOF
 [[routes]]
 name = "$1"
-match = { path_prefix = "$2", methods = ["POST"] }
+match = { path_prefix = "$2", methods = [$methods] }
 sticky = ["header:x-user-id"]
 [[routes.versions]]
 name = "stable"

@@ -21,7 +21,7 @@ truncate -s "${mib}M" "$WORK/big"
 start_upstream "$up"
 {
   config_head "$port" "$admin" "$up"
-  route big /
+  route big / '"GET", "POST"'
 } >"$WORK/stream.toml"
 start_cutover "$WORK/stream.toml"
 await_http "http://127.0.0.1:$port/v1/chat/completions"
