@@ -4,31 +4,30 @@
 //! `run` takes already-bound listeners and a shutdown future (as
 //! mini-redis does), so tests bind port 0 and the demo runs in-process.
 
+mod conn;
 mod control;
 mod sniff;
 mod tls;
 
+pub use conn::{PARK_AFTER, parked_connections};
 pub use control::ControlPlane;
 
 pub use sniff::{Ambiguous, Framing, Sniffed};
 
 pub use tls::server_tls_config;
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::admin;
 use crate::gateway::Gateway;
-use crate::proxy::{self, ConnInfo};
+use crate::proxy::ConnInfo;
 
 /// Serve traffic and admin until `shutdown` resolves, then drain: `/readyz`
 /// turns 503, the listeners close, and in-flight requests get up to
@@ -61,19 +60,14 @@ pub async fn run_with(
         )),
         None => None,
     };
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(server.request_header_timeout)
-        .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
-    let builder = Arc::new(builder);
+    let settings = Arc::new(conn::Settings::new(server.request_header_timeout));
     let handshake_timeout = server.request_header_timeout;
     let grace = server.shutdown_grace;
     drop(rt);
 
-    let graceful = GracefulShutdown::new();
+    // Every connection's task, and the signal that drains them.
+    let connections = TaskTracker::new();
+    let draining = CancellationToken::new();
     // The admin listener was bound on the caller's runtime: move it to the
     // control plane's, where its connections are then served.
     let admin_listener = admin_listener.into_std()?;
@@ -143,52 +137,35 @@ pub async fn run_with(
         };
         let _ = stream.set_nodelay(true);
         let gateway = Arc::clone(&gateway);
-        let builder = Arc::clone(&builder);
-        let watcher = graceful.watcher();
+        let settings = Arc::clone(&settings);
+        let draining = draining.clone();
         let tls = tls.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let info = ConnInfo {
                 peer,
                 tls: tls.is_some(),
             };
-            let service = service_fn(move |req| {
-                let gateway = Arc::clone(&gateway);
-                async move { Ok::<_, Infallible>(proxy::handle(gateway, info, req).await) }
-            });
-            let result =
-                match tls {
-                    None => {
-                        let conn =
-                            builder.serve_connection(TokioIo::new(Sniffed::new(stream)), service);
-                        watcher.watch(conn.into_owned()).await
-                    }
-                    Some(acceptor) => {
-                        let tls_stream =
-                            match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
-                                .await
-                            {
-                                Ok(Ok(s)) => s,
-                                Ok(Err(e)) => {
-                                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                    return;
-                                }
-                                Err(_) => {
-                                    tracing::debug!(%peer, "TLS handshake timed out");
-                                    return;
-                                }
-                            };
-                        let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                        let io = if h2 {
-                            Sniffed::passthrough(tls_stream)
-                        } else {
-                            Sniffed::new(tls_stream)
-                        };
-                        let conn = builder.serve_connection(TokioIo::new(io), service);
-                        watcher.watch(conn.into_owned()).await
-                    }
-                };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            let Some(acceptor) = tls else {
+                return conn::serve(stream, gateway, info, &settings, &draining).await;
+            };
+            // Boxed: rustls's state is large, and the task keeps only this.
+            let handshake = Box::pin(acceptor.accept(stream));
+            let tls_stream = match tokio::time::timeout(handshake_timeout, handshake).await {
+                Ok(Ok(s)) => Box::new(s),
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                let io = Sniffed::passthrough(tls_stream);
+                conn::serve_h2(io, gateway, info, &settings, &draining).await;
+            } else {
+                conn::serve(tls_stream, gateway, info, &settings, &draining).await;
             }
         });
     }
@@ -199,7 +176,9 @@ pub async fn run_with(
     drop(traffic);
     tracing::info!(in_flight = gateway.in_flight.load(Ordering::Relaxed), grace = ?grace, "draining");
     let deadline = tokio::time::Instant::now() + grace;
-    if tokio::time::timeout_at(deadline, graceful.shutdown())
+    draining.cancel();
+    connections.close();
+    if tokio::time::timeout_at(deadline, connections.wait())
         .await
         .is_err()
     {

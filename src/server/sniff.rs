@@ -22,9 +22,13 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::conn::Activity;
 
 /// Heads larger than this are left to hyper's own limit (it is lower).
 const MAX_HEAD: usize = 512 * 1024;
@@ -100,6 +104,14 @@ pub struct Sniffed<T> {
     /// After an ambiguous head: the bytes still to hand hyper (see
     /// [`POISON_TAIL`]), then end of stream. `None` while serving.
     refused: Option<&'static [u8]>,
+    /// Bytes to hand out before reading `inner` again: those read to tell
+    /// HTTP/2's preface from HTTP/1 (not yet seen by `framing`), or those
+    /// hyper had read but not parsed when its connection was parked
+    /// (already seen).
+    replay: Bytes,
+    replay_seen: bool,
+    /// Where the last write or flush left things (see [`Sniffed::flushed`]).
+    activity: Option<Arc<Activity>>,
 }
 
 impl<T> Sniffed<T> {
@@ -108,18 +120,56 @@ impl<T> Sniffed<T> {
             inner,
             framing: Framing::new(),
             refused: None,
+            replay: Bytes::new(),
+            replay_seen: false,
+            activity: None,
         }
     }
 
     /// For a connection already known to be HTTP/2 (ALPN `h2`).
     pub fn passthrough(inner: T) -> Sniffed<T> {
         Sniffed {
-            inner,
             framing: Framing {
                 state: State::Off,
                 head: Vec::new(),
             },
-            refused: None,
+            ..Sniffed::new(inner)
+        }
+    }
+
+    /// Hand out `bytes` first: read from `inner` already, not yet framed.
+    pub(super) fn with_prefix(mut self, bytes: Bytes) -> Sniffed<T> {
+        self.replay = bytes;
+        self.replay_seen = false;
+        self
+    }
+
+    /// Hand out `bytes` first: what hyper had read and not parsed when its
+    /// connection was parked (framed already).
+    pub(super) fn unread(&mut self, bytes: Bytes) {
+        if !bytes.is_empty() {
+            self.replay = bytes;
+            self.replay_seen = true;
+        }
+    }
+
+    /// Report writes and flushes to `activity`.
+    pub(super) fn track(mut self, activity: Arc<Activity>) -> Sniffed<T> {
+        self.activity = Some(activity);
+        self
+    }
+
+    pub(super) fn has_replay(&self) -> bool {
+        !self.replay.is_empty()
+    }
+
+    pub(super) fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
+    fn wrote<R>(&self, result: &Poll<R>) {
+        if let Some(a) = &self.activity {
+            a.set_write_blocked(result.is_pending());
         }
     }
 }
@@ -130,6 +180,12 @@ impl Framing {
             state: State::Head,
             head: Vec::new(),
         }
+    }
+
+    /// Whether the bytes fed so far end where a message does: no partial
+    /// head, no body left to read.
+    pub fn at_boundary(&self) -> bool {
+        matches!(self.state, State::Head) && self.head.is_empty()
     }
 
     /// Feed the next bytes of the connection. `Err` on an ambiguous head;
@@ -159,6 +215,17 @@ impl Framing {
                         if bytes.is_empty() {
                             return Ok(());
                         }
+                        // A head whole in this read (the common case) is
+                        // classified where it lies, without a copy.
+                        if let Some(end) = find_head_end(bytes) {
+                            let next = classify(&bytes[..end]).map_err(|reason| Ambiguous {
+                                at: total - bytes.len() + end - 1,
+                                reason,
+                            })?;
+                            self.state = next;
+                            bytes = &bytes[end..];
+                            continue;
+                        }
                     }
                     let searched_from = self.head.len().saturating_sub(3);
                     self.head.extend_from_slice(bytes);
@@ -175,7 +242,9 @@ impl Framing {
                         at: total - bytes.len() + consumed_here - 1,
                         reason,
                     })?;
-                    self.head.clear();
+                    // Released, not kept: an idle connection holds no
+                    // copy of its last head.
+                    self.head = Vec::new();
                     self.state = next;
                     bytes = &bytes[consumed_here..];
                 }
@@ -349,30 +418,39 @@ impl<T: AsyncRead + Unpin> AsyncRead for Sniffed<T> {
             return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                if matches!(this.framing.state, State::Off) {
-                    return Poll::Ready(Ok(()));
-                }
-                if let Err(refused) = this.framing.feed(&buf.filled()[before..]) {
-                    // hyper has not seen this head's end yet: hand it a NUL
-                    // in place of the final `\n`, then a blank line, so it
-                    // finds the head malformed, answers 400 and closes.
-                    let end = before + refused.at;
-                    buf.filled_mut()[end] = 0;
-                    buf.set_filled(end + 1);
-                    let n = POISON_TAIL.len().min(buf.remaining());
-                    buf.put_slice(&POISON_TAIL[..n]);
-                    this.refused = Some(&POISON_TAIL[n..]);
-                    tracing::debug!(
-                        reason = refused.reason,
-                        "refused an ambiguously framed request"
-                    );
-                }
-                Poll::Ready(Ok(()))
+        let framed_already = if this.replay.is_empty() {
+            match Pin::new(&mut this.inner).poll_read(cx, buf) {
+                Poll::Ready(Ok(())) => false,
+                other => return other,
             }
-            other => other,
+        } else {
+            let n = this.replay.len().min(buf.remaining());
+            buf.put_slice(&this.replay.split_to(n));
+            this.replay_seen
+        };
+        if framed_already || matches!(this.framing.state, State::Off) {
+            return Poll::Ready(Ok(()));
         }
+        let fed = this.framing.feed(&buf.filled()[before..]);
+        if let Some(a) = &this.activity {
+            a.set_mid_message(!this.framing.at_boundary());
+        }
+        if let Err(refused) = fed {
+            // hyper has not seen this head's end yet: hand it a NUL in
+            // place of the final `\n`, then a blank line, so it finds the
+            // head malformed, answers 400 and closes.
+            let end = before + refused.at;
+            buf.filled_mut()[end] = 0;
+            buf.set_filled(end + 1);
+            let n = POISON_TAIL.len().min(buf.remaining());
+            buf.put_slice(&POISON_TAIL[..n]);
+            this.refused = Some(&POISON_TAIL[n..]);
+            tracing::debug!(
+                reason = refused.reason,
+                "refused an ambiguously framed request"
+            );
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -382,11 +460,15 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Sniffed<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.wrote(&r);
+        r
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        self.wrote(&r);
+        r
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -398,7 +480,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Sniffed<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.wrote(&r);
+        r
     }
 
     fn is_write_vectored(&self) -> bool {

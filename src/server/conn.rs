@@ -1,0 +1,454 @@
+//! One accepted connection, served: HTTP/2 (ALPN `h2`, or its preface on
+//! a plain or TLS connection) or HTTP/1.1 with keep-alive, **parked while
+//! idle**.
+//!
+//! # Parking
+//!
+//! A hyper HTTP/1 connection holds, for as long as it lives, an 8 KiB read
+//! buffer (reserved again before every wait for the next request), an
+//! 8 KiB buffer for response heads, the last request's header map and the
+//! dispatcher's state: an idle keep-alive connection cost 26 KiB, so ten
+//! thousand SDK clients holding theirs open cost 260 MiB. So once a
+//! connection has been idle for [`PARK_AFTER`] after serving a request (no
+//! request started since the last look, none in flight, nothing left unflushed, no partial head
+//! read: a slow head keeps hyper's head-read timer running), its hyper
+//! connection is told to stop. Being idle, it stops at once and hands back
+//! the socket and any bytes it had read without parsing. Only those are
+//! kept: the task waits for the socket to be readable, then starts a fresh
+//! hyper connection on it (with the unparsed bytes first). A parked
+//! connection costs its task and its socket, about 1 KiB.
+//!
+//! Nothing a client sees changes: the socket stays open, no request is cut
+//! or answered `Connection: close`. An idle connection is closed after
+//! `server.request_header_timeout`, as hyper's head-read timer closed it
+//! before; when a client then sends its next request, its head again has a
+//! whole `request_header_timeout` to arrive. A busy connection is looked at
+//! once per [`PARK_AFTER`], never per request.
+//!
+//! Graceful shutdown: a parked connection is closed; an active one is told
+//! to finish what it is serving and close, as hyper-util's
+//! `GracefulShutdown` did.
+
+use std::convert::Infallible;
+use std::future::{Future, poll_fn};
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use super::Sniffed;
+use crate::gateway::Gateway;
+use crate::proxy::{self, ConnInfo, ProxyBody};
+
+/// How long an HTTP/1 connection stays idle before it is parked.
+pub const PARK_AFTER: Duration = Duration::from_secs(1);
+
+/// Connections parked now, in this process (all servers).
+static PARKED: AtomicUsize = AtomicUsize::new(0);
+
+/// HTTP/1 connections parked now, in this process: idle keep-alive
+/// connections holding only their socket.
+pub fn parked_connections() -> usize {
+    PARKED.load(Ordering::Relaxed)
+}
+
+/// Counts a parked connection while alive.
+struct ParkedGuard;
+
+impl ParkedGuard {
+    fn new() -> ParkedGuard {
+        PARKED.fetch_add(1, Ordering::Relaxed);
+        ParkedGuard
+    }
+}
+
+impl Drop for ParkedGuard {
+    fn drop(&mut self) {
+        PARKED.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The HTTP/2 connection preface.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What every connection is served with.
+pub(super) struct Settings {
+    pub h1: http1::Builder,
+    pub h2: http2::Builder<TokioExecutor>,
+    /// `server.request_header_timeout`: the first bytes of a connection,
+    /// each request head, and an idle connection's life.
+    pub header_timeout: Duration,
+}
+
+impl Settings {
+    pub fn new(header_timeout: Duration) -> Settings {
+        let mut h1 = http1::Builder::new();
+        h1.timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .keep_alive(true);
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new());
+        Settings {
+            h1,
+            h2,
+            header_timeout,
+        }
+    }
+}
+
+/// What the parking decision reads: kept up to date by the service (for
+/// requests) and by [`Sniffed`] (for writes).
+#[derive(Debug, Default)]
+pub struct Activity {
+    /// Requests started on this connection.
+    started: AtomicU64,
+    /// Requests whose response is not yet fully handed to hyper (or
+    /// dropped).
+    open: AtomicU32,
+    /// The last write or flush did not complete: hyper (or TLS) still holds
+    /// bytes for the client.
+    write_blocked: AtomicBool,
+    /// The bytes read so far end inside a message (a partial head): hyper's
+    /// head-read timer must keep running, so the connection is not parked.
+    mid_message: AtomicBool,
+}
+
+impl Activity {
+    fn begin(self: &Arc<Self>) -> Open {
+        self.started.fetch_add(1, Ordering::Relaxed);
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Open(Arc::clone(self))
+    }
+
+    pub(super) fn set_write_blocked(&self, blocked: bool) {
+        if self.write_blocked.load(Ordering::Relaxed) != blocked {
+            self.write_blocked.store(blocked, Ordering::Relaxed);
+        }
+    }
+
+    pub(super) fn set_mid_message(&self, mid: bool) {
+        if self.mid_message.load(Ordering::Relaxed) != mid {
+            self.mid_message.store(mid, Ordering::Relaxed);
+        }
+    }
+
+    fn started(&self) -> u64 {
+        self.started.load(Ordering::Relaxed)
+    }
+
+    fn quiet(&self) -> bool {
+        self.open.load(Ordering::Relaxed) == 0
+            && !self.write_blocked.load(Ordering::Relaxed)
+            && !self.mid_message.load(Ordering::Relaxed)
+    }
+}
+
+/// A request in flight, until its response body is done or dropped.
+struct Open(Arc<Activity>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that keeps its request counted as open.
+    pub struct Tracked<B> {
+        #[pin]
+        inner: B,
+        open: Open,
+    }
+}
+
+impl<B: Body> Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    #[inline]
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The proxy, as hyper calls it for each request of a connection.
+#[derive(Clone)]
+struct Service {
+    gateway: Arc<Gateway>,
+    info: ConnInfo,
+    activity: Arc<Activity>,
+}
+
+type Answer = Result<Response<Tracked<ProxyBody>>, Infallible>;
+
+impl hyper::service::Service<Request<Incoming>> for Service {
+    type Response = Response<Tracked<ProxyBody>>;
+    type Error = Infallible;
+    /// Boxed, so a parked connection holds no room for one, and so the
+    /// connection can be polled without being pinned (hyper's
+    /// `poll_without_shutdown` wants an `Unpin` future).
+    type Future = Pin<Box<dyn Future<Output = Answer> + Send>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        // Counted here, when hyper dispatches the head, not when the future
+        // first runs: parking must never see a dispatched request as idle.
+        let open = self.activity.begin();
+        let gateway = Arc::clone(&self.gateway);
+        let info = self.info;
+        Box::pin(async move {
+            let response = proxy::handle(gateway, info, req).await;
+            Ok(response.map(|inner| Tracked { inner, open }))
+        })
+    }
+}
+
+/// An IO whose readability can be awaited without reading: what a parked
+/// connection waits on.
+pub(super) trait ReadReady {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+impl ReadReady for TcpStream {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        TcpStream::poll_read_ready(self, cx)
+    }
+}
+
+impl ReadReady for Box<tokio_rustls::server::TlsStream<TcpStream>> {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // hyper read until it would block, so rustls holds no plaintext:
+        // what comes next comes from the socket.
+        self.get_ref().0.poll_read_ready(cx)
+    }
+}
+
+/// Serve a connection whose protocol is not known yet: HTTP/2 if it opens
+/// with the preface, HTTP/1 otherwise.
+pub(super) async fn serve<T>(
+    mut io: T,
+    gateway: Arc<Gateway>,
+    info: ConnInfo,
+    settings: &Settings,
+    shutdown: &CancellationToken,
+) where
+    T: AsyncRead + AsyncWrite + ReadReady + Unpin + Send + 'static,
+{
+    let first = tokio::select! {
+        biased;
+        () = shutdown.cancelled() => return,
+        first = tokio::time::timeout(settings.header_timeout, read_preface(&mut io)) => first,
+    };
+    let (h2, prefix) = match first {
+        Ok(Ok(found)) => found,
+        Ok(Err(e)) => {
+            tracing::debug!(peer = %info.peer, error = %e, "connection failed before a request");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(peer = %info.peer, "no request within request_header_timeout");
+            return;
+        }
+    };
+    let io = Sniffed::new(io).with_prefix(prefix);
+    if h2 {
+        serve_h2(io, gateway, info, settings, shutdown).await;
+    } else {
+        serve_h1(io, gateway, info, settings, shutdown).await;
+    }
+}
+
+/// Read until the bytes cannot be the HTTP/2 preface, or are all of it.
+/// Returns whether they are, and the bytes read (at most 24).
+async fn read_preface<T: AsyncRead + Unpin>(io: &mut T) -> io::Result<(bool, Bytes)> {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    let mut n = 0;
+    loop {
+        let read = io.read(&mut buf[n..]).await?;
+        n += read;
+        if read == 0 || buf[..n] != H2_PREFACE[..n] {
+            return Ok((false, Bytes::copy_from_slice(&buf[..n])));
+        }
+        if n == buf.len() {
+            return Ok((true, Bytes::copy_from_slice(&buf)));
+        }
+    }
+}
+
+/// HTTP/2: hyper's connection, until it ends or shutdown drains it.
+pub(super) async fn serve_h2<T>(
+    io: Sniffed<T>,
+    gateway: Arc<Gateway>,
+    info: ConnInfo,
+    settings: &Settings,
+    shutdown: &CancellationToken,
+) where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = Service {
+        gateway,
+        info,
+        activity: Arc::default(),
+    };
+    let mut conn = Box::pin(settings.h2.serve_connection(TokioIo::new(io), service));
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
+    let mut stopping = false;
+    let result = poll_fn(|cx| {
+        if !stopping && cancelled.as_mut().poll(cx).is_ready() {
+            stopping = true;
+            conn.as_mut().graceful_shutdown();
+        }
+        conn.as_mut().poll(cx)
+    })
+    .await;
+    if let Err(e) = result {
+        tracing::debug!(peer = %info.peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// How a hyper HTTP/1 connection ended.
+enum Ended {
+    /// Idle: parked by us, the socket handed back.
+    Parked,
+    /// Closed by the client, or drained at shutdown.
+    Done,
+}
+
+/// HTTP/1.1: hyper's connection while active, only the socket while idle.
+async fn serve_h1<T>(
+    io: Sniffed<T>,
+    gateway: Arc<Gateway>,
+    info: ConnInfo,
+    settings: &Settings,
+    shutdown: &CancellationToken,
+) where
+    T: AsyncRead + AsyncWrite + ReadReady + Unpin + Send + 'static,
+{
+    let activity = Arc::new(Activity::default());
+    let mut io = io.track(Arc::clone(&activity));
+    let idle_budget = settings.header_timeout.saturating_sub(PARK_AFTER);
+    loop {
+        let service = Service {
+            gateway: Arc::clone(&gateway),
+            info,
+            activity: Arc::clone(&activity),
+        };
+        // Boxed: a parked connection's task keeps none of its room.
+        let mut conn = Box::new(settings.h1.serve_connection(TokioIo::new(io), service));
+        let ended = {
+            let tick = tokio::time::sleep(PARK_AFTER);
+            let cancelled = shutdown.cancelled();
+            tokio::pin!(tick, cancelled);
+            // Only a connection that has served a request is parked: hyper
+            // stops at once only when idle between requests; told to stop
+            // before its first one (a wake-up that brought no request, such
+            // as a TLS record with no data), it would serve the next request
+            // with `Connection: close` instead.
+            let first = activity.started();
+            let mut seen = first;
+            let mut ending: Option<Ended> = None;
+            let result = poll_fn(|cx| {
+                if ending.is_none() && cancelled.as_mut().poll(cx).is_ready() {
+                    ending = Some(Ended::Done);
+                    Pin::new(&mut *conn).graceful_shutdown();
+                }
+                while ending.is_none() && tick.as_mut().poll(cx).is_ready() {
+                    let now = activity.started();
+                    if now == seen && now != first && activity.quiet() {
+                        ending = Some(Ended::Parked);
+                        Pin::new(&mut *conn).graceful_shutdown();
+                    } else {
+                        seen = now;
+                        tick.as_mut()
+                            .reset(tokio::time::Instant::now() + PARK_AFTER);
+                    }
+                }
+                conn.poll_without_shutdown(cx)
+            })
+            .await;
+            match result {
+                Ok(()) => ending.unwrap_or(Ended::Done),
+                Err(e) => {
+                    tracing::debug!(peer = %info.peer, error = %e, "connection ended with an error");
+                    return;
+                }
+            }
+        };
+        let parts = conn.into_parts();
+        io = parts.io.into_inner();
+        if let Ended::Done = ended {
+            // What hyper's own connection future does at its end.
+            let _ = tokio::time::timeout(settings.header_timeout, io.shutdown()).await;
+            return;
+        }
+        io.unread(parts.read_buf);
+        drop(parts.service);
+        if io.has_replay() {
+            continue;
+        }
+        let _parked = ParkedGuard::new();
+        let woke = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => false,
+            ready = poll_fn(|cx| io.get_ref().poll_read_ready(cx)) => ready.is_ok(),
+            () = tokio::time::sleep(idle_budget) => false,
+        };
+        if !woke {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_preface_decides_the_protocol() {
+        let (mut client, mut server) = tokio::io::duplex(64);
+        client.write_all(H2_PREFACE).await.expect("write");
+        let (h2, bytes) = read_preface(&mut server).await.expect("read");
+        assert!(h2);
+        assert_eq!(&bytes[..], &H2_PREFACE[..]);
+
+        let (mut client, mut server) = tokio::io::duplex(64);
+        client
+            .write_all(b"POST /v1/chat HTTP/1.1\r\n")
+            .await
+            .expect("write");
+        let (h2, bytes) = read_preface(&mut server).await.expect("read");
+        assert!(!h2);
+        assert!(b"POST /v1/chat HTTP/1.1\r\n".starts_with(&bytes));
+
+        // A client that sends a little of the preface and closes.
+        let (mut client, mut server) = tokio::io::duplex(64);
+        client.write_all(b"PRI *").await.expect("write");
+        drop(client);
+        let (h2, bytes) = read_preface(&mut server).await.expect("read");
+        assert!(!h2);
+        assert_eq!(&bytes[..], b"PRI *");
+    }
+}
