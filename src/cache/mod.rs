@@ -7,9 +7,12 @@
 //! * [`store`]: the shared moka store, weighted by bytes, the fill that
 //!   collects a response as it streams, and the lock that coalesces
 //!   identical misses.
+//! * [`entry`]: a stored response, which the store keeps and the shared
+//!   tier writes.
 //! * [`shared`]: the fleet's second tier (`cache.shared`), as a trait the
 //!   store calls; its Redis side is `crate::cluster::shared_cache`.
 
+pub mod entry;
 pub mod key;
 pub mod shared;
 pub mod store;
