@@ -5,7 +5,7 @@
 #![no_main]
 
 use bytes::Bytes;
-use cutover::shadow::compare::{Capture, Verdict, compare_at, json_eq, reassemble_sse};
+use cutover::shadow::compare::{Capture, PointerMatch, compare_at, json_eq, reassemble_sse};
 use cutover_fuzz::pieces;
 use http::HeaderValue;
 use libfuzzer_sys::fuzz_target;
@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
         if let Some(doc) = &one {
             assert!(json_eq(doc, doc));
             for pointer in ["", "/choices/0/message/content", "/usage", "/id"] {
-                assert_eq!(compare_at(pointer, doc, doc), Verdict::Match);
+                assert_eq!(compare_at(pointer, doc, doc), PointerMatch::Match);
             }
         }
     }

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::check::{Kind, Verdict};
+use super::check::{CheckResult, Kind};
 use super::golden::Case;
 use super::run::{Response, Transport};
 
@@ -85,7 +85,12 @@ pub struct CaseReport {
 }
 
 impl CaseReport {
-    pub fn new(case: &Case, response: &Response, verdict: &Verdict, price: Option<Price>) -> Self {
+    pub fn new(
+        case: &Case,
+        response: &Response,
+        verdict: &CheckResult,
+        price: Option<Price>,
+    ) -> Self {
         let usage = (!response.usage.is_empty()).then_some(UsageReport {
             input: response.usage.input,
             output: response.usage.output,

@@ -29,6 +29,6 @@ pub use controller::{
     Action, Cause, Controller, NotAllowed, ReasonKind, RollbackReason, Stage, State, TickInputs,
     Transition,
 };
-pub use judge::{GateName, GateResult, Judge, Judgement, Verdict};
+pub use judge::{GateName, GateResult, GateVerdict, Judge, Judgement};
 pub use route::{ReplicaFigures, RolloutStatus, RouteRollout};
 pub use stats::{Observation, Role, RolloutStats, StepSummary, VersionSnapshot, WindowSnapshot};
