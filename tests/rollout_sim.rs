@@ -7,8 +7,11 @@ use std::time::Duration;
 
 use cutover::config::{GatesConfig, RollbackConfig, RolloutConfig, ShadowFirstConfig, WeightBps};
 use cutover::rollout::judge::{GateName, GateVerdict, Judge};
-use cutover::rollout::sim::{self, Arm, RunResult, Scenario};
+#[path = "support/sim.rs"]
+mod sim;
+
 use cutover::rollout::{ReasonKind, State, VersionSnapshot};
+use sim::{Arm, RunResult, Scenario};
 
 /// SPEC §2's example rollout, with a 10 s interval so that a rollout is a
 /// few hundred simulated seconds.
