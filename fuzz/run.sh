@@ -2,7 +2,9 @@
 # Build the fuzz targets once, then run them one after another, each for
 # SECONDS (default 480), at the lowest CPU priority, and print one summary
 # line per target:
-#   target  runs  seconds  result
+#   target  runs  seconds  cpu_seconds  result
+# (cpu_seconds is the fuzzer's user+system time: at nice 19 on a busy
+# machine it can be well below the wall-clock seconds).
 # Usage: fuzz/run.sh [SECONDS] [TARGET...]   (no targets: all of them)
 # FUZZ_BIN_DIR=dir runs already-built target binaries from dir instead of
 # building (so a long run is not rebuilt under you while you edit).
@@ -30,7 +32,7 @@ fi
 
 mkdir -p logs
 status=0
-printf 'target\truns\tseconds\tresult\n'
+printf 'target\truns\tseconds\tcpu_seconds\tresult\n'
 for t in "${targets[@]}"; do
   mkdir -p "corpus/$t"
   dirs=("corpus/$t")
@@ -39,9 +41,17 @@ for t in "${targets[@]}"; do
   done
   start=$(date +%s)
   mkdir -p "artifacts/$t"
-  nice -n 19 "$bin_dir/$t" "${dirs[@]}" -artifact_prefix="artifacts/$t/" \
+  cpu_file="logs/$t.cpu"
+  if [ -x /usr/bin/time ]; then
+    timer=(/usr/bin/time -f '%U %S' -o "$cpu_file")
+  else
+    timer=()
+    : >"$cpu_file"
+  fi
+  "${timer[@]}" nice -n 19 "$bin_dir/$t" "${dirs[@]}" -artifact_prefix="artifacts/$t/" \
     -max_total_time="$seconds" -print_final_stats=1 >"logs/$t.log" 2>&1
   rc=$?
+  cpu=$(awk 'NF == 2 && $1 ~ /^[0-9.]+$/ { printf "%.0f", $1 + $2 }' "$cpu_file" 2>/dev/null || true)
   took=$(( $(date +%s) - start ))
   runs=$(grep -o 'Done [0-9]* runs' "logs/$t.log" | tail -1 | grep -o '[0-9]*' || true)
   if [ -z "$runs" ]; then
@@ -53,6 +63,6 @@ for t in "${targets[@]}"; do
     result="CRASH (see fuzz/logs/$t.log, fuzz/artifacts/$t)"
     status=1
   fi
-  printf '%s\t%s\t%s\t%s\n' "$t" "${runs:-?}" "$took" "$result"
+  printf '%s\t%s\t%s\t%s\t%s\n' "$t" "${runs:-?}" "$took" "${cpu:-?}" "$result"
 done
 exit "$status"

@@ -21,8 +21,14 @@
 //! the event), or a watched directory itself; reads (open, close without
 //! write) never count, since our own reads would otherwise wake us.
 //!
-//! Following swaps, as Vector's watcher does. After every batch of events
-//! (and once a second) the thread re-resolves the config path and re-adds
+//! Events of other files in the directory (an access log written beside
+//! the config, say) are dropped by name before anything touches the file
+//! system: only a path whose file name is one of the config path's own
+//! names (its components, the symlinks it resolves through and theirs,
+//! `..data`) is looked at further.
+//!
+//! Following swaps, as Vector's watcher does. After every relevant batch of
+//! events (and once a second) the thread re-resolves the config path and re-adds
 //! its watches when a watched directory was replaced (its device and inode
 //! changed) or the resolved file moved to another directory. The second
 //! directory watch covers a config path that is a symlink to a file
@@ -89,6 +95,7 @@ pub struct Stats {
     file_reloads: AtomicU64,
     signal_reloads: AtomicU64,
     rewatches: AtomicU64,
+    resolves: AtomicU64,
 }
 
 impl Stats {
@@ -120,6 +127,12 @@ impl Stats {
     /// config path now resolves elsewhere.
     pub fn rewatches(&self) -> u64 {
         self.rewatches.load(Ordering::Relaxed)
+    }
+    /// Times the watch thread asked the file system about the config path
+    /// (resolving it, or an event's path): after a relevant event and once
+    /// a second, never for events of other files.
+    pub fn resolves(&self) -> u64 {
+        self.resolves.load(Ordering::Relaxed)
     }
 }
 
@@ -179,10 +192,26 @@ pub fn spawn_with(
     options: Options,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Reloader {
+    spawn_on(
+        &tokio::runtime::Handle::current(),
+        gateway,
+        options,
+        shutdown,
+    )
+}
+
+/// [`spawn_with`] on a given runtime: `cutover serve` runs the reloader,
+/// and so the reloads it starts, on the control plane's thread.
+pub fn spawn_on(
+    runtime: &tokio::runtime::Handle,
+    gateway: Arc<Gateway>,
+    options: Options,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Reloader {
     let stats = Arc::new(Stats::default());
     let (ready_tx, ready) = tokio::sync::watch::channel(false);
     let stats_for_task = Arc::clone(&stats);
-    let task = tokio::spawn(async move {
+    let task = runtime.spawn(async move {
         watch(
             gateway,
             options,
@@ -380,6 +409,48 @@ async fn next_hangup(hangup: &mut Option<Hangup>) {
 // takes stat and canonicalize calls. None of it belongs on a runtime worker,
 // so this thread owns the watcher and hands the runtime a ping.
 
+/// Every file name on the way from `path` to the file it resolves to: the
+/// components of `path` and of `real`, of every symlink target met along
+/// the way (each component of `path` followed, up to 40 links), and
+/// `..data`. An event whose path ends in any other name cannot change what
+/// the config path reads.
+fn names_of(path: &Path, real: Option<&Path>) -> Vec<std::ffi::OsString> {
+    let mut names: Vec<std::ffi::OsString> = vec![CONFIGMAP_DATA.into()];
+    let mut add = |p: &Path| {
+        for c in p.components() {
+            if let std::path::Component::Normal(n) = c
+                && !names.iter().any(|k| k == n)
+            {
+                names.push(n.to_os_string());
+            }
+        }
+    };
+    add(path);
+    if let Some(real) = real {
+        add(real);
+    }
+    // Symlinks anywhere along the path: each prefix that is a link, and
+    // where it points (relative targets add their own names).
+    let mut pending: Vec<PathBuf> = vec![path.to_path_buf()];
+    let mut hops = 0;
+    while let Some(p) = pending.pop() {
+        let mut prefix = PathBuf::new();
+        for c in p.components() {
+            prefix.push(c);
+            if hops >= 40 {
+                break;
+            }
+            if let Ok(target) = std::fs::read_link(&prefix) {
+                hops += 1;
+                add(&target);
+                let base = prefix.parent().unwrap_or(Path::new("/"));
+                pending.push(base.join(target));
+            }
+        }
+    }
+    names
+}
+
 /// (device, inode): tells a directory from the one that replaced it.
 type Identity = (u64, u64);
 
@@ -403,6 +474,9 @@ struct Follower {
     real: Option<PathBuf>,
     /// Directories watched, with their identity when the watch was added.
     watched: Vec<(PathBuf, Option<Identity>)>,
+    /// Every file name an event must carry to concern the config path (see
+    /// [`Follower::may_concern`]), refreshed by each sync.
+    names: Vec<std::ffi::OsString>,
     watcher: notify::RecommendedWatcher,
     /// The first sync only sets up: nothing has moved yet.
     started: bool,
@@ -431,10 +505,12 @@ fn watch_thread(
         dir,
         real: None,
         watched: Vec::new(),
+        names: Vec::new(),
         watcher,
         started: false,
     };
     follower.sync();
+    bump(&stats.resolves);
     if follower.watched.is_empty() {
         tracing::error!(path = %path.display(), "cannot watch the config file's directory; retrying every second");
     } else {
@@ -442,14 +518,15 @@ fn watch_thread(
     }
     let _ = watching.send(());
 
+    let mut synced = std::time::Instant::now();
     loop {
         let mut relevant = false;
-        match events.recv_timeout(RESYNC_EVERY) {
+        match events.recv_timeout(RESYNC_EVERY.saturating_sub(synced.elapsed())) {
             Ok(first) => {
-                relevant |= follower.relevant(&first);
+                relevant |= follower.relevant(&first, stats);
                 // Take the rest of the burst in one go.
                 while let Ok(more) = events.try_recv() {
-                    relevant |= follower.relevant(&more);
+                    relevant |= follower.relevant(&more, stats);
                 }
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
@@ -458,6 +535,14 @@ fn watch_thread(
         if ping.is_closed() {
             return;
         }
+        // Other files' events (a busy log beside the config) neither
+        // count nor make us resolve the path again: that waits for a
+        // relevant event or the once-a-second check.
+        if !relevant && synced.elapsed() < RESYNC_EVERY {
+            continue;
+        }
+        synced = std::time::Instant::now();
+        bump(&stats.resolves);
         let moved = follower.sync();
         if moved {
             bump(&stats.rewatches);
@@ -472,7 +557,7 @@ fn watch_thread(
 }
 
 impl Follower {
-    fn relevant(&mut self, event: &notify::Result<notify::Event>) -> bool {
+    fn relevant(&mut self, event: &notify::Result<notify::Event>, stats: &Stats) -> bool {
         use notify::EventKind;
         use notify::event::{AccessKind, AccessMode};
         let event = match event {
@@ -497,7 +582,21 @@ impl Follower {
         if event.paths.is_empty() {
             return true;
         }
-        event.paths.iter().any(|p| self.concerns(p))
+        event.paths.iter().any(|p| {
+            self.may_concern(p) && {
+                bump(&stats.resolves);
+                self.concerns(p)
+            }
+        })
+    }
+
+    /// Whether `p`'s file name is one a path the config depends on carries:
+    /// the one check made for every event, without touching the file system.
+    fn may_concern(&self, p: &Path) -> bool {
+        match p.file_name() {
+            Some(name) => self.names.iter().any(|n| n == name),
+            None => true,
+        }
     }
 
     /// Whether a change at `p` may change what the config path reads.
@@ -530,6 +629,7 @@ impl Follower {
         let real = std::fs::canonicalize(&self.path).ok();
         let mut moved = real != self.real;
         self.real = real;
+        self.names = names_of(&self.path, self.real.as_deref());
 
         let mut wanted = vec![self.dir.clone()];
         if let Some(parent) = self.real.as_deref().and_then(Path::parent)
@@ -575,5 +675,27 @@ impl Follower {
             }
         }
         moved && !first
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_every_symlink_to_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        std::fs::create_dir(root.join("..2026_01")).expect("mkdir");
+        std::fs::write(root.join("..2026_01").join("real.toml"), "").expect("write");
+        std::os::unix::fs::symlink("..2026_01", root.join("..data")).expect("..data");
+        std::os::unix::fs::symlink("..data/real.toml", root.join("cutover.toml")).expect("link");
+        let path = root.join("cutover.toml");
+        let real = std::fs::canonicalize(&path).ok();
+        let names = names_of(&path, real.as_deref());
+        for want in ["cutover.toml", "..data", "..2026_01", "real.toml"] {
+            assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
+        }
+        assert!(!names.iter().any(|n| n == "access.log"));
     }
 }

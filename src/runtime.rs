@@ -15,7 +15,7 @@ use std::time::SystemTime;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderName, HeaderValue};
 
-use crate::cache::RouteCache;
+use crate::cache::{KeyPrefix, RouteCache};
 use crate::config::{
     self, Config, FallbackConfig, RouteMatch, ShadowConfig, StickySource, TargetConfig,
     UpstreamConfig, WeightBps,
@@ -23,7 +23,7 @@ use crate::config::{
 use crate::resilience::Refusal;
 use crate::rollout::registry::LiveRollout;
 use crate::rollout::{Role, RolloutStats};
-use crate::routing::{BUCKETS, BucketTable};
+use crate::routing::{BUCKETS, BucketTable, RouteIndex};
 use crate::secret::Secret;
 use crate::shadow::{Shadow, ShadowStates};
 use crate::telemetry::{RouteMetrics, UpstreamMetrics, VersionMetrics, names};
@@ -36,6 +36,9 @@ pub struct Runtime {
     /// `server.feedback_token_env`: feedback needs this bearer token.
     pub feedback_token: Option<Secret>,
     pub routes: Box<[Route]>,
+    /// The routes' match rules, indexed: [`RouteIndex::find`] gives the
+    /// first matching route in file order.
+    pub route_index: RouteIndex,
     pub upstreams: Box<[Arc<Upstream>]>,
 }
 
@@ -92,8 +95,11 @@ pub struct Target {
     pub cost: config::Cost,
     /// The deps table as JSON, for the access log.
     pub deps_json: Box<str>,
-    /// The deps table itself, for cache keys and trace attributes.
+    /// The deps table itself, for trace attributes.
     pub deps: serde_json::Map<String, serde_json::Value>,
+    /// The route, this target's name, deps and `set_json`, encoded once
+    /// for the cache keys of its requests.
+    pub cache_key: KeyPrefix,
 }
 
 pub struct Version {
@@ -276,7 +282,7 @@ impl Runtime {
                         }
                     }
                     Ok(Version {
-                        target: compile_target(&v.target, find(&v.target.upstream)?)?,
+                        target: compile_target(&r.name, &v.target, find(&v.target.upstream)?)?,
                         weight,
                         metrics: Arc::new(metrics),
                         pinned_metrics,
@@ -295,14 +301,14 @@ impl Runtime {
                                 .target
                         }
                     };
-                    compile_target(t, find(&t.upstream)?)
+                    compile_target(&r.name, t, find(&t.upstream)?)
                 })
                 .collect::<Result<Vec<_>, String>>()?;
             let mut shadows = r
                 .shadows
                 .iter()
                 .map(|s| {
-                    let target = compile_target(&s.target, find(&s.target.upstream)?)?;
+                    let target = compile_target(&r.name, &s.target, find(&s.target.upstream)?)?;
                     let state = shared.shadows.get(&r.name, &s.target.name);
                     Ok(Shadow::new(s, target, &r.name, &r.salt, state))
                 })
@@ -321,7 +327,7 @@ impl Runtime {
                     timeout: upstream.config.header_timeout + upstream.config.idle_timeout,
                     compare: Vec::new(),
                 };
-                let target = compile_target(&v.target, upstream)?;
+                let target = compile_target(&r.name, &v.target, upstream)?;
                 let state = shared.shadows.get(&r.name, "rollout/canary");
                 let mut shadow = Shadow::new(&mirror, target, &r.name, &r.salt, state);
                 shadow.judged = Some(Arc::clone(&live.stats));
@@ -353,6 +359,7 @@ impl Runtime {
             });
         }
         Ok(Runtime {
+            route_index: RouteIndex::new(routes.iter().map(|r| &r.matcher)),
             generation,
             feedback_token: config.server.feedback_token.as_deref().map(Secret::new),
             loaded_at: SystemTime::now(),
@@ -408,13 +415,19 @@ fn compile_upstream(u: &UpstreamConfig, state: Arc<UpstreamState>) -> Result<Ups
     })
 }
 
-fn compile_target(t: &TargetConfig, upstream: Arc<Upstream>) -> Result<Target, String> {
+fn compile_target(
+    route: &str,
+    t: &TargetConfig,
+    upstream: Arc<Upstream>,
+) -> Result<Target, String> {
+    let set_json = (!t.set_json.is_empty()).then(|| t.set_json.clone());
     Ok(Target {
+        cache_key: KeyPrefix::new(route, &t.name, &t.deps, set_json.as_ref()),
         name: t.name.as_str().into(),
         name_header: header_value(&t.name)?,
         upstream,
         set_headers: t.set_headers.clone().into_boxed_slice(),
-        set_json: (!t.set_json.is_empty()).then(|| t.set_json.clone()),
+        set_json,
         cost: t.cost,
         deps_json: serde_json::Value::Object(t.deps.clone())
             .to_string()

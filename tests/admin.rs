@@ -588,3 +588,43 @@ async fn cutover_status_fails_clearly_when_the_admin_api_is_down() {
     let (exit, _, err) = run_binary(&["status", "--bogus"], &[]).await;
     assert_eq!(exit, Some(2), "{err}");
 }
+
+/// The admin API lives on the control plane's own thread: it answers (and
+/// renders `/metrics`) while the runtime that serves traffic is blocked.
+#[tokio::test]
+async fn the_admin_api_answers_while_the_traffic_runtime_is_blocked() {
+    let a = healthy_backend("a").await;
+    let b = healthy_backend("b").await;
+    let proxy = start_proxy(&two_versions(&a.url(), &b.url(), 50.0, 50.0, "")).await;
+    // Once it answers, the server has started its control plane.
+    assert!(scrape(&proxy).await.contains("cutover_config_generation"));
+    let admin = proxy.admin;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::{Read as _, Write as _};
+        let get = |path: &str| -> std::io::Result<String> {
+            let mut s = std::net::TcpStream::connect(admin)?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            write!(
+                s,
+                "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+            )?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)?;
+            Ok(out)
+        };
+        let _ = tx.send((get("/healthz"), get("/metrics")));
+    });
+    // Blocks this test's runtime, where the traffic listener runs, until
+    // the answers arrive (or the timeout says they never would).
+    let answers = rx.recv_timeout(Duration::from_secs(10));
+    let (health, metrics) = answers.expect("the admin API answered while traffic was blocked");
+    let health = health.expect("healthz");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let metrics = metrics.expect("metrics");
+    assert!(
+        metrics.contains("# TYPE cutover_request_duration_seconds histogram"),
+        "{metrics}"
+    );
+    proxy.shutdown().await;
+}

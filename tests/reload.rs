@@ -259,6 +259,49 @@ async fn rapid_writes_are_debounced_into_few_reloads() {
 }
 
 #[tokio::test]
+async fn writes_to_another_file_beside_the_config_cost_no_file_system_checks() {
+    // A JSON access log beside the config: every write is an event in the
+    // watched directory. Dropped by name, it must not make the watcher
+    // resolve the config path (readlink, statx) each time.
+    let a = healthy_backend("a").await;
+    let b = healthy_backend("b").await;
+    let proxy = start_proxy_watching(&two_versions(&a.url(), &b.url(), 100.0, 0.0, "")).await;
+    let log_path = proxy.config_path.with_file_name("access.log");
+    let started = Instant::now();
+    let resolves_before = proxy.reload_stats().resolves();
+    let relevant_before = proxy.reload_stats().relevant_events();
+    let writes = 400;
+    let log = tokio::task::spawn_blocking(move || {
+        use std::io::Write as _;
+        let mut log = std::fs::File::create(&log_path).expect("create log");
+        for i in 0..writes {
+            writeln!(log, "{{\"line\":{i}}}").expect("write log");
+            log.flush().expect("flush");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    });
+    log.await.expect("log writer");
+    // Let the watch thread take the last events.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let seconds = started.elapsed().as_secs() + 1;
+    let resolves = proxy.reload_stats().resolves() - resolves_before;
+    assert!(
+        resolves <= seconds + 1,
+        "{resolves} file-system checks in {seconds} s for {writes} writes of another file"
+    );
+    assert_eq!(proxy.reload_stats().relevant_events(), relevant_before);
+
+    // The config itself is still followed.
+    let before = proxy.gateway.generation();
+    write_and_rename(
+        &proxy.config_path,
+        &two_versions(&a.url(), &b.url(), 0.0, 100.0, ""),
+    );
+    assert!(eventually(WAIT, || proxy.gateway.generation() > before).await);
+    assert!(all_on(&client(), &proxy.url(), "v2").await);
+}
+
+#[tokio::test]
 async fn an_invalid_file_changes_nothing_until_a_valid_one_arrives() {
     let a = healthy_backend("a").await;
     let b = healthy_backend("b").await;

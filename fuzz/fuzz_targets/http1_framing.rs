@@ -1,10 +1,15 @@
 //! The HTTP/1 framing sniffer (`server::Framing`): never panics, and gives
 //! the same verdict, pointing at the same byte, however the connection's
-//! bytes are split into reads.
+//! bytes are split into reads. Cross-checked with the service's own
+//! second line of defence (`proxy::headers::ambiguous_framing`): a first
+//! head that the service would call ambiguous is always refused by the
+//! sniffer first, at the end of that head.
 #![no_main]
 
+use cutover::proxy::headers::ambiguous_framing;
 use cutover::server::{Ambiguous, Framing};
 use cutover_fuzz::pieces;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -29,5 +34,39 @@ fuzz_target!(|data: &[u8]| {
             whole[e.at], b'\n',
             "an ambiguous head ends on its blank line"
         );
+    }
+
+    // The first head as hyper would parse it (httparse, as many headers as
+    // the sniffer reads).
+    if whole.starts_with(b"PRI * HTTP/2.0") {
+        return;
+    }
+    let mut headers = [httparse::EMPTY_HEADER; 128];
+    let mut req = httparse::Request::new(&mut headers);
+    let Ok(httparse::Status::Complete(head_len)) = req.parse(whole) else {
+        return;
+    };
+    let mut map = HeaderMap::new();
+    for h in req.headers.iter() {
+        match (
+            HeaderName::from_bytes(h.name.as_bytes()),
+            HeaderValue::from_bytes(h.value),
+        ) {
+            (Ok(n), Ok(v)) => {
+                map.append(n, v);
+            }
+            // hyper would refuse such a head itself.
+            _ => return,
+        }
+    }
+    if ambiguous_framing(&map) {
+        match one {
+            Err(e) => assert_eq!(
+                e.at + 1,
+                head_len,
+                "refused, but not at the end of the head"
+            ),
+            Ok(()) => panic!("the service calls this head ambiguous; the sniffer let it through"),
+        }
     }
 });

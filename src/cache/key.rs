@@ -147,6 +147,49 @@ pub fn cache_key(input: &KeyInput<'_>) -> CacheKey {
     CacheKey(*blake3::hash(&encode(input)).as_bytes())
 }
 
+/// Items 1 to 5 of the encoding: what a target fixes (route, version,
+/// deps, `set_json`). Encoded once when a config generation is compiled,
+/// so a lookup copies these bytes instead of canonicalising the deps and
+/// `set_json` tables again; the key is the same as [`cache_key`]'s.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyPrefix(Box<[u8]>);
+
+impl KeyPrefix {
+    pub fn new(
+        route: &str,
+        version: &str,
+        deps: &Map<String, Value>,
+        set_json: Option<&Map<String, Value>>,
+    ) -> KeyPrefix {
+        let mut out = Vec::with_capacity(128);
+        write_prefix(&mut out, route, version, deps, set_json);
+        KeyPrefix(out.into_boxed_slice())
+    }
+}
+
+/// What a request adds to its target's [`KeyPrefix`] (items 6 to 11).
+#[derive(Clone, Copy, Debug)]
+pub struct RequestInput<'a> {
+    pub method: &'a Method,
+    pub path: &'a str,
+    /// The raw query, without the `?`.
+    pub query: Option<&'a str>,
+    pub content_type: Option<&'a HeaderValue>,
+    pub body: &'a [u8],
+    /// The route's `vary` headers in config order, each with its value in
+    /// the request (`None` when the request does not carry it).
+    pub vary: &'a [(HeaderName, Option<&'a HeaderValue>)],
+}
+
+/// The cache key of a request on a target whose prefix was encoded ahead:
+/// equal to [`cache_key`] over the same inputs.
+pub fn cache_key_with(prefix: &KeyPrefix, request: &RequestInput<'_>) -> CacheKey {
+    let mut out = Vec::with_capacity(prefix.0.len() + 128 + request.body.len());
+    out.extend_from_slice(&prefix.0);
+    write_request(&mut out, request, false);
+    CacheKey(*blake3::hash(&out).as_bytes())
+}
+
 /// The canonical encoding described in the module docs, before hashing.
 fn encode(input: &KeyInput<'_>) -> Vec<u8> {
     encode_with(input, false)
@@ -156,28 +199,58 @@ fn encode(input: &KeyInput<'_>) -> Vec<u8> {
 /// to show the body tag keeps the two apart).
 fn encode_with(input: &KeyInput<'_>, force_raw: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(256 + input.body.len());
+    write_prefix(
+        &mut out,
+        input.route,
+        input.version,
+        input.deps,
+        input.set_json,
+    );
+    let request = RequestInput {
+        method: input.method,
+        path: input.path,
+        query: input.query,
+        content_type: input.content_type,
+        body: input.body,
+        vary: input.vary,
+    };
+    write_request(&mut out, &request, force_raw);
+    out
+}
+
+/// Items 1 to 5.
+fn write_prefix(
+    out: &mut Vec<u8>,
+    route: &str,
+    version: &str,
+    deps: &Map<String, Value>,
+    set_json: Option<&Map<String, Value>>,
+) {
     let mut scratch = Vec::with_capacity(128);
 
-    field(&mut out, KEY_VERSION);
-    field(&mut out, input.route.as_bytes());
-    field(&mut out, input.version.as_bytes());
+    field(out, KEY_VERSION);
+    field(out, route.as_bytes());
+    field(out, version.as_bytes());
 
-    write_map(&mut scratch, input.deps);
-    field(&mut out, &scratch);
+    write_map(&mut scratch, deps);
+    field(out, &scratch);
 
-    match input.set_json {
+    match set_json {
         None => out.push(0),
         Some(map) => {
             out.push(1);
             scratch.clear();
             write_map(&mut scratch, map);
-            field(&mut out, &scratch);
+            field(out, &scratch);
         }
     }
+}
 
-    field(&mut out, input.method.as_str().as_bytes());
-    field(&mut out, input.path.as_bytes());
-    write_query(&mut out, input.query.unwrap_or(""));
+/// Items 6 to 11.
+fn write_request(out: &mut Vec<u8>, input: &RequestInput<'_>, force_raw: bool) {
+    field(out, input.method.as_str().as_bytes());
+    field(out, input.path.as_bytes());
+    write_query(out, input.query.unwrap_or(""));
 
     match input.content_type {
         None => out.push(0),
@@ -185,33 +258,32 @@ fn encode_with(input: &KeyInput<'_>, force_raw: bool) -> Vec<u8> {
             out.push(1);
             let raw = ct.as_bytes();
             let essence = raw.split(|&b| b == b';').next().unwrap_or(raw);
-            field(&mut out, &essence.trim_ascii().to_ascii_lowercase());
+            field(out, &essence.trim_ascii().to_ascii_lowercase());
         }
     }
 
     match canonical_json(input.body).filter(|_| !force_raw) {
         Some(canon) => {
             out.push(BODY_JSON);
-            field(&mut out, &canon.out);
+            field(out, &canon.out);
         }
         None => {
             out.push(BODY_RAW);
-            field(&mut out, input.body);
+            field(out, input.body);
         }
     }
 
-    len(&mut out, input.vary.len());
+    len(out, input.vary.len());
     for (name, value) in input.vary {
-        field(&mut out, name.as_str().as_bytes());
+        field(out, name.as_str().as_bytes());
         match value {
             None => out.push(0),
             Some(v) => {
                 out.push(1);
-                field(&mut out, v.as_bytes());
+                field(out, v.as_bytes());
             }
         }
     }
-    out
 }
 
 fn len(out: &mut Vec<u8>, n: usize) {
@@ -712,6 +784,38 @@ mod tests {
                     Some(HeaderValue::from_static("acme")),
                 ),
             ],
+        }
+    }
+
+    #[test]
+    fn a_prefix_encoded_ahead_gives_the_same_key() {
+        let mut variants = vec![base(), base().with_body("not json"), base().with_body("")];
+        let mut r = base();
+        r.set_json = None;
+        r.deps = Map::new();
+        r.query = None;
+        r.content_type = None;
+        r.vary.clear();
+        variants.push(r);
+        for r in &variants {
+            let prefix = KeyPrefix::new(&r.route, &r.version, &r.deps, r.set_json.as_ref());
+            let vary: Vec<(HeaderName, Option<&HeaderValue>)> = r
+                .vary
+                .iter()
+                .map(|(n, v)| (n.clone(), v.as_ref()))
+                .collect();
+            let with = cache_key_with(
+                &prefix,
+                &RequestInput {
+                    method: &r.method,
+                    path: &r.path,
+                    query: r.query.as_deref(),
+                    content_type: r.content_type.as_ref(),
+                    body: &r.body,
+                    vary: &vary,
+                },
+            );
+            assert_eq!(with, r.key());
         }
     }
 

@@ -21,7 +21,10 @@ use std::time::Duration;
 
 use http::HeaderName;
 
-pub use key::{CacheKey, KeyInput, bypass_requested, cache_key, is_deterministic};
+pub use key::{
+    CacheKey, KeyInput, KeyPrefix, RequestInput, bypass_requested, cache_key, cache_key_with,
+    is_deterministic,
+};
 pub use store::{
     CacheStatus, Entry, Fill, FillGuard, Flight, FlightEvent, FlightHead, Follow, Lock,
     ResponseCache,

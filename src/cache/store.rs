@@ -230,6 +230,12 @@ impl ResponseCache {
         }
     }
 
+    /// Apply moka's pending reads and writes (LRU order, expiries,
+    /// evictions). The control plane calls it a few times a second.
+    pub fn upkeep(&self) {
+        self.store.run_pending_tasks();
+    }
+
     /// Drop every entry. Returns how many there were.
     pub fn purge(&self) -> u64 {
         self.store.run_pending_tasks();

@@ -87,11 +87,13 @@ pub async fn serve_with(
         .map_err(|e| format!("admin.listen {admin_listen}: {e}"))?;
     let gateway = Gateway::new(config)?;
     tracing::info!(%listen, admin = %admin_listen, generation = gateway.generation(), "cutover serving");
+    let control = crate::server::ControlPlane::start()
+        .map_err(|e| format!("cannot start the control plane's thread: {e}"))?;
 
     // One shutdown future, two listeners: the server polls the original and
     // the reloader hears about it through this channel (or its drop).
     let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
-    let reloader = reload::spawn_with(Arc::clone(&gateway), reload, async move {
+    let reloader = reload::spawn_on(control.handle(), Arc::clone(&gateway), reload, async move {
         let _ = stopping.wait_for(|s| *s).await;
     });
     // Once traffic is accepted, a change to the file is not missed.
@@ -100,7 +102,8 @@ pub async fn serve_with(
         shutdown.await;
         let _ = stopping_tx.send(true);
     };
-    let served = crate::server::run(gateway, traffic, admin, shutdown).await;
+    // The reloader ends when shutdown begins, before the control plane stops.
+    let served = crate::server::run_with(gateway, traffic, admin, control, shutdown).await;
     reloader.join().await;
     served.map_err(|e| e.to_string())
 }

@@ -13,9 +13,9 @@ use tokio::sync::mpsc;
 
 use super::ctx::Ctx;
 use crate::cache::{
-    self, Entry, FillGuard, FlightEvent, FlightHead, Follow, KeyInput, Lock, RouteCache,
+    self, Entry, FillGuard, FlightEvent, FlightHead, Follow, Lock, RequestInput, RouteCache,
 };
-use crate::runtime::{Route, Target};
+use crate::runtime::Target;
 use crate::telemetry::CacheResult;
 
 pub enum Lookup {
@@ -31,7 +31,6 @@ pub enum Lookup {
 
 pub async fn lookup(
     ctx: &mut Ctx,
-    route: &Route,
     cache: &RouteCache,
     target: &Target,
     parts: &Parts,
@@ -48,18 +47,17 @@ pub async fn lookup(
             .iter()
             .map(|name| (name.clone(), parts.headers.get(name)))
             .collect();
-        let key = cache::cache_key(&KeyInput {
-            route: &route.name,
-            version: &target.name,
-            deps: &target.deps,
-            set_json: target.set_json.as_ref(),
-            method: &parts.method,
-            path: parts.uri.path(),
-            query: parts.uri.query(),
-            content_type: parts.headers.get(header::CONTENT_TYPE),
-            body,
-            vary: &vary,
-        });
+        let key = cache::cache_key_with(
+            &target.cache_key,
+            &RequestInput {
+                method: &parts.method,
+                path: parts.uri.path(),
+                query: parts.uri.query(),
+                content_type: parts.headers.get(header::CONTENT_TYPE),
+                body,
+                vary: &vary,
+            },
+        );
         match store.get(&key) {
             Some(entry) => Lookup::Hit(entry),
             None => match store.lock(key) {

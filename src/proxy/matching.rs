@@ -9,13 +9,6 @@ use crate::runtime::Runtime;
 /// The index of the first matching route.
 pub fn route(rt: &Runtime, parts: &Parts) -> Option<usize> {
     let host = matcher::request_host(&parts.uri, &parts.headers);
-    rt.routes.iter().position(|r| {
-        matcher::matches(
-            &r.matcher,
-            &parts.method,
-            parts.uri.path(),
-            host,
-            &parts.headers,
-        )
-    })
+    rt.route_index
+        .find(&parts.method, parts.uri.path(), host, &parts.headers)
 }

@@ -191,7 +191,6 @@ pub async fn handle(
     if let Some(cache) = &route.cache {
         let found = Box::pin(cache_lookup::lookup(
             &mut ctx,
-            route,
             cache,
             &version.target,
             &parts,

@@ -4,8 +4,11 @@
 //! `run` takes already-bound listeners and a shutdown future (as
 //! mini-redis does), so tests bind port 0 and the demo runs in-process.
 
+mod control;
 mod sniff;
 mod tls;
+
+pub use control::ControlPlane;
 
 pub use sniff::{Ambiguous, Framing, Sniffed};
 
@@ -29,11 +32,25 @@ use crate::proxy::{self, ConnInfo};
 
 /// Serve traffic and admin until `shutdown` resolves, then drain: `/readyz`
 /// turns 503, the listeners close, and in-flight requests get up to
-/// `server.shutdown_grace` to finish.
+/// `server.shutdown_grace` to finish. The control plane gets a thread of
+/// its own ([`ControlPlane`]), stopped before this returns.
 pub async fn run(
     gateway: Arc<Gateway>,
     traffic: TcpListener,
     admin_listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let control = ControlPlane::start()?;
+    run_with(gateway, traffic, admin_listener, control, shutdown).await
+}
+
+/// [`run`] on a control plane the caller started (`cutover serve` puts the
+/// config watcher on it first).
+pub async fn run_with(
+    gateway: Arc<Gateway>,
+    traffic: TcpListener,
+    admin_listener: TcpListener,
+    control: ControlPlane,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let rt = gateway.runtime.load_full();
@@ -57,49 +74,55 @@ pub async fn run(
     drop(rt);
 
     let graceful = GracefulShutdown::new();
-    let admin_task = tokio::spawn(admin::serve(Arc::clone(&gateway), admin_listener));
-    // The Prometheus recorder buffers histogram samples until upkeep folds
-    // them into buckets: without this, memory grows between scrapes.
-    let upkeep = {
-        let handle = gateway.prometheus.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(5));
-            loop {
-                tick.tick().await;
-                handle.run_upkeep();
+    // The admin listener was bound on the caller's runtime: move it to the
+    // control plane's, where its connections are then served.
+    let admin_listener = admin_listener.into_std()?;
+    control.spawn({
+        let gateway = Arc::clone(&gateway);
+        async move {
+            match TcpListener::from_std(admin_listener) {
+                Ok(listener) => admin::serve(gateway, listener).await,
+                Err(e) => tracing::error!(error = %e, "cannot serve the admin listener"),
             }
-        })
-    };
+        }
+    });
+    // The Prometheus recorder buffers histogram samples until upkeep folds
+    // them into buckets. cutover's own histograms do not go through it
+    // (`telemetry::histogram`), but anything recorded there is bounded.
+    let handle = gateway.prometheus.clone();
+    every(&control, Duration::from_secs(5), move || {
+        handle.run_upkeep()
+    });
+    // moka applies its read and write logs on the calling thread once they
+    // fill or 300 ms have passed; applying them here more often than that
+    // keeps the timed runs off the traffic workers, and expiries move
+    // without traffic.
+    let cache = Arc::clone(&gateway.cache);
+    every(&control, Duration::from_millis(250), move || cache.upkeep());
     // Idle upstream connections past their `pool_idle_timeout` close on
     // our side, before the upstream's own keep-alive timeout closes them
     // under a request.
-    let sweeper = {
-        let gateway = Arc::clone(&gateway);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                gateway.registry.sweep();
-            }
-        })
-    };
+    let registry = Arc::clone(&gateway);
+    every(&control, Duration::from_secs(1), move || {
+        registry.registry.sweep()
+    });
     // The rollout controllers tick once a second (SPEC §9).
-    let rollouts = {
+    control.spawn({
         let gateway = Arc::clone(&gateway);
-        tokio::spawn(async move {
+        async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
                 gateway.tick_rollouts().await;
             }
-        })
-    };
+        }
+    });
     // With [cluster]: the fleet's sync loop (SPEC §12); told to stop at
     // shutdown, when it hands the lease over.
     let (fleet_stop, fleet_stopping) = tokio::sync::watch::channel(false);
     let fleet = gateway.cluster.as_ref().map(|cluster| {
+        let _on_control = control.handle().enter();
         crate::cluster::sync::spawn(Arc::clone(&gateway), Arc::clone(cluster), fleet_stopping)
     });
     tokio::pin!(shutdown);
@@ -194,10 +217,6 @@ pub async fn run(
             "shutdown grace elapsed with mirrors still in flight; abandoning them"
         );
     }
-    admin_task.abort();
-    upkeep.abort();
-    rollouts.abort();
-    sweeper.abort();
     if let Some(task) = fleet {
         let _ = fleet_stop.send(true);
         let abort = task.abort_handle();
@@ -209,6 +228,21 @@ pub async fn run(
             abort.abort();
         }
     }
+    // The admin listener, the ticks and the sweeper stop with the thread.
+    control.shutdown().await;
     gateway.access_log.flush(Duration::from_secs(2));
     Ok(())
+}
+
+/// Run `work` on the control plane every `period`, late ticks delayed
+/// rather than bunched.
+fn every(control: &ControlPlane, period: Duration, work: impl Fn() + Send + 'static) {
+    control.spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            work();
+        }
+    });
 }

@@ -281,12 +281,19 @@ fn classify(head: &[u8]) -> Result<State, &'static str> {
     let mut upgrade = false;
     for h in req.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
-            // Every value of every line must be the same number.
-            for v in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                match length {
-                    Some(seen) if seen != v => return Err("conflicting Content-Length values"),
-                    _ => length = Some(v),
-                }
+            // Every line must carry the same value, byte for byte (as the
+            // service's `ambiguous_framing` compares them), and a list in
+            // one line (`4, 5`) must agree with itself. (A value that is
+            // not a number is hyper's to refuse.)
+            match length {
+                Some(seen) if seen != h.value => return Err("conflicting Content-Length values"),
+                _ => length = Some(h.value),
+            }
+            let mut elements = h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii);
+            if let Some(first) = elements.next()
+                && elements.any(|e| e != first)
+            {
+                return Err("conflicting Content-Length values");
             }
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             te = Some(h.value);
@@ -468,6 +475,16 @@ mod tests {
                 b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n"
             )
             .is_some()
+        );
+        // Found by the http1_framing fuzz target: two lines whose values
+        // differ but split into the same (empty) elements.
+        assert_eq!(
+            refused(b"POST / HTTP/1.1\r\ncontent-length: ,,\r\ncontent-length: ,, ,\r\n\r\n"),
+            Some("conflicting Content-Length values")
+        );
+        assert_eq!(
+            refused(b"POST / HTTP/1.1\r\nContent-Length: 4\r\nContent-Length: 4, 4\r\n\r\n"),
+            Some("conflicting Content-Length values")
         );
         // Identical lengths, and an upgrade with both framings.
         assert_eq!(

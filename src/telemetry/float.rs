@@ -3,6 +3,7 @@
 //! added to with a compare-and-swap loop, and rendered into `/metrics`
 //! after the recorder's own output, typed as a Prometheus counter.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -34,6 +35,9 @@ impl FloatCounter {
     }
 }
 
+/// (name, labels).
+type SeriesKey = (&'static str, Vec<(&'static str, String)>);
+
 struct Series {
     name: &'static str,
     labels: Vec<(&'static str, String)>,
@@ -46,6 +50,9 @@ struct Series {
 #[derive(Default)]
 pub struct FloatRegistry {
     series: Mutex<Vec<Series>>,
+    /// (name, labels) → index in `series`: registering a thousand routes'
+    /// counters stays linear.
+    index: Mutex<HashMap<SeriesKey, usize>>,
     help: Mutex<Vec<(&'static str, &'static str)>>,
 }
 
@@ -64,21 +71,18 @@ impl FloatRegistry {
 
     pub fn counter(&self, name: &'static str, labels: &[(&'static str, &str)]) -> FloatCounter {
         let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
-        let same = |s: &&Series| {
-            s.name == name
-                && s.labels.len() == labels.len()
-                && s.labels
-                    .iter()
-                    .zip(labels)
-                    .all(|((k1, v1), (k2, v2))| k1 == k2 && v1 == v2)
-        };
-        if let Some(s) = series.iter().find(same) {
-            return s.value.clone();
+        let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        let owned: Vec<(&'static str, String)> =
+            labels.iter().map(|(k, v)| (*k, (*v).to_string())).collect();
+        let key = (name, owned);
+        if let Some(&i) = index.get(&key) {
+            return series[i].value.clone();
         }
         let value = FloatCounter(Arc::new(AtomicU64::new(0f64.to_bits())));
+        index.insert(key.clone(), series.len());
         series.push(Series {
             name,
-            labels: labels.iter().map(|(k, v)| (*k, (*v).to_string())).collect(),
+            labels: key.1,
             value: value.clone(),
         });
         value

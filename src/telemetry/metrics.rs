@@ -7,10 +7,11 @@
 
 use std::sync::{Arc, OnceLock};
 
-use metrics::{Counter, Histogram, Label};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use super::counters::{self, Counters, Layout};
 use super::float::{self, FloatCounter};
+use super::histogram::{self, Histogram};
 use super::names;
 use super::usage::Usage;
 use crate::api::Skip;
@@ -51,6 +52,7 @@ pub enum StatusClass {
 }
 
 impl StatusClass {
+    #[cfg(test)]
     const LABELS: [&'static str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
     pub fn of(status: u16) -> StatusClass {
@@ -70,16 +72,12 @@ impl StatusClass {
 
 /// Handles for one (route, version).
 pub struct VersionMetrics {
-    requests: [Counter; 5],
-    /// By [`AssignmentKind`].
-    assignments: [Counter; 4],
+    /// Requests by status class, assignments, tokens and outcomes: see
+    /// [`VERSION_LAYOUT`].
+    counters: Counters,
     pub duration: Histogram,
     pub ttfb: Histogram,
-    input_tokens: Counter,
-    output_tokens: Counter,
     cost: FloatCounter,
-    /// [source][outcome]: source header|feedback, outcome success|failure.
-    outcomes: [[Counter; 2]; 2],
     /// On a rollout's versions: where outcomes also go, for the judge.
     pub judge: Option<(Arc<RolloutStats>, Role)>,
     /// The labels, for the fleet's feedback index (a record names the
@@ -87,6 +85,48 @@ pub struct VersionMetrics {
     pub route: Arc<str>,
     pub version: Arc<str>,
 }
+
+/// The counters of one (route, version), after its `route` and `version`
+/// labels.
+static VERSION_LAYOUT: Layout = Layout {
+    families: &[
+        (
+            names::REQUESTS_TOTAL,
+            &[
+                "status=\"1xx\"",
+                "status=\"2xx\"",
+                "status=\"3xx\"",
+                "status=\"4xx\"",
+                "status=\"5xx\"",
+            ],
+        ),
+        // By [`AssignmentKind`].
+        (
+            names::ASSIGNMENTS_TOTAL,
+            &[
+                "assignment=\"sticky\"",
+                "assignment=\"unsticky\"",
+                "assignment=\"pinned\"",
+                "assignment=\"session\"",
+            ],
+        ),
+        (names::TOKENS_TOTAL, &["kind=\"input\"", "kind=\"output\""]),
+        // [source][outcome]: source header|feedback, outcome success|failure.
+        (
+            names::OUTCOMES_TOTAL,
+            &[
+                "outcome=\"success\",source=\"header\"",
+                "outcome=\"failure\",source=\"header\"",
+                "outcome=\"success\",source=\"feedback\"",
+                "outcome=\"failure\",source=\"feedback\"",
+            ],
+        ),
+    ],
+};
+const REQUESTS: usize = VERSION_LAYOUT.offset(names::REQUESTS_TOTAL);
+const ASSIGNMENTS: usize = VERSION_LAYOUT.offset(names::ASSIGNMENTS_TOTAL);
+const TOKENS: usize = VERSION_LAYOUT.offset(names::TOKENS_TOTAL);
+const OUTCOMES: usize = VERSION_LAYOUT.offset(names::OUTCOMES_TOTAL);
 
 /// Where a task outcome came from (the `source` label).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,42 +155,12 @@ impl Outcome {
 
 impl VersionMetrics {
     pub fn new(route: &str, version: &str) -> VersionMetrics {
-        let base = [
-            Label::new("route", route.to_string()),
-            Label::new("version", version.to_string()),
-        ];
-        let with = |extra: &[(&'static str, &'static str)]| {
-            let mut labels = base.to_vec();
-            labels.extend(extra.iter().map(|(k, v)| Label::new(*k, *v)));
-            labels
-        };
-        let requests = StatusClass::LABELS
-            .map(|class| metrics::counter!(names::REQUESTS_TOTAL, with(&[("status", class)])));
-        let outcome = |source: &'static str, outcome: &'static str| {
-            metrics::counter!(
-                names::OUTCOMES_TOTAL,
-                with(&[("outcome", outcome), ("source", source)])
-            )
-        };
+        let labels = [("route", route), ("version", version)];
         VersionMetrics {
-            requests,
-            assignments: AssignmentKind::LABELS
-                .map(|a| metrics::counter!(names::ASSIGNMENTS_TOTAL, with(&[("assignment", a)]))),
-            duration: metrics::histogram!(names::REQUEST_DURATION_SECONDS, base.to_vec()),
-            ttfb: metrics::histogram!(names::TIME_TO_FIRST_BYTE_SECONDS, base.to_vec()),
-            input_tokens: metrics::counter!(names::TOKENS_TOTAL, with(&[("kind", "input")])),
-            output_tokens: metrics::counter!(names::TOKENS_TOTAL, with(&[("kind", "output")])),
-            cost: float::registry().counter(
-                names::COST_USD_TOTAL,
-                &[("route", route), ("version", version)],
-            ),
-            outcomes: [
-                [outcome("header", "success"), outcome("header", "failure")],
-                [
-                    outcome("feedback", "success"),
-                    outcome("feedback", "failure"),
-                ],
-            ],
+            counters: counters::registry().block(&VERSION_LAYOUT, &labels),
+            duration: histogram::registry().histogram(names::REQUEST_DURATION_SECONDS, &labels),
+            ttfb: histogram::registry().histogram(names::TIME_TO_FIRST_BYTE_SECONDS, &labels),
+            cost: float::registry().counter(names::COST_USD_TOTAL, &labels),
             judge: None,
             route: route.into(),
             version: version.into(),
@@ -160,12 +170,13 @@ impl VersionMetrics {
     /// Count a request assigned to this version.
     #[inline]
     pub fn assigned(&self, kind: AssignmentKind) {
-        self.assignments[kind as usize].increment(1);
+        self.counters.add(ASSIGNMENTS + kind as usize, 1);
     }
 
     #[inline]
     pub fn request(&self, status: u16) {
-        self.requests[StatusClass::of(status).index()].increment(1);
+        self.counters
+            .add(REQUESTS + StatusClass::of(status).index(), 1);
     }
 
     /// Count tokens and their cost; returns the cost in USD.
@@ -175,8 +186,8 @@ impl VersionMetrics {
         }
         let input = usage.input.unwrap_or(0);
         let output = usage.output.unwrap_or(0);
-        self.input_tokens.increment(input);
-        self.output_tokens.increment(output);
+        self.counters.add(TOKENS, input);
+        self.counters.add(TOKENS + 1, output);
         let usd = cost.usd(input, output);
         self.cost.add(usd);
         Some(usd)
@@ -191,7 +202,7 @@ impl VersionMetrics {
             Outcome::Success => 0,
             Outcome::Failure => 1,
         };
-        self.outcomes[s][o].increment(1);
+        self.counters.add(OUTCOMES + s * 2 + o, 1);
         if let Some((stats, role)) = &self.judge {
             stats.record_outcome(*role, outcome == Outcome::Success);
         }
@@ -201,9 +212,16 @@ impl VersionMetrics {
 /// Handles for one route.
 pub struct RouteMetrics {
     pub overhead: Histogram,
-    refusals_exhausted: Counter,
-    refusals_overload: Counter,
+    /// Refusals by [`RefusalReason`].
+    refusals: Counters,
 }
+
+static ROUTE_LAYOUT: Layout = Layout {
+    families: &[(
+        names::REFUSALS_TOTAL,
+        &["reason=\"exhausted\"", "reason=\"overload\""],
+    )],
+};
 
 /// Why a refusal was served (the `reason` label).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -214,19 +232,21 @@ pub enum RefusalReason {
 
 impl RouteMetrics {
     pub fn new(route: &str) -> RouteMetrics {
-        let refusal = |reason: &'static str| metrics::counter!(names::REFUSALS_TOTAL, "route" => route.to_string(), "reason" => reason);
+        let labels = [("route", route)];
         RouteMetrics {
-            overhead: metrics::histogram!(names::OVERHEAD_SECONDS, "route" => route.to_string()),
-            refusals_exhausted: refusal("exhausted"),
-            refusals_overload: refusal("overload"),
+            overhead: histogram::registry().histogram(names::OVERHEAD_SECONDS, &labels),
+            refusals: counters::registry().block(&ROUTE_LAYOUT, &labels),
         }
     }
 
     pub fn refusal(&self, reason: RefusalReason) {
-        match reason {
-            RefusalReason::Exhausted => self.refusals_exhausted.increment(1),
-            RefusalReason::Overload => self.refusals_overload.increment(1),
-        }
+        self.refusals.add(
+            match reason {
+                RefusalReason::Exhausted => 0,
+                RefusalReason::Overload => 1,
+            },
+            1,
+        );
     }
 }
 
@@ -259,17 +279,32 @@ impl AttemptResult {
 
 /// Handles for one upstream.
 pub struct UpstreamMetrics {
-    results: [Counter; 6],
-    retries_reused: Counter,
+    /// Attempts by [`AttemptResult`], then retries on a reused connection.
+    counters: Counters,
 }
+
+static UPSTREAM_LAYOUT: Layout = Layout {
+    families: &[
+        (
+            names::UPSTREAM_REQUESTS_TOTAL,
+            &[
+                "result=\"ok\"",
+                "result=\"failure_status\"",
+                "result=\"timeout\"",
+                "result=\"connect_error\"",
+                "result=\"rejected\"",
+                "result=\"stream_error\"",
+            ],
+        ),
+        (names::UPSTREAM_RETRIES_TOTAL, &["reason=\"reused_closed\""]),
+    ],
+};
+const RETRIES: usize = UPSTREAM_LAYOUT.offset(names::UPSTREAM_RETRIES_TOTAL);
 
 impl UpstreamMetrics {
     pub fn new(upstream: &str) -> UpstreamMetrics {
         UpstreamMetrics {
-            results: AttemptResult::LABELS.map(|result| {
-                metrics::counter!(names::UPSTREAM_REQUESTS_TOTAL, "upstream" => upstream.to_string(), "result" => result)
-            }),
-            retries_reused: metrics::counter!(names::UPSTREAM_RETRIES_TOTAL, "upstream" => upstream.to_string(), "reason" => "reused_closed"),
+            counters: counters::registry().block(&UPSTREAM_LAYOUT, &[("upstream", upstream)]),
         }
     }
 
@@ -277,12 +312,12 @@ impl UpstreamMetrics {
     /// closed before any response byte (`retry_reused`).
     #[inline]
     pub fn retry_reused(&self) {
-        self.retries_reused.increment(1);
+        self.counters.add(RETRIES, 1);
     }
 
     #[inline]
     pub fn attempt(&self, result: AttemptResult) {
-        self.results[result as usize].increment(1);
+        self.counters.add(result as usize, 1);
     }
 }
 
@@ -307,58 +342,52 @@ impl ShadowResult {
 
 /// Handles for one (route, shadow).
 pub struct ShadowMetrics {
-    results: [Counter; 3],
+    /// Results by [`ShadowResult`], compare results, tokens.
+    counters: Counters,
     pub duration: Histogram,
-    compare: [Counter; 2],
-    input_tokens: Counter,
-    output_tokens: Counter,
     cost: FloatCounter,
 }
 
+static SHADOW_LAYOUT: Layout = Layout {
+    families: &[
+        (
+            names::SHADOW_REQUESTS_TOTAL,
+            &["result=\"ok\"", "result=\"failure\"", "result=\"dropped\""],
+        ),
+        (
+            names::SHADOW_COMPARE_TOTAL,
+            &["result=\"match\"", "result=\"mismatch\""],
+        ),
+        (
+            names::SHADOW_TOKENS_TOTAL,
+            &["kind=\"input\"", "kind=\"output\""],
+        ),
+    ],
+};
+const COMPARE: usize = SHADOW_LAYOUT.offset(names::SHADOW_COMPARE_TOTAL);
+const SHADOW_TOKENS: usize = SHADOW_LAYOUT.offset(names::SHADOW_TOKENS_TOTAL);
+
 impl ShadowMetrics {
     pub fn new(route: &str, shadow: &str) -> ShadowMetrics {
-        let labels = |extra: Option<(&'static str, &'static str)>| {
-            let mut l = vec![
-                Label::new("route", route.to_string()),
-                Label::new("shadow", shadow.to_string()),
-            ];
-            l.extend(extra.map(|(k, v)| Label::new(k, v)));
-            l
-        };
+        let labels = [("route", route), ("shadow", shadow)];
         float::registry().describe(
             names::SHADOW_COST_USD_TOTAL,
             names::SHADOW_COST_USD_TOTAL_HELP,
         );
         ShadowMetrics {
-            results: ShadowResult::LABELS.map(|r| {
-                metrics::counter!(names::SHADOW_REQUESTS_TOTAL, labels(Some(("result", r))))
-            }),
-            duration: metrics::histogram!(names::SHADOW_DURATION_SECONDS, labels(None)),
-            compare: ["match", "mismatch"].map(|r| {
-                metrics::counter!(names::SHADOW_COMPARE_TOTAL, labels(Some(("result", r))))
-            }),
-            input_tokens: metrics::counter!(
-                names::SHADOW_TOKENS_TOTAL,
-                labels(Some(("kind", "input")))
-            ),
-            output_tokens: metrics::counter!(
-                names::SHADOW_TOKENS_TOTAL,
-                labels(Some(("kind", "output")))
-            ),
-            cost: float::registry().counter(
-                names::SHADOW_COST_USD_TOTAL,
-                &[("route", route), ("shadow", shadow)],
-            ),
+            counters: counters::registry().block(&SHADOW_LAYOUT, &labels),
+            duration: histogram::registry().histogram(names::SHADOW_DURATION_SECONDS, &labels),
+            cost: float::registry().counter(names::SHADOW_COST_USD_TOTAL, &labels),
         }
     }
 
     #[inline]
     pub fn result(&self, result: ShadowResult) {
-        self.results[result as usize].increment(1);
+        self.counters.add(result as usize, 1);
     }
 
     pub fn compared(&self, matched: bool) {
-        self.compare[usize::from(!matched)].increment(1);
+        self.counters.add(COMPARE + usize::from(!matched), 1);
     }
 
     /// Count tokens and their cost; returns the cost in USD.
@@ -368,8 +397,8 @@ impl ShadowMetrics {
         }
         let input = usage.input.unwrap_or(0);
         let output = usage.output.unwrap_or(0);
-        self.input_tokens.increment(input);
-        self.output_tokens.increment(output);
+        self.counters.add(SHADOW_TOKENS, input);
+        self.counters.add(SHADOW_TOKENS + 1, output);
         let usd = cost.usd(input, output);
         self.cost.add(usd);
         Some(usd)
@@ -427,8 +456,16 @@ pub fn api_skipped(route: &str, used_by: SkipUse, skip: Skip, n: u64) {
 
 /// Handles for one route's cache results.
 pub struct CacheMetrics {
-    results: [Counter; 3],
+    /// By [`CacheResult`].
+    results: Counters,
 }
+
+static CACHE_LAYOUT: Layout = Layout {
+    families: &[(
+        names::CACHE_REQUESTS_TOTAL,
+        &["result=\"hit\"", "result=\"miss\"", "result=\"bypass\""],
+    )],
+};
 
 /// What the cache did for a request (`x-cutover-cache`, the `result` label).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -453,14 +490,73 @@ impl CacheResult {
 impl CacheMetrics {
     pub fn new(route: &str) -> CacheMetrics {
         CacheMetrics {
-            results: CacheResult::LABELS.map(|r| {
-                metrics::counter!(names::CACHE_REQUESTS_TOTAL, "route" => route.to_string(), "result" => r)
-            }),
+            results: counters::registry().block(&CACHE_LAYOUT, &[("route", route)]),
         }
     }
 
     #[inline]
     pub fn result(&self, result: CacheResult) {
-        self.results[result as usize].increment(1);
+        self.results.add(result as usize, 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The layouts spell out each series' labels: they must be the enums'
+    /// labels in the enums' order, since a handle counts at `enum as usize`.
+    #[test]
+    fn layouts_follow_the_enums() {
+        fn series(layout: &Layout, family: &str) -> Vec<String> {
+            let (_, s) = layout
+                .families
+                .iter()
+                .find(|(n, _)| *n == family)
+                .expect("family");
+            s.iter().map(|x| x.to_string()).collect()
+        }
+        let quoted = |key: &str, labels: &[&str]| -> Vec<String> {
+            labels.iter().map(|l| format!("{key}=\"{l}\"")).collect()
+        };
+        assert_eq!(
+            series(&VERSION_LAYOUT, names::REQUESTS_TOTAL),
+            quoted("status", &StatusClass::LABELS)
+        );
+        assert_eq!(
+            series(&VERSION_LAYOUT, names::ASSIGNMENTS_TOTAL),
+            quoted("assignment", &AssignmentKind::LABELS)
+        );
+        assert_eq!(
+            series(&UPSTREAM_LAYOUT, names::UPSTREAM_REQUESTS_TOTAL),
+            quoted("result", &AttemptResult::LABELS)
+        );
+        assert_eq!(
+            series(&SHADOW_LAYOUT, names::SHADOW_REQUESTS_TOTAL),
+            quoted("result", &ShadowResult::LABELS)
+        );
+        assert_eq!(
+            series(&CACHE_LAYOUT, names::CACHE_REQUESTS_TOTAL),
+            quoted("result", &CacheResult::LABELS)
+        );
+        assert_eq!(StatusClass::of(204).index(), 1);
+    }
+
+    #[test]
+    fn handles_count_into_their_series() {
+        let m = VersionMetrics::new("layout-test", "v1");
+        m.request(503);
+        m.assigned(AssignmentKind::Pinned);
+        m.outcome(OutcomeSource::Feedback, Outcome::Failure);
+        let mut out = String::new();
+        counters::registry().render(&mut out);
+        for line in [
+            "cutover_requests_total{route=\"layout-test\",version=\"v1\",status=\"5xx\"} 1",
+            "cutover_assignments_total{route=\"layout-test\",version=\"v1\",assignment=\"pinned\"} 1",
+            "cutover_outcomes_total{route=\"layout-test\",version=\"v1\",outcome=\"failure\",source=\"feedback\"} 1",
+            "cutover_outcomes_total{route=\"layout-test\",version=\"v1\",outcome=\"success\",source=\"feedback\"} 0",
+        ] {
+            assert!(out.lines().any(|l| l == line), "{line} not in\n{out}");
+        }
     }
 }

@@ -5,8 +5,10 @@
 //! or from closed sets (status class), so no client input can mint a series.
 
 pub mod access_log;
+pub mod counters;
 pub mod feedback;
 pub mod float;
+pub mod histogram;
 pub mod metrics;
 pub mod names;
 pub mod otlp;
@@ -21,11 +23,14 @@ pub use metrics::{
 };
 pub use usage::{Usage, UsageScanner};
 
-/// The whole `/metrics` text: the recorder's series, then the float
-/// counters and the rollout gauges.
+/// The whole `/metrics` text: the recorder's series, then the counter
+/// blocks, the float counters, the latency histograms and the rollout
+/// gauges.
 pub fn render(handle: &metrics_exporter_prometheus::PrometheusHandle) -> String {
     let mut out = handle.render();
+    counters::registry().render(&mut out);
     float::registry().render(&mut out);
+    histogram::registry().render(&mut out);
     rollout_gauges::registry().render(&mut out);
     out
 }

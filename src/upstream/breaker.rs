@@ -47,6 +47,18 @@
 //! on whichever call first observes the clock past the deadline: there is no
 //! background task.
 //!
+//! # Locking
+//!
+//! While closed (the common case) neither admission nor a report takes the
+//! lock: admission reads the published state, and a report of the current
+//! epoch adds to the failure streak and the sliding window, which are
+//! atomics ([`Closed`]), then checks the thresholds. Only a transition
+//! (closed to open, and everything that happens while open or half-open)
+//! takes the per-upstream mutex. A report that races a transition can land
+//! in the counters just after it; the counters are reset when the breaker
+//! closes again, so such a report is at worst counted once in a window the
+//! breaker no longer judges by.
+//!
 //! Every transition starts a new *epoch*. A permit remembers the epoch it was
 //! issued in, and a report from an older epoch is ignored: a long stream
 //! admitted before the breaker opened must not close it again, nor count
@@ -60,7 +72,7 @@
 //! from plain threads, and the crate does not enable tokio's `test-util`.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -212,12 +224,14 @@ pub struct Breaker {
     /// permit carries the old epoch, so its report is ignored, exactly as if
     /// it had been admitted just before the transition.
     snapshot: AtomicU64,
-    /// Everything that changes together on a transition: the state, the
-    /// epoch, the failure streak and the window. A `std::sync::Mutex` rather
-    /// than atomics because a transition updates several fields at once and
-    /// must not tear; it is per upstream, held for a few dozen instructions
-    /// (no allocation, no I/O) and never across an `.await`, so uncontended
-    /// it costs about as much as one atomic read-modify-write.
+    /// The failure streak, the sliding window and the thresholds they are
+    /// judged by: what a report while closed touches, without the lock.
+    closed: Closed,
+    /// Everything that changes together on a transition: the state and the
+    /// epoch. A `std::sync::Mutex` because a transition updates several
+    /// fields at once and must not tear; it is per upstream, held for a few
+    /// dozen instructions (no allocation, no I/O), never across an
+    /// `.await`, and never taken while closed.
     inner: Mutex<Inner>,
 }
 
@@ -241,19 +255,18 @@ impl Breaker {
 
     /// A closed breaker on the given clock.
     pub fn with_clock(cfg: BreakerConfig, max_in_flight: usize, clock: Arc<dyn Clock>) -> Breaker {
-        let now = clock.now();
+        let closed = Closed::new(&cfg, clock.now());
         let inner = Inner {
-            window: Window::new(cfg.window, now),
             cfg,
             state: State::Closed,
             epoch: 0,
-            consecutive: 0,
         };
         Breaker {
             clock,
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(max_in_flight),
             snapshot: AtomicU64::new(inner.packed()),
+            closed,
             inner: Mutex::new(inner),
         }
     }
@@ -309,7 +322,7 @@ impl Breaker {
         let mut inner = self.lock();
         inner.tick(now);
         self.publish(&inner);
-        let (window_requests, window_failures) = inner.window.totals(now);
+        let (window_requests, window_failures) = self.closed.window.totals(now);
         let (half_open_in, probes_in_flight, probes_succeeded) = match inner.state {
             State::Closed => (None, 0, 0),
             State::Open { until } => (Some(until.saturating_duration_since(now)), 0, 0),
@@ -317,7 +330,7 @@ impl Breaker {
         };
         BreakerStatus {
             state: inner.state.coarse(),
-            consecutive_failures: inner.consecutive,
+            consecutive_failures: self.closed.consecutive.load(Ordering::Relaxed),
             window_requests,
             window_failures,
             half_open_in,
@@ -344,15 +357,16 @@ impl Breaker {
         let now = self.clock.now();
         let mut inner = self.lock();
         if inner.cfg.window != cfg.window {
-            inner.window = Window::new(cfg.window, now);
+            self.closed.window.reset(cfg.window, now);
         }
+        self.closed.set_limits(&cfg);
         inner.cfg = cfg;
         // Fewer probes than already passed: nothing would ever report again,
         // so close now rather than wedge half-open.
         if let State::HalfOpen { passed, .. } = inner.state
             && passed >= inner.probes()
         {
-            inner.close(now);
+            inner.close(&self.closed, now);
         }
         self.publish(&inner);
     }
@@ -369,8 +383,30 @@ impl Breaker {
 
     fn report(&self, epoch: u64, probe: bool, outcome: Outcome) {
         let now = self.clock.now();
+        // Closed, and the permit is of this epoch: count without the lock,
+        // and take it only to open.
+        if !probe && self.snapshot.load(Ordering::Acquire) == (epoch << 2) | TAG_CLOSED {
+            let failed = match outcome {
+                Outcome::Success => false,
+                Outcome::Failure => true,
+                Outcome::Abandoned => return,
+            };
+            if self.closed.record(now, failed) {
+                let mut inner = self.lock();
+                // Judged again under the lock: another report may have
+                // opened it (and it may even have closed again) meanwhile.
+                if inner.state == State::Closed
+                    && inner.epoch == epoch
+                    && self.closed.should_open(now)
+                {
+                    inner.open(now);
+                }
+                self.publish(&inner);
+            }
+            return;
+        }
         let mut inner = self.lock();
-        inner.on_report(now, epoch, probe, outcome);
+        inner.on_report(&self.closed, now, epoch, probe, outcome);
         self.publish(&inner);
     }
 }
@@ -484,8 +520,6 @@ struct Inner {
     state: State,
     /// Bumped on every transition; see the module doc.
     epoch: u64,
-    consecutive: u32,
-    window: Window,
 }
 
 impl Inner {
@@ -526,25 +560,28 @@ impl Inner {
         }
     }
 
-    fn on_report(&mut self, now: Instant, epoch: u64, probe: bool, outcome: Outcome) {
+    fn on_report(
+        &mut self,
+        closed: &Closed,
+        now: Instant,
+        epoch: u64,
+        probe: bool,
+        outcome: Outcome,
+    ) {
         self.tick(now);
         if epoch != self.epoch {
             return; // issued before the last transition: stale
         }
         match &mut self.state {
+            // Reports while closed normally take the lock-free path in
+            // `Breaker::report`; this one raced a publication.
             State::Closed => {
                 let failed = match outcome {
                     Outcome::Success => false,
                     Outcome::Failure => true,
                     Outcome::Abandoned => return,
                 };
-                self.window.record(now, failed);
-                self.consecutive = if failed {
-                    self.consecutive.saturating_add(1)
-                } else {
-                    0
-                };
-                if self.should_open(now) {
+                if closed.record(now, failed) {
                     self.open(now);
                 }
             }
@@ -562,24 +599,12 @@ impl Inner {
                     Outcome::Success => {
                         *passed += 1;
                         if *passed >= self.cfg.half_open_probes.max(1) {
-                            self.close(now);
+                            self.close(closed, now);
                         }
                     }
                 }
             }
         }
-    }
-
-    fn should_open(&self, now: Instant) -> bool {
-        if self.consecutive >= self.cfg.consecutive_failures.max(1) {
-            return true;
-        }
-        let (requests, failures) = self.window.totals(now);
-        let min = u64::from(self.cfg.min_requests).max(1);
-        // Division, not `failures >= rate * requests`: both sides are then
-        // the double nearest an exact ratio, so 7 of 100 reaches 0.07
-        // (while 0.07 * 100.0 == 7.000000000000001).
-        requests >= min && failures as f64 / requests as f64 >= self.cfg.failure_rate
     }
 
     fn open(&mut self, now: Instant) {
@@ -593,69 +618,191 @@ impl Inner {
         self.epoch += 1;
     }
 
-    fn close(&mut self, now: Instant) {
+    fn close(&mut self, closed: &Closed, now: Instant) {
+        // Counters first: reports of the new epoch start after `publish`.
+        closed.consecutive.store(0, Ordering::Relaxed);
+        closed.window.reset(self.cfg.window, now);
         self.state = State::Closed;
         self.epoch += 1;
-        self.consecutive = 0;
-        self.window = Window::new(self.cfg.window, now);
+    }
+}
+
+/// What a report while closed touches, all atomics: the failure streak,
+/// the sliding window, and the thresholds (copied from the config, so they
+/// are read without the lock; `set_config` updates them).
+struct Closed {
+    /// Failures in a row; a success resets it.
+    consecutive: AtomicU32,
+    window: AtomicWindow,
+    consecutive_failures: AtomicU32,
+    min_requests: AtomicU32,
+    /// `failure_rate` as `f64` bits.
+    failure_rate: AtomicU64,
+}
+
+impl Closed {
+    fn new(cfg: &BreakerConfig, now: Instant) -> Closed {
+        let closed = Closed {
+            consecutive: AtomicU32::new(0),
+            window: AtomicWindow::new(cfg.window, now),
+            consecutive_failures: AtomicU32::new(0),
+            min_requests: AtomicU32::new(0),
+            failure_rate: AtomicU64::new(0),
+        };
+        closed.set_limits(cfg);
+        closed
+    }
+
+    fn set_limits(&self, cfg: &BreakerConfig) {
+        self.consecutive_failures
+            .store(cfg.consecutive_failures, Ordering::Relaxed);
+        self.min_requests.store(cfg.min_requests, Ordering::Relaxed);
+        self.failure_rate
+            .store(cfg.failure_rate.to_bits(), Ordering::Relaxed);
+    }
+
+    /// Count one completed attempt; returns whether the thresholds are now
+    /// reached (the caller opens the breaker).
+    fn record(&self, now: Instant, failed: bool) -> bool {
+        self.window.record(now, failed);
+        if failed {
+            let _ = self
+                .consecutive
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    Some(n.saturating_add(1))
+                });
+        } else if self.consecutive.load(Ordering::Relaxed) != 0 {
+            // Read first: a streak of zero (nearly always) costs no write to
+            // a line every worker shares.
+            self.consecutive.store(0, Ordering::Relaxed);
+        }
+        self.should_open(now)
+    }
+
+    fn should_open(&self, now: Instant) -> bool {
+        let streak = self.consecutive_failures.load(Ordering::Relaxed).max(1);
+        if self.consecutive.load(Ordering::Relaxed) >= streak {
+            return true;
+        }
+        let (requests, failures) = self.window.totals(now);
+        let min = u64::from(self.min_requests.load(Ordering::Relaxed)).max(1);
+        let rate = f64::from_bits(self.failure_rate.load(Ordering::Relaxed));
+        // Division, not `failures >= rate * requests`: both sides are then
+        // the double nearest an exact ratio, so 7 of 100 reaches 0.07
+        // (while 0.07 * 100.0 == 7.000000000000001).
+        requests >= min && failures as f64 / requests as f64 >= rate
     }
 }
 
 /// Buckets in the sliding window.
 const BUCKETS: usize = 10;
+/// A bucket's word: its tick in the high bits, its count in the low ones.
+const COUNT_BITS: u32 = 24;
+const COUNT_MAX: u64 = (1 << COUNT_BITS) - 1;
+const TICK_MASK: u64 = (1 << (64 - COUNT_BITS)) - 1;
 
 /// A sliding window of `BUCKETS` time buckets of `window / BUCKETS` each,
 /// rotated lazily: a bucket found holding an old tick is reset before use,
 /// and buckets older than the window are left out of the totals. The window
 /// therefore covers between 9/10 and all of `window`.
-struct Window {
-    origin: Instant,
-    width_nanos: u64,
-    buckets: [Bucket; BUCKETS],
+///
+/// Lock-free: each bucket is two words, requests and failures, each
+/// `tick << 24 | count`, updated with a compare-and-swap that either adds
+/// one or, on a new tick, starts the bucket over. Ticks are kept modulo
+/// 2^40 (a bucket untouched for exactly 2^40 bucket widths, 348 years of a
+/// 10 s bucket, would read as current), and a count stops at 2^24 - 1 per
+/// bucket: past 16.7 M attempts in one bucket the rest of that bucket is
+/// not counted, and the bucket keeps judging by the ones it holds.
+struct AtomicWindow {
+    /// The clock's zero: ticks count from `origin` nanoseconds after it.
+    base: Instant,
+    origin: AtomicU64,
+    width_nanos: AtomicU64,
+    requests: [AtomicU64; BUCKETS],
+    failures: [AtomicU64; BUCKETS],
 }
 
-#[derive(Clone, Copy, Default)]
-struct Bucket {
-    tick: u64,
-    requests: u64,
-    failures: u64,
-}
+impl AtomicWindow {
+    fn new(window: Duration, now: Instant) -> AtomicWindow {
+        let w = AtomicWindow {
+            base: now,
+            origin: AtomicU64::new(0),
+            width_nanos: AtomicU64::new(1),
+            requests: std::array::from_fn(|_| AtomicU64::new(0)),
+            failures: std::array::from_fn(|_| AtomicU64::new(0)),
+        };
+        w.reset(window, now);
+        w
+    }
 
-impl Window {
-    fn new(window: Duration, now: Instant) -> Window {
+    /// Start over, empty, with ticks counted from `now` (on closing, and on
+    /// a new window length; both under the breaker's lock).
+    fn reset(&self, window: Duration, now: Instant) {
         let width = u64::try_from(window.as_nanos() / BUCKETS as u128).unwrap_or(u64::MAX);
-        Window {
-            origin: now,
-            width_nanos: width.max(1),
-            buckets: [Bucket::default(); BUCKETS],
+        self.width_nanos.store(width.max(1), Ordering::Relaxed);
+        self.origin.store(self.nanos(now), Ordering::Relaxed);
+        for word in self.requests.iter().chain(&self.failures) {
+            word.store(0, Ordering::Relaxed);
         }
+    }
+
+    fn nanos(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
     }
 
     fn tick(&self, now: Instant) -> u64 {
-        let since = now.saturating_duration_since(self.origin).as_nanos();
-        u64::try_from(since / u128::from(self.width_nanos)).unwrap_or(u64::MAX)
+        let since = self
+            .nanos(now)
+            .saturating_sub(self.origin.load(Ordering::Relaxed));
+        (since / self.width_nanos.load(Ordering::Relaxed)) & TICK_MASK
     }
 
-    fn record(&mut self, now: Instant, failed: bool) {
+    fn record(&self, now: Instant, failed: bool) {
         let t = self.tick(now);
-        let b = &mut self.buckets[(t % BUCKETS as u64) as usize];
-        if b.tick != t {
-            *b = Bucket {
-                tick: t,
-                ..Bucket::default()
-            };
+        let i = (t % BUCKETS as u64) as usize;
+        bump(&self.requests[i], t);
+        if failed {
+            bump(&self.failures[i], t);
         }
-        b.requests += 1;
-        b.failures += u64::from(failed);
     }
 
     /// (requests, failures) in the window ending now.
     fn totals(&self, now: Instant) -> (u64, u64) {
         let t = self.tick(now);
-        self.buckets
-            .iter()
-            .filter(|b| b.tick <= t && t - b.tick < BUCKETS as u64)
-            .fold((0, 0), |(r, f), b| (r + b.requests, f + b.failures))
+        let count = |word: &AtomicU64| {
+            let w = word.load(Ordering::Relaxed);
+            // Older than the window, or (a racing clock read) ahead of now.
+            let age = t.wrapping_sub(w >> COUNT_BITS) & TICK_MASK;
+            if age < BUCKETS as u64 {
+                w & COUNT_MAX
+            } else {
+                0
+            }
+        };
+        let requests = self.requests.iter().map(count).sum();
+        let failures = self.failures.iter().map(count).sum();
+        (requests, failures)
+    }
+}
+
+/// Add one to a bucket word for tick `t`, starting the bucket over when it
+/// still holds an older tick.
+#[inline]
+fn bump(word: &AtomicU64, t: u64) {
+    let mut current = word.load(Ordering::Relaxed);
+    loop {
+        let next = if current >> COUNT_BITS == t {
+            if current & COUNT_MAX == COUNT_MAX {
+                return;
+            }
+            current + 1
+        } else {
+            (t << COUNT_BITS) | 1
+        };
+        match word.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return,
+            Err(seen) => current = seen,
+        }
     }
 }
 
@@ -1100,6 +1247,65 @@ mod tests {
         assert_eq!(s.state.as_gauge(), 1);
         assert_eq!(s.half_open_in, None);
         assert!(b.try_acquire().unwrap().is_probe());
+    }
+
+    #[test]
+    fn the_closed_path_never_takes_the_lock() {
+        let (b, _) = breaker(rate_cfg(), 100);
+        let held = b.inner.lock().expect("lock");
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let worker = {
+            let b = Arc::clone(&b);
+            std::thread::spawn(move || {
+                for i in 0..1000 {
+                    let p = b.try_acquire().expect("admitted while closed");
+                    // One failure in ten: under the 50 % rate, no streak.
+                    if i % 10 == 0 {
+                        p.failure()
+                    } else {
+                        p.success()
+                    }
+                }
+                let _ = done_tx.send(());
+            })
+        };
+        assert!(
+            done.recv_timeout(Duration::from_secs(10)).is_ok(),
+            "admission or a report waited for the lock while closed"
+        );
+        drop(held);
+        worker.join().expect("worker");
+        let s = b.status();
+        assert_eq!(s.state, BreakerState::Closed);
+        assert_eq!((s.window_requests, s.window_failures), (1000, 100));
+    }
+
+    #[test]
+    fn a_full_bucket_stops_counting_and_an_old_one_starts_over() {
+        let word = AtomicU64::new(0);
+        bump(&word, 7);
+        bump(&word, 7);
+        assert_eq!(word.load(Ordering::Relaxed), (7 << COUNT_BITS) | 2);
+        word.store((7 << COUNT_BITS) | COUNT_MAX, Ordering::Relaxed);
+        bump(&word, 7);
+        assert_eq!(word.load(Ordering::Relaxed) & COUNT_MAX, COUNT_MAX);
+        bump(&word, 17);
+        assert_eq!(word.load(Ordering::Relaxed), (17 << COUNT_BITS) | 1);
+    }
+
+    #[test]
+    fn buckets_ahead_of_now_are_not_counted() {
+        // A report that read the clock just before a reset can write a
+        // tick the new window has not reached: it must not count as now.
+        let clock = ManualClock::new();
+        let w = AtomicWindow::new(Duration::from_secs(10), clock.now());
+        clock.advance(Duration::from_secs(3));
+        w.record(clock.now(), true); // tick 3
+        w.reset(Duration::from_secs(10), clock.now());
+        w.failures[5].store((5 << COUNT_BITS) | 9, Ordering::Relaxed);
+        assert_eq!(w.totals(clock.now()), (0, 0));
+        clock.advance(Duration::from_secs(5));
+        assert_eq!(w.totals(clock.now()), (0, 9), "counted once its tick comes");
     }
 
     #[test]

@@ -241,11 +241,31 @@ weight = 100.0
 }
 
 /// A port that was free a moment ago (for configs the real binary reads).
+///
+/// Taken below Linux's ephemeral range (32768-60999), not from port 0:
+/// a port the kernel hands out for `:0` is also the next candidate for an
+/// outgoing connection's source port, so between this call and the
+/// binary's bind another test's client could take it (seen in CI as
+/// "Address already in use"). Each test process walks its own window of
+/// the range, seeded by its pid, and never returns a port twice.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id().wrapping_mul(2_654_435_761)) % SPAN,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000-31999");
 }
 
 /// A self-signed certificate for `localhost` and 127.0.0.1, written as
