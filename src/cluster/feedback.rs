@@ -188,7 +188,7 @@ async fn write_batch(cluster: &Cluster, batch: &[Forwarded]) {
     for r in batch {
         hset.arg(&r.id[..]).arg(encode(
             r.claimed,
-            r.metrics.judge.is_some(),
+            r.metrics.outcome_sink.is_some(),
             at,
             &r.metrics.route,
             &r.metrics.version,

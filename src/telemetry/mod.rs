@@ -17,7 +17,7 @@ pub mod usage;
 
 pub use access_log::{AccessLog, AccessRecord};
 pub use metrics::{
-    AssignmentKind, AttemptResult, CacheMetrics, CacheResult, Outcome, OutcomeSource,
+    AssignmentKind, AttemptResult, CacheMetrics, CacheResult, Outcome, OutcomeSink, OutcomeSource,
     RefusalReason, RouteMetrics, ShadowMetrics, ShadowResult, SkipUse, StatusClass,
     UpstreamMetrics, VersionMetrics, api_skipped, install_recorder,
 };

@@ -18,11 +18,11 @@ use std::time::Duration;
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
+use cutover::clock::{Clock, ManualClock};
 use cutover::config::RolloutConfig;
 use cutover::rollout::controller::{Controller, ReasonKind, State, TickInputs};
 use cutover::rollout::judge::Judgement;
 use cutover::rollout::stats::{LATENCY_BUCKETS, Observation, Role, RolloutStats, bucket_bounds};
-use cutover::upstream::breaker::{Clock, ManualClock};
 
 /// How one version behaves.
 #[derive(Clone, Copy, Debug, PartialEq)]
