@@ -326,3 +326,56 @@ fn spec_silent_feedback_index_figures_match_the_code() {
         "{line}"
     );
 }
+
+/// The README's tour shows keys that exist: its ```toml snippets, put
+/// together in one route (each snippet's bare keys on the route, its
+/// tables after), load without an error or a lint.
+#[test]
+fn the_readme_config_snippets_load_together() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let blocks: Vec<&str> = readme
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .collect();
+    assert!(blocks.len() >= 4, "only {} toml snippets", blocks.len());
+    let (mut keys, mut tables, mut upstreams) = (String::new(), String::new(), BTreeSet::new());
+    for block in &blocks {
+        let at = block
+            .lines()
+            .position(|l| l.starts_with('['))
+            .unwrap_or(block.lines().count());
+        for (i, line) in block.lines().enumerate() {
+            let out = if i < at { &mut keys } else { &mut tables };
+            out.push_str(line);
+            out.push('\n');
+            if let Some(rest) = line.split("upstream = \"").nth(1)
+                && let Some(name) = rest.split('"').next()
+            {
+                upstreams.insert(name.to_string());
+            }
+        }
+    }
+    let mut text = String::from(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[state]\ndir = \"state\"\n",
+    );
+    for (i, name) in upstreams.iter().enumerate() {
+        text.push_str(&format!(
+            "[[upstreams]]\nname = \"{name}\"\nurl = \"http://127.0.0.1:{}\"\n",
+            9000 + i
+        ));
+    }
+    text.push_str("[[routes]]\nname = \"chat\"\nmatch = { path_prefix = \"/v1/\" }\n");
+    text.push_str(&keys);
+    text.push_str(&tables);
+    let env = |_: &str| None;
+    match cutover::config::load_str(&text, Path::new("/tmp/readme/cutover.toml"), &env) {
+        Ok(loaded) => assert!(
+            loaded.warnings.is_empty(),
+            "{:?}\n--- config ---\n{text}",
+            loaded.warnings
+        ),
+        Err(e) => panic!("{e}\n--- config ---\n{text}"),
+    }
+}
