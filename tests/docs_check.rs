@@ -302,7 +302,7 @@ fn anchors_follow_github() {
 /// The feedback-index figures in docs/spec-silent.md are the code's.
 #[test]
 fn spec_silent_feedback_index_figures_match_the_code() {
-    use cutover::telemetry::feedback::{KEPT_AT_LEAST, MAX_IDS};
+    use cutover::telemetry::feedback_index::{KEPT_AT_LEAST, MAX_IDS};
     let page = read("spec-silent.md");
     let line = page
         .lines()

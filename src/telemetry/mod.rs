@@ -6,7 +6,7 @@
 
 pub mod access_log;
 pub mod counters;
-pub mod feedback;
+pub mod feedback_index;
 pub mod float;
 pub mod histogram;
 pub mod metrics;
