@@ -96,7 +96,7 @@ fn head_rewrite(c: &mut Criterion) {
 
 fn feedback_record(c: &mut Criterion) {
     use cutover::telemetry::VersionMetrics;
-    use cutover::telemetry::feedback::FeedbackIndex;
+    use cutover::telemetry::feedback_index::FeedbackIndex;
     use std::sync::Arc;
     let metrics = Arc::new(VersionMetrics::new("chat", "v2"));
     let ids: Vec<String> = (0..4096)

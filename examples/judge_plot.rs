@@ -14,8 +14,13 @@ use std::time::Duration;
 
 use cutover::config::{GatesConfig, RolloutConfig, WeightBps};
 use cutover::rollout::State;
-use cutover::rollout::sim::{self, Arm, Scenario};
+// The tests share this harness; the plot uses only part of it.
+#[allow(dead_code)]
+#[path = "../tests/support/sim.rs"]
+mod sim;
+
 use plotters::prelude::*;
+use sim::{Arm, Scenario};
 
 const RUNS: u64 = 51;
 const BASELINE_FAILURES: f64 = 0.02;

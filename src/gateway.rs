@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::cache::ResponseCache;
 use crate::cluster::Cluster;
-use crate::cluster::feedback::Claim;
+use crate::cluster::fleet_feedback::Claim;
 use crate::cluster::shared_cache::SharedCache;
 use crate::config::{self, Config};
 use crate::proxy::budget::BodyBudget;
@@ -23,7 +23,7 @@ use crate::rollout::route::RolloutStatus;
 use crate::runtime::{Runtime, Shared};
 use crate::shadow::ShadowStates;
 use crate::telemetry::VersionMetrics;
-use crate::telemetry::feedback::{FeedbackError, FeedbackIndex, digest};
+use crate::telemetry::feedback_index::{FeedbackError, FeedbackIndex, digest};
 use crate::telemetry::otlp::Exporter;
 use crate::telemetry::{self, AccessLog};
 use crate::upstream::UpstreamRegistry;

@@ -1,12 +1,11 @@
 //! The operator docs name real metrics, their links resolve, and the
 //! runbook's alert rules are valid Prometheus rules.
 //!
-//! * Every `cutover_*` name in `docs/runbook.md`, `docs/concepts.md`,
-//!   `docs/migration.md` and `docs/configuration.md` is a metric cutover
+//! * Every `cutover_*` name in the pages of [`DOCS`] is a metric cutover
 //!   exports (histograms may carry `_bucket`, `_sum`, `_count`).
-//! * Every relative link in those docs points at a file that exists, and a
-//!   `#fragment` into a markdown file at one of its headings (GitHub's
-//!   anchor rules).
+//! * Every relative link in those pages and in `README.md` points at a file
+//!   that exists, and a `#fragment` into a markdown file at one of its
+//!   headings (GitHub's anchor rules).
 //! * The `yaml` block under "## Alerts" in `docs/runbook.md`, wrapped in a
 //!   rule group, passes `promtool check rules`. Skipped, loudly, where
 //!   promtool is not installed; under `CI=true` that fails instead
@@ -25,6 +24,13 @@ const DOCS: &[&str] = &[
     "migration.md",
     "configuration.md",
     "apis.md",
+    "request-flow.md",
+    "operations.md",
+    "deploying.md",
+    "spec-silent.md",
+    "testing.md",
+    "benchmarks.md",
+    "demo.md",
 ];
 
 /// Words that start like a metric but are not one.
@@ -218,43 +224,64 @@ fn links(text: &str) -> Vec<(usize, String)> {
     out
 }
 
+/// Problems with the relative links of `text`, the file at `page` (shown
+/// as `name`), and how many links were checked.
+fn broken_links(page: &Path, name: &str, text: &str) -> (Vec<String>, usize) {
+    let dir = page.parent().unwrap_or(page);
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for (line, target) in links(text) {
+        if target.contains("://") || target.starts_with("mailto:") {
+            continue;
+        }
+        checked += 1;
+        let (file, fragment) = match target.split_once('#') {
+            Some((f, a)) => (f, Some(a)),
+            None => (target.as_str(), None),
+        };
+        let (path, body) = if file.is_empty() {
+            (page.to_path_buf(), text.to_string())
+        } else {
+            let path = dir.join(file);
+            let body = std::fs::read_to_string(&path).unwrap_or_default();
+            (path, body)
+        };
+        if !path.exists() {
+            problems.push(format!("{name}:{line}: `{target}`: no such file"));
+            continue;
+        }
+        if let Some(fragment) = fragment
+            && path.extension().is_some_and(|x| x == "md")
+            && !anchors(&body).contains(fragment)
+        {
+            problems.push(format!(
+                "{name}:{line}: `{target}`: no heading with that anchor"
+            ));
+        }
+    }
+    (problems, checked)
+}
+
 #[test]
 fn the_docs_links_resolve() {
     let docs_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
     let mut problems = Vec::new();
     let mut checked = 0;
     for doc in DOCS {
-        let text = read(doc);
-        for (line, target) in links(&text) {
-            if target.contains("://") || target.starts_with("mailto:") {
-                continue;
-            }
-            checked += 1;
-            let (file, fragment) = match target.split_once('#') {
-                Some((f, a)) => (f, Some(a)),
-                None => (target.as_str(), None),
-            };
-            let (path, body) = if file.is_empty() {
-                (docs_dir.join(doc), text.clone())
-            } else {
-                let path = docs_dir.join(file);
-                let body = std::fs::read_to_string(&path).unwrap_or_default();
-                (path, body)
-            };
-            if !path.exists() {
-                problems.push(format!("docs/{doc}:{line}: `{target}`: no such file"));
-                continue;
-            }
-            if let Some(fragment) = fragment
-                && path.extension().is_some_and(|x| x == "md")
-                && !anchors(&body).contains(fragment)
-            {
-                problems.push(format!(
-                    "docs/{doc}:{line}: `{target}`: no heading with that anchor"
-                ));
-            }
-        }
+        let (p, n) = broken_links(&docs_dir.join(doc), &format!("docs/{doc}"), &read(doc));
+        problems.extend(p);
+        checked += n;
     }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert!(checked >= 20, "only {checked} links checked");
+}
+
+/// The README is the front door: its links resolve too.
+#[test]
+fn the_readme_links_resolve() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let (problems, checked) = broken_links(&root.join("README.md"), "README.md", &text);
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     assert!(checked >= 20, "only {checked} links checked");
 }
@@ -272,16 +299,15 @@ fn anchors_follow_github() {
     );
 }
 
-/// The README's feedback-index figures are the code's.
+/// The feedback-index figures in docs/spec-silent.md are the code's.
 #[test]
-fn readme_feedback_index_figures_match_the_code() {
-    use cutover::telemetry::feedback::{KEPT_AT_LEAST, MAX_IDS};
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-        .expect("README.md");
-    let line = readme
+fn spec_silent_feedback_index_figures_match_the_code() {
+    use cutover::telemetry::feedback_index::{KEPT_AT_LEAST, MAX_IDS};
+    let page = read("spec-silent.md");
+    let line = page
         .lines()
         .find(|l| l.starts_with("| feedback index |"))
-        .expect("a feedback index row in the README");
+        .expect("a feedback index row in docs/spec-silent.md");
     let grouped = |n: usize| {
         let s = n.to_string();
         let mut out = String::new();
@@ -299,4 +325,57 @@ fn readme_feedback_index_figures_match_the_code() {
         line.contains(&format!("about {} requests a second", KEPT_AT_LEAST / 3600)),
         "{line}"
     );
+}
+
+/// The README's tour shows keys that exist: its ```toml snippets, put
+/// together in one route (each snippet's bare keys on the route, its
+/// tables after), load without an error or a lint.
+#[test]
+fn the_readme_config_snippets_load_together() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let blocks: Vec<&str> = readme
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .collect();
+    assert!(blocks.len() >= 4, "only {} toml snippets", blocks.len());
+    let (mut keys, mut tables, mut upstreams) = (String::new(), String::new(), BTreeSet::new());
+    for block in &blocks {
+        let at = block
+            .lines()
+            .position(|l| l.starts_with('['))
+            .unwrap_or(block.lines().count());
+        for (i, line) in block.lines().enumerate() {
+            let out = if i < at { &mut keys } else { &mut tables };
+            out.push_str(line);
+            out.push('\n');
+            if let Some(rest) = line.split("upstream = \"").nth(1)
+                && let Some(name) = rest.split('"').next()
+            {
+                upstreams.insert(name.to_string());
+            }
+        }
+    }
+    let mut text = String::from(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[state]\ndir = \"state\"\n",
+    );
+    for (i, name) in upstreams.iter().enumerate() {
+        text.push_str(&format!(
+            "[[upstreams]]\nname = \"{name}\"\nurl = \"http://127.0.0.1:{}\"\n",
+            9000 + i
+        ));
+    }
+    text.push_str("[[routes]]\nname = \"chat\"\nmatch = { path_prefix = \"/v1/\" }\n");
+    text.push_str(&keys);
+    text.push_str(&tables);
+    let env = |_: &str| None;
+    match cutover::config::load_str(&text, Path::new("/tmp/readme/cutover.toml"), &env) {
+        Ok(loaded) => assert!(
+            loaded.warnings.is_empty(),
+            "{:?}\n--- config ---\n{text}",
+            loaded.warnings
+        ),
+        Err(e) => panic!("{e}\n--- config ---\n{text}"),
+    }
 }

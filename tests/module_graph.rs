@@ -1,19 +1,27 @@
 //! Imports between the files of `src/` point one way. This reads every
 //! module's source, collects the modules it names through `crate::`,
-//! `super::` and `self::` paths (test modules left out), and fails on any
-//! cycle in the parts of the tree it checks.
+//! `super::` and `self::` paths (test modules and comments left out), and
+//! fails on any cycle in the parts of the tree it checks.
 //!
-//! Run it alone with `cargo test --test module_graph`; it prints every
-//! cycle it finds with the modules in it.
+//! A name re-exported by another module (`pub use stats::RolloutStats;` in
+//! `rollout/mod.rs`, or any `use` a child reaches through `super::`) is
+//! followed to the module that defines it: `use crate::rollout::RolloutStats`
+//! is an import of `rollout::stats`, not of all of `rollout`. A module's
+//! own children and its ancestors are not imports across the tree.
+//!
+//! It checks the whole crate. Run it alone with
+//! `cargo test --test module_graph`; it prints every cycle it finds with
+//! the modules in it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// Module path prefixes whose files must not import each other in a
-/// cycle ("" would be the whole crate).
-const CHECKED: &[&str] = &["proxy"];
+/// cycle ("" is the whole crate).
+const CHECKED: &[&str] = &[""];
 
-/// module path ("proxy::attempt", "" for the crate root) → source text
+/// module path ("proxy::attempt", "" for the crate root) → its code, with
+/// comments, string literals and unit-test modules left out.
 fn modules() -> BTreeMap<String, String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut out = BTreeMap::new();
@@ -42,20 +50,119 @@ fn modules() -> BTreeMap<String, String> {
             if parts.len() == 1 && (parts[0] == "lib" || parts[0] == "main") {
                 parts.clear();
             }
+            // Unit tests may reach anywhere: a `tests.rs` file too.
+            if parts.last().is_some_and(|p| p == "tests") {
+                continue;
+            }
             let text = std::fs::read_to_string(&path).expect("read module");
-            // Unit tests may reach anywhere.
             let text = match text.find("#[cfg(test)]\nmod tests") {
-                Some(at) => text[..at].to_string(),
-                None => text,
+                Some(at) => &text[..at],
+                None => &text,
             };
-            out.insert(parts.join("::"), text);
+            out.insert(parts.join("::"), code(text));
         }
     }
     out
 }
 
-/// The module a path like `super::tap::Taps` names, seen from `from`.
-fn resolve(modules: &BTreeMap<String, String>, from: &str, path: &[&str]) -> Option<String> {
+/// `text` without comments and without the contents of string and char
+/// literals (a path in a doc comment or a message is not an import).
+fn code(text: &str) -> String {
+    let b = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < b.len() {
+        let rest = &b[i..];
+        if rest.starts_with(b"//") {
+            while i < b.len() && b[i] != b'\n' {
+                i += 1;
+            }
+        } else if rest.starts_with(b"/*") {
+            let mut depth = 0;
+            while i < b.len() {
+                if b[i..].starts_with(b"/*") {
+                    depth += 1;
+                    i += 2;
+                } else if b[i..].starts_with(b"*/") {
+                    depth -= 1;
+                    i += 2;
+                    if depth == 0 {
+                        break;
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+            out.push(' ');
+        } else if let Some(hashes) = raw_string_start(b, i) {
+            // r"..." or r#"..."#: skip to the quote and as many hashes.
+            i += 2 + hashes;
+            let close: Vec<u8> = std::iter::once(b'"')
+                .chain(std::iter::repeat_n(b'#', hashes))
+                .collect();
+            while i < b.len() && !b[i..].starts_with(&close) {
+                i += 1;
+            }
+            i += close.len();
+            out.push_str("\"\"");
+        } else if b[i] == b'"' {
+            i += 1;
+            while i < b.len() && b[i] != b'"' {
+                i += if b[i] == b'\\' { 2 } else { 1 };
+            }
+            i += 1;
+            out.push_str("\"\"");
+        } else if b[i] == b'\'' && char_literal_len(&b[i..]).is_some() {
+            i += char_literal_len(&b[i..]).unwrap_or(1);
+            out.push_str("' '");
+        } else {
+            // Whole UTF-8 characters: copy up to the next ASCII byte.
+            let start = i;
+            i += 1;
+            while i < b.len() && !b[i].is_ascii() {
+                i += 1;
+            }
+            out.push_str(&text[start..i]);
+        }
+    }
+    out
+}
+
+/// At `b[i]`, `r"` or `r#…#"` not inside an identifier: the hashes.
+fn raw_string_start(b: &[u8], i: usize) -> Option<usize> {
+    if b[i] != b'r' || (i > 0 && (b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_')) {
+        return None;
+    }
+    let hashes = b[i + 1..].iter().take_while(|&&c| c == b'#').count();
+    (b.get(i + 1 + hashes) == Some(&b'"')).then_some(hashes)
+}
+
+/// The length of a char literal at the start of `b` (`'a'`, `'\n'`,
+/// `'\u{1F600}'`, `'é'`), or `None` for a lifetime.
+fn char_literal_len(b: &[u8]) -> Option<usize> {
+    if b.get(1) == Some(&b'\\') {
+        let end = b[2..].iter().position(|&c| c == b'\'')?;
+        return Some(end + 3);
+    }
+    let width = match b.get(1)? {
+        c if *c < 0x80 => 1,
+        c if *c >= 0xF0 => 4,
+        c if *c >= 0xE0 => 3,
+        _ => 2,
+    };
+    (b.get(1 + width) == Some(&b'\'')).then_some(width + 2)
+}
+
+/// The module a path like `super::tap::Taps` names, seen from `from`, and
+/// the segments after it (`["Taps"]`). A path that does not start with
+/// `crate`, `super` or `self` names another crate, or a child of `from`
+/// when `bare` is set (a `use` inside `from`).
+fn resolve<'p>(
+    modules: &BTreeMap<String, String>,
+    from: &str,
+    path: &'p [&'p str],
+    bare: bool,
+) -> Option<(String, &'p [&'p str])> {
     let mut base: Vec<&str> = if from.is_empty() {
         Vec::new()
     } else {
@@ -74,6 +181,13 @@ fn resolve(modules: &BTreeMap<String, String>, from: &str, path: &[&str]) -> Opt
                 rest = &rest[1..];
             }
         }
+        first if bare => {
+            let mut child = base.clone();
+            child.push(first);
+            if !modules.contains_key(&child.join("::")) {
+                return None;
+            }
+        }
         _ => return None,
     }
     // The longest prefix that is a module of its own.
@@ -81,11 +195,159 @@ fn resolve(modules: &BTreeMap<String, String>, from: &str, path: &[&str]) -> Opt
         let mut m = base.clone();
         m.extend_from_slice(&rest[..n]);
         let m = m.join("::");
-        modules.contains_key(&m).then_some(m)
+        modules.contains_key(&m).then_some((m, &rest[n..]))
     })
 }
 
+/// The paths a use tree brings in (`a::{b, c::d as e}` → `a::b` as `b`,
+/// `a::c::d` as `e`), each with the name it binds. Globs are left out.
+fn use_tree(tree: &str) -> Vec<(Vec<String>, String)> {
+    fn parse(
+        tokens: &[String],
+        at: &mut usize,
+        prefix: &[String],
+        out: &mut Vec<(Vec<String>, String)>,
+    ) {
+        let mut path = prefix.to_vec();
+        while *at < tokens.len() {
+            match tokens[*at].as_str() {
+                "{" => {
+                    *at += 1;
+                    while *at < tokens.len() && tokens[*at] != "}" {
+                        parse(tokens, at, &path, out);
+                        if tokens.get(*at).is_some_and(|t| t == ",") {
+                            *at += 1;
+                        }
+                    }
+                    *at += 1;
+                    return;
+                }
+                "::" => *at += 1,
+                "*" => {
+                    *at += 1;
+                    return;
+                }
+                "," | "}" => break,
+                "as" => {
+                    *at += 1;
+                    if let (Some(alias), false) = (tokens.get(*at), path.is_empty()) {
+                        out.push((path.clone(), alias.clone()));
+                    }
+                    *at += 1;
+                    return;
+                }
+                "self" if !path.is_empty() => {
+                    // `a::{self}` binds `a`.
+                    *at += 1;
+                    if tokens.get(*at).is_some_and(|t| t == "as") {
+                        continue;
+                    }
+                    if let Some(last) = path.last() {
+                        out.push((path.clone(), last.clone()));
+                    }
+                    return;
+                }
+                name => {
+                    path.push(name.to_string());
+                    *at += 1;
+                }
+            }
+        }
+        if path.len() > prefix.len()
+            && let Some(last) = path.last()
+        {
+            out.push((path.clone(), last.clone()));
+        }
+    }
+    let mut tokens = Vec::new();
+    let mut word = String::new();
+    let mut chars = tree.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_alphanumeric() || c == '_' {
+            word.push(c);
+            continue;
+        }
+        if !word.is_empty() {
+            tokens.push(std::mem::take(&mut word));
+        }
+        match c {
+            ':' if chars.peek() == Some(&':') => {
+                chars.next();
+                tokens.push("::".into());
+            }
+            '{' | '}' | ',' | '*' => tokens.push(c.to_string()),
+            _ => {}
+        }
+    }
+    if !word.is_empty() {
+        tokens.push(word);
+    }
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < tokens.len() {
+        parse(&tokens, &mut at, &[], &mut out);
+        at += 1;
+    }
+    out
+}
+
+/// The `use` declarations of a module's code, as use trees.
+fn uses(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(at) = text[from..].find("use ") {
+        let at = from + at;
+        from = at + 4;
+        let word_start =
+            at == 0 || !text[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_');
+        if !word_start {
+            continue;
+        }
+        if let Some(end) = text[from..].find(';') {
+            out.push(&text[from..from + end]);
+        }
+    }
+    out
+}
+
+/// (module, name it binds by `use`) → the module the name comes from.
+fn bindings(modules: &BTreeMap<String, String>) -> BTreeMap<(String, String), String> {
+    let mut out = BTreeMap::new();
+    for (name, text) in modules {
+        for tree in uses(text) {
+            for (path, bound) in use_tree(tree) {
+                let path: Vec<&str> = path.iter().map(String::as_str).collect();
+                if let Some((target, _)) = resolve(modules, name, &path, true)
+                    && target != *name
+                {
+                    out.insert((name.clone(), bound), target);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Follow `module::first` through `use` bindings to where it is defined.
+fn defining(
+    bindings: &BTreeMap<(String, String), String>,
+    mut module: String,
+    rest: &[&str],
+) -> String {
+    let Some(first) = rest.first() else {
+        return module;
+    };
+    for _ in 0..16 {
+        match bindings.get(&(module.clone(), (*first).to_string())) {
+            Some(next) => module = next.clone(),
+            None => break,
+        }
+    }
+    module
+}
+
 fn edges(modules: &BTreeMap<String, String>) -> BTreeMap<String, BTreeSet<String>> {
+    let bindings = bindings(modules);
     let mut graph = BTreeMap::new();
     for (name, text) in modules {
         let mut to = BTreeSet::new();
@@ -105,7 +367,7 @@ fn edges(modules: &BTreeMap<String, String>) -> BTreeMap<String, BTreeSet<String
                 .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
                 .map_or(text.len(), |e| i + e);
             let path: Vec<&str> = text[i..end].split("::").filter(|s| !s.is_empty()).collect();
-            let mut targets = vec![resolve(modules, name, &path)];
+            let mut paths = vec![path.clone()];
             if text[end..].starts_with('{')
                 && let Some(close) = text[end..].find('}')
             {
@@ -115,13 +377,17 @@ fn edges(modules: &BTreeMap<String, String>) -> BTreeMap<String, BTreeSet<String
                     if !first.is_empty() && first != "self" {
                         let mut p = path.clone();
                         p.push(first);
-                        targets.push(resolve(modules, name, &p));
+                        paths.push(p);
                     }
                 }
             }
-            for t in targets.into_iter().flatten() {
-                // A module's own children and its ancestors (re-exports
-                // through `mod.rs`) are not imports across the tree.
+            for p in &paths {
+                let Some((t, rest)) = resolve(modules, name, p, false) else {
+                    continue;
+                };
+                let t = defining(&bindings, t, rest);
+                // A module's own children and its ancestors (`mod.rs`)
+                // are not imports across the tree.
                 let child = t.starts_with(&format!("{name}::"));
                 let ancestor = name.starts_with(&format!("{t}::")) || t.is_empty();
                 if t != *name && !child && !ancestor {
@@ -205,7 +471,15 @@ fn checked(module: &str) -> bool {
 #[test]
 fn no_import_cycle_between_modules() {
     let modules = modules();
-    assert!(modules.contains_key("proxy::pipeline"), "src/ was read");
+    for m in [
+        "proxy::pipeline",
+        "runtime",
+        "runtime::target",
+        "shadow",
+        "clock",
+    ] {
+        assert!(modules.contains_key(m), "src/ was read: {m} is missing");
+    }
     let graph = edges(&modules);
     let bad: Vec<_> = cycles(&graph)
         .into_iter()
@@ -225,5 +499,42 @@ fn the_checker_finds_a_cycle() {
     assert_eq!(
         cycles(&graph),
         vec![vec!["a".to_string(), "b".to_string(), "c".to_string()]]
+    );
+}
+
+#[test]
+fn comments_and_strings_are_not_imports() {
+    let mut modules = BTreeMap::new();
+    modules.insert(
+        "a".to_string(),
+        code("//! see `crate::b`\nuse crate::c::X; /* crate::b */ const S: &str = \"crate::b\";\nfn f<'a>(x: &'a str) -> char { 'b' }"),
+    );
+    modules.insert("b".to_string(), "use crate::a::Y;".to_string());
+    modules.insert("c".to_string(), String::new());
+    let graph = edges(&modules);
+    assert_eq!(graph["a"], BTreeSet::from(["c".to_string()]));
+    assert!(cycles(&graph).is_empty());
+}
+
+#[test]
+fn a_reexported_name_is_an_import_of_the_module_that_defines_it() {
+    let mut modules = BTreeMap::new();
+    modules.insert(
+        "r".to_string(),
+        "pub use stats::{Role, RolloutStats as Stats};\nuse crate::t::Handle;".to_string(),
+    );
+    modules.insert("r::stats".to_string(), String::new());
+    modules.insert("r::registry".to_string(), "use super::Handle;".to_string());
+    modules.insert("t".to_string(), "pub use m::{Metrics};".to_string());
+    modules.insert("t::m".to_string(), "use crate::r::Stats;".to_string());
+    let graph = edges(&modules);
+    assert_eq!(graph["t::m"], BTreeSet::from(["r::stats".to_string()]));
+    assert_eq!(graph["r::registry"], BTreeSet::from(["t".to_string()]));
+    assert!(cycles(&graph).is_empty());
+    // t::m → r::stats, and r::stats → t::m: a cycle.
+    modules.insert("r::stats".to_string(), "use crate::t::Metrics;".to_string());
+    assert_eq!(
+        cycles(&edges(&modules)),
+        vec![vec!["r::stats".to_string(), "t::m".to_string()]]
     );
 }

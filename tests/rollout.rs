@@ -234,9 +234,11 @@ async fn a_healthy_canary_walks_every_step_to_promoted() {
         ),
         Some(100.0)
     );
-    // The state was persisted.
-    let saved =
-        std::fs::read_to_string(dir.path().join(format!("{ROUTE}.json"))).expect("state file");
+    // The state was persisted (off the tick, on a blocking thread).
+    let file = dir.path().join(format!("{ROUTE}.json"));
+    let read = || std::fs::read_to_string(&file).unwrap_or_default();
+    eventually(Duration::from_secs(3), || read().contains("promoted")).await;
+    let saved = read();
     assert!(saved.contains("promoted"), "{saved}");
 }
 
@@ -352,7 +354,14 @@ async fn pinned_requests_are_not_judged() {
         r.bytes().await.expect("body");
     }
     assert_eq!(canary.stats().requests(), 30);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // All 30 are written up (counted, and judged or not, in one step).
+    wait_metric(
+        &proxy,
+        "cutover_requests_total",
+        &[("route", ROUTE), ("version", "v2"), ("status", "2xx")],
+        30.0,
+    )
+    .await;
     let r = rollout_of(&proxy).await;
     assert_eq!(
         r["canary"]["requests"], 0,

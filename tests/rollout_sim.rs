@@ -6,9 +6,12 @@
 use std::time::Duration;
 
 use cutover::config::{GatesConfig, RollbackConfig, RolloutConfig, ShadowFirstConfig, WeightBps};
-use cutover::rollout::judge::{GateName, Judge, Verdict};
-use cutover::rollout::sim::{self, Arm, RunResult, Scenario};
+use cutover::rollout::judge::{GateName, GateVerdict, Judge};
+#[path = "support/sim.rs"]
+mod sim;
+
 use cutover::rollout::{ReasonKind, State, VersionSnapshot};
+use sim::{Arm, RunResult, Scenario};
 
 /// SPEC §2's example rollout, with a 10 s interval so that a rollout is a
 /// few hundred simulated seconds.
@@ -132,7 +135,7 @@ fn aa_at_a_zero_margin_stays_within_alpha_where_peeking_does_not() {
                 v.requests += 100;
                 v.failures += sim::binomial(&mut rng, 100, 0.02);
             }
-            if !ours_failed && judge.judge(&b, &c, false).verdict() == Verdict::Fail {
+            if !ours_failed && judge.judge(&b, &c, false).verdict() == GateVerdict::Fail {
                 ours_failed = true;
             }
             let (pb, pc) = (
@@ -234,9 +237,9 @@ fn too_little_traffic_stays_inconclusive() {
         );
         assert!(r.path.is_empty());
         let j = r.last_judgement.unwrap_or_default();
-        assert_eq!(j.verdict(), Verdict::Inconclusive);
+        assert_eq!(j.verdict(), GateVerdict::Inconclusive);
         let gate = j.gates.iter().find(|g| g.gate == GateName::ErrorRateMargin);
-        assert_eq!(gate.map(|g| g.verdict), Some(Verdict::Inconclusive));
+        assert_eq!(gate.map(|g| g.verdict), Some(GateVerdict::Inconclusive));
         assert!(
             r.canary_requests_on_stage >= 200,
             "{}",

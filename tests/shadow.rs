@@ -65,6 +65,27 @@ async fn post(
     req.send().await.expect("request")
 }
 
+/// Wait until no mirror of `route` is in flight. A request takes its
+/// mirrors' slots before its own answer is sent, and a mirror gives its
+/// slot back once the shadow has answered it: with every client answered,
+/// zero in flight means every mirror has reached its shadow.
+async fn mirrors_settled(proxy: &Proxy, route: &str) {
+    let url = format!("{}/status", proxy.admin_url());
+    let settled = eventually_async(Duration::from_secs(5), || async {
+        let status: serde_json::Value = match client().get(&url).send().await {
+            Ok(r) => r.json().await.unwrap_or_default(),
+            Err(_) => return false,
+        };
+        status["routes"]
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["name"] == route))
+            .and_then(|r| r["shadows"].as_array())
+            .is_some_and(|s| s.iter().all(|s| s["in_flight"] == 0))
+    })
+    .await;
+    assert!(settled, "mirrors of {route} still in flight");
+}
+
 async fn shadow_requests(mock: &MockHandle, want: u64) {
     assert!(
         eventually(Duration::from_secs(5), || mock.stats().requests() >= want).await,
@@ -416,7 +437,7 @@ max_in_flight = 256
         }
         assert_eq!(sent, 100);
         // Let the mirrors land before reading the set.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        mirrors_settled(&proxy, "sticky").await;
         let after = shadow.stats().requests();
         let got: Vec<String> = mirrored_users((after - before) as usize);
         let set: HashSet<String> = got.into_iter().collect();
@@ -447,7 +468,7 @@ max_in_flight = 256
     for u in &users {
         post(&proxy, "/sticky/x", CHAT, &[("x-user-id", u)]).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    mirrors_settled(&proxy, "sticky").await;
     let count = (shadow.stats().requests() - before) as usize;
     let wider: HashSet<String> = mirrored_users(count).into_iter().collect();
     assert!(
@@ -586,8 +607,24 @@ deps = { prompt = "support@3" }
     assert_eq!(r.status(), StatusCode::OK);
     r.bytes().await.expect("body");
     shadow_requests(&shadow, 1).await;
-    // The shadow line is written once its comparison is done.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The shadow line is written once its comparison is done (and the
+    // drain waits for the mirror to end).
+    let metrics_url = format!("http://127.0.0.1:{admin}/metrics");
+    let compared = eventually_async(Duration::from_secs(5), || async {
+        let Ok(r) = client().get(&metrics_url).send().await else {
+            return false;
+        };
+        let text = r.text().await.unwrap_or_default();
+        ["match", "mismatch"].iter().any(|result| {
+            metric(
+                &text,
+                SHADOW_COMPARE,
+                &[("route", "logged"), ("shadow", "v3"), ("result", result)],
+            ) == Some(1.0)
+        })
+    })
+    .await;
+    assert!(compared, "the shadow's comparison did not end");
     bin.signal("TERM");
     let (status, out) = tokio::task::spawn_blocking(move || {
         let status = bin.wait_timeout(Duration::from_secs(10));

@@ -159,7 +159,9 @@ async fn request_and_attempt_spans_reach_the_collector() {
 async fn unsampled_traces_are_not_exported() {
     let (endpoint, got) = collector().await;
     let a = healthy_backend("a").await;
-    let proxy = start_proxy(&traced(&a.url(), &endpoint, 0.0)).await;
+    // A route of its own: the metrics are shared by the tests in this process.
+    let toml = traced(&a.url(), &endpoint, 0.0).replace("name = \"chat\"", "name = \"unsampled\"");
+    let proxy = start_proxy(&toml).await;
     for _ in 0..5 {
         let resp = client()
             .post(format!("{}/v1/chat/completions", proxy.url()))
@@ -168,7 +170,17 @@ async fn unsampled_traces_are_not_exported() {
             .await
             .expect("response");
         assert_eq!(resp.status(), 200);
+        resp.bytes().await.expect("body");
     }
+    // The five are written up, so any span of theirs is queued before the
+    // next request's: the exporter sends its queue in order.
+    wait_metric(
+        &proxy,
+        "cutover_requests_total",
+        &[("route", "unsampled"), ("version", "v1"), ("status", "2xx")],
+        5.0,
+    )
+    .await;
     // A caller's sampled flag still wins over the ratio.
     let resp = client()
         .post(format!("{}/v1/chat/completions", proxy.url()))
@@ -181,14 +193,18 @@ async fn unsampled_traces_are_not_exported() {
         .await
         .expect("response");
     assert_eq!(resp.status(), 200);
+    // Its request and attempt spans arrived: whatever was queued before
+    // them has been sent too.
+    let exported = |name: &str| {
+        spans(&got.lock().expect("lock"))
+            .iter()
+            .any(|s| s["name"] == name && s["traceId"] == "4bf92f3577b34da6a3ce929d0e0e4736")
+    };
     assert!(
-        eventually(Duration::from_secs(5), || !spans(
-            &got.lock().expect("lock")
-        )
-        .is_empty())
+        eventually(Duration::from_secs(5), || exported("cutover.request")
+            && exported("cutover.attempt"))
         .await
     );
-    tokio::time::sleep(Duration::from_millis(1500)).await;
     let all = spans(&got.lock().expect("lock"));
     let requests: Vec<_> = all
         .iter()

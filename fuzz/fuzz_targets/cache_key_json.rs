@@ -4,7 +4,7 @@
 //! that is not nested past the limit) is canonicalised, not keyed raw.
 #![no_main]
 
-use cutover::cache::key::{MAX_DEPTH, canonical_json_bytes};
+use cutover::cache::canonical::{MAX_DEPTH, canonical_json_bytes};
 use cutover::cache::{KeyInput, cache_key, is_deterministic};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;

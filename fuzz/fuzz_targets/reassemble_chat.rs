@@ -8,7 +8,7 @@
 
 use bytes::Bytes;
 use cutover::api;
-use cutover::shadow::compare::{Capture, Verdict, compare_at, json_eq};
+use cutover::shadow::compare::{Capture, PointerMatch, compare_at, json_eq};
 use cutover_fuzz::pieces;
 use http::HeaderValue;
 use libfuzzer_sys::fuzz_target;
@@ -32,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
         if let Some(doc) = &one {
             assert!(json_eq(doc, doc));
             for pointer in ["", "/choices/0/message/content", "/usage", "/id"] {
-                assert_eq!(compare_at(pointer, doc, doc), Verdict::Match);
+                assert_eq!(compare_at(pointer, doc, doc), PointerMatch::Match);
             }
         }
     }

@@ -3,7 +3,7 @@
 //! which side is the primary never changes a verdict.
 #![no_main]
 
-use cutover::shadow::compare::{Verdict, compare, compare_at, json_eq};
+use cutover::shadow::compare::{PointerMatch, compare, compare_at, json_eq};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
@@ -19,16 +19,16 @@ fuzz_target!(|data: &[u8]| {
     let a = serde_json::from_slice::<Value>(a).ok();
     let b = serde_json::from_slice::<Value>(b).ok();
     let pointers = [pointer.to_string()];
-    let forward: Vec<Verdict> = compare(&pointers, a.as_ref(), b.as_ref())
+    let forward: Vec<PointerMatch> = compare(&pointers, a.as_ref(), b.as_ref())
         .map(|(_, v)| v)
         .collect();
-    let backward: Vec<Verdict> = compare(&pointers, b.as_ref(), a.as_ref())
+    let backward: Vec<PointerMatch> = compare(&pointers, b.as_ref(), a.as_ref())
         .map(|(_, v)| v)
         .collect();
     assert_eq!(forward, backward, "not symmetric");
     for doc in [&a, &b].into_iter().flatten() {
         assert!(json_eq(doc, doc));
-        assert_eq!(compare_at(pointer, doc, doc), Verdict::Match);
+        assert_eq!(compare_at(pointer, doc, doc), PointerMatch::Match);
     }
     if let (Some(a), Some(b)) = (&a, &b) {
         assert_eq!(json_eq(a, b), json_eq(b, a));

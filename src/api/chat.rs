@@ -36,7 +36,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::usage::{Usage, classify};
+use super::tokens::{Usage, classify};
 use super::{Api, Document, Read, Skip, Unreadable, index_of, sse};
 
 // ---- usage ----

@@ -33,7 +33,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::usage::{InputOutput, Usage, classify};
+use super::tokens::{InputOutput, Usage, classify};
 use super::{Api, Document, Read, Skip, Unreadable, index_of, sse};
 
 /// The event types of the Messages stream.

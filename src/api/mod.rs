@@ -27,6 +27,7 @@ pub mod chat;
 pub mod messages;
 pub mod responses;
 pub mod sse;
+pub mod tokens;
 pub mod usage;
 
 use serde_json::Value;

@@ -37,7 +37,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::messages::render_events;
-use super::usage::{InputOutput, Usage, classify};
+use super::tokens::{InputOutput, Usage, classify};
 use super::{Api, Document, Read, Skip, Unreadable, index_of, sse};
 
 // ---- usage ----

@@ -6,8 +6,8 @@
 //! flows, and only `data:` lines that mention `"usage"` are parsed (one
 //! SIMD search per frame decides; most frames carry no usage at all).
 //!
-//! Where the counts sit is each API's knowledge ([`super::chat`],
-//! [`super::responses`], [`super::messages`]):
+//! Where the counts sit is each API's knowledge (`api::chat`,
+//! `api::responses`, `api::messages`):
 //!
 //! | API | JSON | stream |
 //! |---|---|---|
@@ -27,6 +27,8 @@ use bytes::Bytes;
 use http::HeaderValue;
 use serde::Deserialize;
 
+pub use super::tokens::Usage;
+use super::tokens::{InputOutput, classify};
 use super::{Api, Skip};
 
 /// A JSON body larger than this is not searched (its frames are released).
@@ -35,52 +37,6 @@ const MAX_JSON: usize = 1024 * 1024;
 const MAX_LINE: usize = 256 * 1024;
 
 const USAGE_KEY: &[u8] = b"\"usage\"";
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Usage {
-    pub input: Option<u64>,
-    pub output: Option<u64>,
-}
-
-impl Usage {
-    pub fn is_empty(&self) -> bool {
-        self.input.is_none() && self.output.is_none()
-    }
-
-    /// Take the fields `other` has: the last value seen wins.
-    fn merge(&mut self, other: Usage) {
-        if other.input.is_some() {
-            self.input = other.input;
-        }
-        if other.output.is_some() {
-            self.output = other.output;
-        }
-    }
-}
-
-/// The `usage` object of Responses and Anthropic Messages.
-#[derive(Deserialize)]
-pub(super) struct InputOutput {
-    input_tokens: Option<u64>,
-    output_tokens: Option<u64>,
-}
-
-impl From<InputOutput> for Usage {
-    fn from(u: InputOutput) -> Usage {
-        Usage {
-            input: u.input_tokens,
-            output: u.output_tokens,
-        }
-    }
-}
-
-/// A parse error as a skip reason: broken JSON, or JSON of another shape.
-pub(super) fn classify(e: &serde_json::Error) -> Skip {
-    match e.classify() {
-        serde_json::error::Category::Data => Skip::WrongShape,
-        _ => Skip::Malformed,
-    }
-}
 
 /// Usage of a path that names no API: any of the three shapes.
 mod generic {

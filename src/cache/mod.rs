@@ -1,15 +1,23 @@
 //! The version-aware response cache (SPEC §6).
 //!
-//! * [`key`]: the cache key, a blake3 hash over a canonical, length-prefixed
-//!   encoding of everything that can change the upstream's answer (route,
-//!   version and its deps, `set_json`, method, path, query, body, `vary`
-//!   headers), plus the bypass predicates. Pure, no I/O.
+//! * [`key`]: the cache key, a blake3 hash over a length-prefixed encoding
+//!   of everything that can change the upstream's answer (route, version
+//!   and its deps, `set_json`, method, path, query, body, `vary` headers).
+//!   Pure, no I/O.
+//! * [`canonical`]: the canonical JSON the key encodes bodies and tables in.
+//! * [`bypass`]: when a request skips the cache (`Cache-Control`,
+//!   `deterministic_only`).
 //! * [`store`]: the shared moka store, weighted by bytes, the fill that
 //!   collects a response as it streams, and the lock that coalesces
 //!   identical misses.
+//! * [`entry`]: a stored response, which the store keeps and the shared
+//!   tier writes.
 //! * [`shared`]: the fleet's second tier (`cache.shared`), as a trait the
 //!   store calls; its Redis side is `crate::cluster::shared_cache`.
 
+pub mod bypass;
+pub mod canonical;
+pub mod entry;
 pub mod key;
 pub mod shared;
 pub mod store;
@@ -18,10 +26,8 @@ use std::time::Duration;
 
 use http::HeaderName;
 
-pub use key::{
-    CacheKey, KeyInput, KeyPrefix, RequestInput, bypass_requested, cache_key, cache_key_with,
-    is_deterministic,
-};
+pub use bypass::{bypass_requested, is_deterministic};
+pub use key::{CacheKey, KeyInput, KeyPrefix, RequestInput, cache_key, cache_key_with};
 pub use store::{
     CacheStatus, Entry, Fill, FillGuard, Flight, FlightEvent, FlightHead, Follow, Lock,
     ResponseCache,

@@ -15,8 +15,8 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use http::HeaderValue;
 
+use super::entry::Entry;
 use super::key::CacheKey;
-use super::store::Entry;
 
 /// An answer found in the shared tier.
 pub struct SharedEntry {

@@ -40,6 +40,7 @@ use http::HeaderValue;
 use moka::Expiry;
 use tokio::sync::{Notify, mpsc};
 
+pub use super::entry::Entry;
 use super::key::CacheKey;
 use super::shared::SharedTier;
 
@@ -55,24 +56,6 @@ const GROW_BY_DOUBLING: usize = 256 * 1024;
 /// Coalescing locks are sharded by the key's first byte, so unrelated
 /// misses never contend on one mutex.
 const LOCK_SHARDS: usize = 16;
-
-/// A stored response.
-#[derive(Debug)]
-pub struct Entry {
-    pub content_type: Option<HeaderValue>,
-    /// The upstream that produced it (`x-cutover-upstream` on a hit).
-    pub upstream: Arc<str>,
-    pub upstream_header: HeaderValue,
-    pub body: Bytes,
-    ttl: Duration,
-}
-
-impl Entry {
-    /// The route's ttl it was stored with.
-    pub fn ttl(&self) -> Duration {
-        self.ttl
-    }
-}
 
 struct PerEntryTtl;
 

@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 
+use crate::eval::model::Price;
 use crate::eval::progress::Progress;
 use crate::eval::run::{Endpoint, RunOptions};
-use crate::eval::score::{self, Price, Thresholds};
-use crate::eval::{self, Baseline, Plan, golden, report};
+use crate::eval::score::{self, Thresholds};
+use crate::eval::{self, Baseline, Plan, golden, junit, model, text};
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -186,7 +187,7 @@ pub fn run(args: Args) -> u8 {
         drop(client);
         report
     });
-    print!("{}", report::render(&report));
+    print!("{}", text::render(&report));
 
     let mut code = if report.passed {
         super::EXIT_OK
@@ -206,7 +207,7 @@ pub fn run(args: Args) -> u8 {
         }
     }
     if let Some(path) = &outputs.junit
-        && let Err(e) = std::fs::write(path, report::junit(&report))
+        && let Err(e) = std::fs::write(path, junit::render(&report))
     {
         eprintln!("error: --junit {}: cannot write it ({e})", path.display());
         code = super::EXIT_USAGE;
@@ -257,7 +258,7 @@ fn plan(args: Args) -> Result<(Plan, Outputs), String> {
         endpoint.headers = headers;
         Some(Baseline::Live(endpoint))
     } else if let Some(path) = args.baseline_report {
-        let (url, cases) = report::load_saved(&path)
+        let (url, cases) = model::load_saved(&path)
             .map_err(|e| format!("error: --baseline-report {}: {e}", path.display()))?;
         Some(Baseline::Saved { path, url, cases })
     } else {

@@ -169,8 +169,8 @@ pub fn sum<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
     use crate::rollout::stats::{Observation, Role, RolloutStats};
-    use crate::upstream::breaker::ManualClock;
     use std::sync::Arc;
     use std::time::Duration;
 

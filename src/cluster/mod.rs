@@ -14,7 +14,7 @@
 //!   acting on the rollout documents.
 //! * [`sync`]: the loop every `sync_interval`: lease, read, adopt, push,
 //!   sum, judge (the leader), commit.
-//! * [`feedback`]: the request-id index in Redis (SPEC §7's hour).
+//! * [`fleet_feedback`]: the request-id index in Redis (SPEC §7's hour).
 //! * [`shared_cache`]: the second cache tier (`cache.shared`).
 //! * [`status`]: what `/status` shows under `cluster`.
 //!
@@ -22,8 +22,8 @@
 
 pub mod client;
 pub mod counts;
-pub mod feedback;
 pub mod fleet;
+pub mod fleet_feedback;
 pub mod keys;
 pub mod lease;
 pub mod shared_cache;
@@ -53,7 +53,7 @@ pub struct Cluster {
     /// the same name pushes under a new field, so its earlier counts stay.
     pub incarnation: String,
     pub health: Health,
-    pub feedback: feedback::FleetFeedback,
+    pub feedback: fleet_feedback::FleetFeedback,
     /// (route, seq) of unreadable documents already warned about.
     warned: Mutex<Vec<(String, u64)>>,
 }
@@ -70,7 +70,7 @@ impl Cluster {
         let keys = Keys::new(&config.name);
         let incarnation: u32 = rand::random();
         Ok(Arc::new(Cluster {
-            feedback: feedback::FleetFeedback::new(),
+            feedback: fleet_feedback::FleetFeedback::new(),
             config: config.clone(),
             keys,
             redis,

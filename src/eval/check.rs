@@ -66,7 +66,7 @@ pub struct Failure {
 
 /// The verdict on one case.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Verdict {
+pub struct CheckResult {
     pub failures: Vec<Failure>,
     /// `Some` when the case has a `json_schema` expectation.
     pub schema_valid: Option<bool>,
@@ -75,14 +75,14 @@ pub struct Verdict {
     pub excerpt: String,
 }
 
-impl Verdict {
+impl CheckResult {
     pub fn passed(&self) -> bool {
         self.failures.is_empty()
     }
 }
 
 /// Check one case; `cap` is the `--max-body` limit, named in failures.
-pub fn check(case: &Case, response: &Response, cap: usize, excerpt_len: usize) -> Verdict {
+pub fn check(case: &Case, response: &Response, cap: usize, excerpt_len: usize) -> CheckResult {
     let expect = &case.expect;
     let mut failures = Vec::new();
     let has_schema = expect.json_schema.is_some();
@@ -117,7 +117,7 @@ pub fn check(case: &Case, response: &Response, cap: usize, excerpt_len: usize) -
         }),
     }
     if !failures.is_empty() {
-        return Verdict {
+        return CheckResult {
             failures,
             schema_valid: has_schema.then_some(false),
             excerpt: excerpt(&String::from_utf8_lossy(&response.body), excerpt_len),
@@ -147,7 +147,7 @@ pub fn check(case: &Case, response: &Response, cap: usize, excerpt_len: usize) -
                 api.final_event()
             ),
         });
-        return Verdict {
+        return CheckResult {
             failures,
             schema_valid: has_schema.then_some(false),
             excerpt: excerpt(&text, excerpt_len),
@@ -236,7 +236,7 @@ pub fn check(case: &Case, response: &Response, cap: usize, excerpt_len: usize) -
         });
     }
 
-    Verdict {
+    CheckResult {
         failures,
         schema_valid,
         excerpt: excerpt(&text, excerpt_len),
@@ -369,7 +369,7 @@ mod tests {
 
     const CHAT: &str = r#"{"object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"I can't \"refund\" that, caf\u00e9"}}],"usage":{"prompt_tokens":3,"completion_tokens":5}}"#;
 
-    fn kinds(v: &Verdict) -> Vec<&'static str> {
+    fn kinds(v: &CheckResult) -> Vec<&'static str> {
         v.failures.iter().map(|f| f.kind.as_str()).collect()
     }
 

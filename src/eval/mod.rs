@@ -10,24 +10,27 @@
 //! * [`check`]: each case's expectations against what came back (streams
 //!   reassembled first);
 //! * [`score`]: summaries, target-vs-baseline deltas, thresholds;
-//! * [`report`]: the table, the JSON report, JUnit;
+//! * [`model`]: the JSON report's data model, which scoring fills in and
+//!   the renderers read: [`text`] (the table) and [`junit`];
 //! * [`progress`]: a bar on a terminal, plain lines otherwise.
 
 pub mod check;
 pub mod golden;
+pub mod junit;
+pub mod model;
 pub mod progress;
-pub mod report;
 pub mod run;
 pub mod score;
+pub mod text;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use golden::GoldenSet;
+use model::{CaseReport, Price, Report, Settings, Side};
 use progress::Progress;
-use report::{CaseReport, Report, Settings, Side};
 use run::{Endpoint, RunOptions};
-use score::{Price, Thresholds};
+use score::Thresholds;
 
 /// Characters of each response kept in the report.
 const EXCERPT_CHARS: usize = 500;
@@ -152,7 +155,7 @@ pub async fn execute(plan: &Plan, client: &run::EvalClient, progress: &Progress)
         baseline.as_ref().map(|b| &b.summary),
     );
     Report {
-        schema_version: report::SCHEMA_VERSION,
+        schema_version: model::SCHEMA_VERSION,
         tool: format!("cutover {}", env!("CARGO_PKG_VERSION")),
         golden: plan.golden_arg.clone(),
         started_at,

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::check::Verdict;
+use super::check::CheckResult;
 use super::golden::Case;
 use super::run::Response;
 
@@ -40,7 +40,7 @@ impl Progress {
         }
     }
 
-    pub fn done(&self, side: &str, case: &Case, response: &Response, verdict: &Verdict) {
+    pub fn done(&self, side: &str, case: &Case, response: &Response, verdict: &CheckResult) {
         let outcome = if verdict.passed() {
             "PASS".to_owned()
         } else {

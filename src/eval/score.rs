@@ -7,66 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-use super::report::CaseReport;
-
-/// Prices in USD per million tokens (`--cost IN,OUT`).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Price {
-    pub input_per_mtok: f64,
-    pub output_per_mtok: f64,
-}
-
-impl Price {
-    /// `"2.5,10"` → input 2.5, output 10 USD per million tokens.
-    pub fn parse(text: &str) -> Result<Price, String> {
-        let hint = "expected INPUT_PER_MTOK,OUTPUT_PER_MTOK in USD per million tokens, e.g. 2.5,10";
-        let (input, output) = text
-            .split_once(',')
-            .ok_or_else(|| format!("{text:?}: {hint}"))?;
-        let number = |s: &str| match s.trim().parse::<f64>() {
-            Ok(n) if n.is_finite() && n >= 0.0 => Ok(n),
-            _ => Err(format!("{text:?}: {:?} is not a price; {hint}", s.trim())),
-        };
-        Ok(Price {
-            input_per_mtok: number(input)?,
-            output_per_mtok: number(output)?,
-        })
-    }
-
-    /// USD for one response's usage; a missing side counts as zero tokens.
-    pub fn cost(&self, input: Option<u64>, output: Option<u64>) -> f64 {
-        (input.unwrap_or(0) as f64 * self.input_per_mtok
-            + output.unwrap_or(0) as f64 * self.output_per_mtok)
-            / 1_000_000.0
-    }
-}
-
-/// One side's numbers. Rates are fractions (0..1); `None` where there is
-/// nothing to measure (no schema case, no latency, no usage, no price).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Summary {
-    pub cases: usize,
-    pub passed: usize,
-    pub failed: usize,
-    /// Cases with no complete response (refused, reset, timed out).
-    pub errors: usize,
-    pub pass_rate: f64,
-    /// Cases with a `json_schema` expectation, and how many validated.
-    pub schema_cases: usize,
-    pub schema_valid: usize,
-    pub schema_compliance: Option<f64>,
-    /// Cases with a latency (complete, or timed out at their limit).
-    pub latency_cases: usize,
-    pub p50_latency_ms: Option<f64>,
-    pub p95_latency_ms: Option<f64>,
-    /// Cases whose response carried a usage block.
-    pub usage_cases: usize,
-    pub input_tokens_per_request: Option<f64>,
-    pub output_tokens_per_request: Option<f64>,
-    pub cost_per_request_usd: Option<f64>,
-}
+use super::model::{CaseReport, Comparison, Deltas, Price, Summary, ThresholdResult, UsageReport};
 
 pub fn summarize(cases: &[CaseReport], price: Option<Price>) -> Summary {
     let passed = cases.iter().filter(|c| c.passed).count();
@@ -80,7 +21,7 @@ pub fn summarize(cases: &[CaseReport], price: Option<Price>) -> Summary {
     latencies.sort_by(f64::total_cmp);
     let usages: Vec<_> = cases.iter().filter_map(|c| c.usage).collect();
     let n_usage = usages.len();
-    let mean = |f: &dyn Fn(&super::report::UsageReport) -> Option<u64>| {
+    let mean = |f: &dyn Fn(&UsageReport) -> Option<u64>| {
         let values: Vec<u64> = usages.iter().filter_map(f).collect();
         (!values.is_empty()).then(|| values.iter().sum::<u64>() as f64 / values.len() as f64)
     };
@@ -132,31 +73,6 @@ fn round6(x: f64) -> f64 {
 }
 fn round9(x: f64) -> f64 {
     (x * 1e9).round() / 1e9
-}
-
-/// Target minus baseline.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Deltas {
-    pub pass_rate: f64,
-    pub schema_compliance: Option<f64>,
-    pub p50_latency_ms: Option<f64>,
-    pub p95_latency_ms: Option<f64>,
-    pub input_tokens_per_request: Option<f64>,
-    pub output_tokens_per_request: Option<f64>,
-    pub cost_per_request_usd: Option<f64>,
-}
-
-/// How the target compares with the baseline, overall and case by case.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Comparison {
-    pub deltas: Deltas,
-    /// Passed on the baseline, fail on the target.
-    pub regressions: Vec<String>,
-    /// Failed on the baseline, pass on the target.
-    pub fixed: Vec<String>,
-    /// Case ids only one side has (a saved report from another golden set).
-    pub only_in_target: Vec<String>,
-    pub only_in_baseline: Vec<String>,
 }
 
 pub fn compare(
@@ -220,20 +136,6 @@ pub struct Thresholds {
     pub max_pass_rate_drop: Option<f64>,
     pub max_p95_latency: Option<Duration>,
     pub max_cost_per_request: Option<f64>,
-}
-
-/// One threshold's verdict. `limit` and `value` are in the threshold's
-/// unit: fractions for rates, milliseconds, USD.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ThresholdResult {
-    /// The flag without dashes: `min-pass-rate`, `max-pass-rate-drop`,
-    /// `max-p95-latency`, `max-cost-per-request`.
-    pub name: String,
-    pub limit: f64,
-    /// `None` when it could not be measured (which breaks the threshold).
-    pub value: Option<f64>,
-    pub ok: bool,
-    pub detail: String,
 }
 
 /// Floating error must not break a threshold that holds exactly.
@@ -341,7 +243,6 @@ pub fn parse_usd(text: &str) -> Result<f64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eval::report::UsageReport;
 
     fn case(id: &str, passed: bool, latency: Option<f64>, usage: Option<(u64, u64)>) -> CaseReport {
         CaseReport {

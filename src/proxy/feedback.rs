@@ -21,7 +21,7 @@ use super::body::ProxyBody;
 use super::ctx::Ctx;
 use super::request_body::{BodyLimits, read_bounded};
 use super::respond::{local, ok_json, overloaded, rejected_body};
-use crate::telemetry::feedback::FeedbackError;
+use crate::telemetry::feedback_index::FeedbackError;
 use crate::telemetry::{Outcome, OutcomeSource};
 
 /// Feedback bodies are tiny; anything larger is not feedback.

@@ -23,7 +23,7 @@ use crate::api::Api;
 use crate::gateway::Gateway;
 use crate::rollout::{Observation, Role};
 use crate::runtime::Runtime;
-use crate::shadow::compare::{self, Capture, Verdict};
+use crate::shadow::compare::{self, Capture, PointerMatch};
 use crate::shadow::{MirrorSlot, PrimaryAnswer, Shadow};
 use crate::telemetry::{
     AccessRecord, AttemptResult, ShadowResult, SkipUse, Usage, UsageScanner, api_skipped,
@@ -160,7 +160,7 @@ async fn run(mut job: Job) {
         // not complete (refused, aborted), and there is nothing to compare.
         if let Ok(primary) = primary.await {
             let matched = compare::compare(&shadow.compare, primary.as_deref(), document.as_ref())
-                .all(|(_, v)| v == Verdict::Match);
+                .all(|(_, v)| v == PointerMatch::Match);
             shadow.record_compare(matched);
             compared = if matched { "match" } else { "mismatch" };
         }

@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{RollbackConfig, RolloutConfig, ShadowFirstConfig, WeightBps};
-use crate::rollout::judge::{GateName, Judge, Judgement, Verdict};
+use crate::rollout::judge::{GateName, GateVerdict, Judge, Judgement};
 use crate::rollout::stats::{VersionSnapshot, WindowSnapshot};
 
 /// A stage that judges the canary against the baseline.
@@ -469,7 +469,7 @@ impl Controller {
         if let Some(reason) = failed {
             return Some(self.rollback(now, reason));
         }
-        if verdict != Verdict::Pass || matches!(self.state, State::Paused { .. }) {
+        if verdict != GateVerdict::Pass || matches!(self.state, State::Paused { .. }) {
             return None;
         }
         let (least_time, least_requests) = match (stage, &self.plan.shadow_first) {
@@ -673,7 +673,7 @@ mod tests {
         let w = World::healthy();
         // Gates pass at once, but the interval has not elapsed.
         assert_eq!(c.tick(t0 + Duration::from_secs(30), &w.inputs()), None);
-        assert_eq!(c.judgement().map(|j| j.verdict()), Some(Verdict::Pass));
+        assert_eq!(c.judgement().map(|j| j.verdict()), Some(GateVerdict::Pass));
         let t = c.tick(t0 + Duration::from_secs(60), &w.inputs());
         assert_eq!(t.as_ref().map(|t| &t.to), Some(&State::Canary { step: 1 }));
         assert_eq!(t.map(|t| t.stage_changed), Some(true));

@@ -10,8 +10,9 @@
 //!   `tick` once a second, `act` for the operator's actions.
 //! * [`persist`]: `state.dir/<route>.json`, atomic write, restore at start.
 //! * [`webhook`]: a JSON event per transition, never blocking the tick.
-//! * [`sim`]: synthetic traffic on a manual clock, for the tests and the
-//!   plot in `docs/judge.md`.
+//!
+//! The simulation that proves the judge (synthetic traffic on a manual
+//! clock) is test support: `tests/support/sim.rs`.
 //!
 //! `docs/judge.md` explains the method and how to wire these together.
 
@@ -21,7 +22,6 @@ pub mod judge;
 pub mod persist;
 pub mod registry;
 pub mod route;
-pub mod sim;
 pub mod stats;
 pub mod webhook;
 
@@ -29,6 +29,6 @@ pub use controller::{
     Action, Cause, Controller, NotAllowed, ReasonKind, RollbackReason, Stage, State, TickInputs,
     Transition,
 };
-pub use judge::{GateName, GateResult, Judge, Judgement, Verdict};
+pub use judge::{GateName, GateResult, GateVerdict, Judge, Judgement};
 pub use route::{ReplicaFigures, RolloutStatus, RouteRollout};
 pub use stats::{Observation, Role, RolloutStats, StepSummary, VersionSnapshot, WindowSnapshot};

@@ -15,6 +15,7 @@ use std::time::SystemTime;
 
 use http::Uri;
 
+use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, RouteConfig, WeightBps};
 use crate::rollout::controller::{Action, Cause, Controller, NotAllowed, State, Transition};
 use crate::rollout::fleet::{FleetCounts, FleetDoc, FleetLink};
@@ -23,7 +24,6 @@ use crate::rollout::route::{RolloutStatus, RouteRollout};
 use crate::rollout::stats::{RolloutStats, VersionSnapshot, WindowSnapshot};
 use crate::rollout::webhook::{WebhookOptions, WebhookSender};
 use crate::telemetry::{names, rollout_gauges};
-use crate::upstream::breaker::{Clock, SystemClock};
 
 /// What a compiled generation needs from a route's rollout.
 #[derive(Clone)]

@@ -12,6 +12,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
+use crate::clock::Clock;
 use crate::config::{Deps, RolloutConfig, WeightBps};
 use crate::rollout::controller::{Action, Controller, NotAllowed, State, TickInputs, Transition};
 use crate::rollout::fleet::{FleetCounts, FleetDoc, FleetLink, FleetLinkView, unix_ms};
@@ -19,7 +20,6 @@ use crate::rollout::judge::Judgement;
 use crate::rollout::persist::{self, PersistError, PersistedState};
 use crate::rollout::stats::{RolloutStats, StepSummary, VersionSnapshot};
 use crate::rollout::webhook::WebhookEvent;
-use crate::upstream::breaker::Clock;
 
 /// What `/status` shows for a route's rollout.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -467,9 +467,9 @@ fn webhook(cfg: &RolloutConfig) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
     use crate::config::{GatesConfig, RollbackConfig};
     use crate::rollout::stats::{Observation, Role};
-    use crate::upstream::breaker::ManualClock;
     use std::time::Duration;
 
     fn cfg() -> RolloutConfig {

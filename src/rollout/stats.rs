@@ -34,7 +34,8 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
-use crate::upstream::breaker::Clock;
+use crate::clock::Clock;
+use crate::telemetry::{Outcome, OutcomeSink};
 
 /// Histogram buckets per octave (power of two): each bucket spans at most
 /// 1/16 = 6.25 % of its lower edge, so a quantile read from bucket edges is
@@ -567,10 +568,24 @@ impl WindowSnapshot {
     }
 }
 
+/// One judged version's outcomes, as its [`crate::telemetry::VersionMetrics`]
+/// sees them: each goes to the rollout's statistics under the version's role.
+pub struct JudgedOutcomes {
+    pub stats: Arc<RolloutStats>,
+    pub role: Role,
+}
+
+impl OutcomeSink for JudgedOutcomes {
+    fn outcome(&self, outcome: Outcome) {
+        self.stats
+            .record_outcome(self.role, outcome == Outcome::Success);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upstream::breaker::ManualClock;
+    use crate::clock::ManualClock;
 
     fn ok(ms: u64) -> Observation {
         Observation {

@@ -163,15 +163,15 @@ pub fn reassemble_sse(body: &[u8]) -> Option<Value> {
 
 /// The outcome of comparing one pointer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub enum PointerMatch {
     Match,
     Mismatch,
 }
 
 /// Compare `primary` and `shadow` at each JSON pointer (RFC 6901), in order.
 ///
-/// * the value absent on both sides: [`Verdict::Match`];
-/// * absent on one side only: [`Verdict::Mismatch`];
+/// * the value absent on both sides: [`PointerMatch::Match`];
+/// * absent on one side only: [`PointerMatch::Mismatch`];
 /// * present on both: `Match` when equal as JSON values ([`json_eq`]).
 ///
 /// A `None` document (the body was not comparable: overflowed, not JSON, a
@@ -182,22 +182,22 @@ pub fn compare<'a>(
     pointers: &'a [String],
     primary: Option<&'a Value>,
     shadow: Option<&'a Value>,
-) -> impl Iterator<Item = (&'a str, Verdict)> + 'a {
+) -> impl Iterator<Item = (&'a str, PointerMatch)> + 'a {
     pointers.iter().map(move |pointer| {
         let verdict = match (primary, shadow) {
             (Some(primary), Some(shadow)) => compare_at(pointer, primary, shadow),
-            _ => Verdict::Mismatch,
+            _ => PointerMatch::Mismatch,
         };
         (pointer.as_str(), verdict)
     })
 }
 
 /// Compare two comparable documents at one pointer.
-pub fn compare_at(pointer: &str, primary: &Value, shadow: &Value) -> Verdict {
+pub fn compare_at(pointer: &str, primary: &Value, shadow: &Value) -> PointerMatch {
     match (primary.pointer(pointer), shadow.pointer(pointer)) {
-        (None, None) => Verdict::Match,
-        (Some(a), Some(b)) if json_eq(a, b) => Verdict::Match,
-        _ => Verdict::Mismatch,
+        (None, None) => PointerMatch::Match,
+        (Some(a), Some(b)) if json_eq(a, b) => PointerMatch::Match,
+        _ => PointerMatch::Mismatch,
     }
 }
 

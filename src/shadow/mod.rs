@@ -15,7 +15,7 @@ use std::time::Duration;
 use crate::config::{ShadowConfig, WeightBps};
 use crate::rollout::RolloutStats;
 use crate::routing::{self, split};
-use crate::runtime::Target;
+use crate::runtime::target::Target;
 use crate::telemetry::{ShadowMetrics, ShadowResult};
 
 /// The primary's answer as one JSON document (`None`: not comparable),

@@ -16,7 +16,6 @@ use super::names;
 use super::usage::Usage;
 use crate::api::Skip;
 use crate::config::Cost;
-use crate::rollout::{Role, RolloutStats};
 
 /// Install the Prometheus recorder once per process and return its handle.
 /// Later calls (tests run several servers in one process) share it.
@@ -70,6 +69,13 @@ impl StatusClass {
     }
 }
 
+/// Where a version's task outcomes go besides its counters: on a rollout's
+/// versions, the judge's statistics. The rollout implements it, so
+/// telemetry does not import the rollout.
+pub trait OutcomeSink: Send + Sync {
+    fn outcome(&self, outcome: Outcome);
+}
+
 /// Handles for one (route, version).
 pub struct VersionMetrics {
     /// Requests by status class, assignments, tokens and outcomes: see
@@ -79,7 +85,7 @@ pub struct VersionMetrics {
     pub ttfb: Histogram,
     cost: FloatCounter,
     /// On a rollout's versions: where outcomes also go, for the judge.
-    pub judge: Option<(Arc<RolloutStats>, Role)>,
+    pub outcome_sink: Option<Arc<dyn OutcomeSink>>,
     /// The labels, for the fleet's feedback index (a record names the
     /// version that served it, so another replica can count it).
     pub route: Arc<str>,
@@ -161,7 +167,7 @@ impl VersionMetrics {
             duration: histogram::registry().histogram(names::REQUEST_DURATION_SECONDS, &labels),
             ttfb: histogram::registry().histogram(names::TIME_TO_FIRST_BYTE_SECONDS, &labels),
             cost: float::registry().counter(names::COST_USD_TOTAL, &labels),
-            judge: None,
+            outcome_sink: None,
             route: route.into(),
             version: version.into(),
         }
@@ -203,8 +209,8 @@ impl VersionMetrics {
             Outcome::Failure => 1,
         };
         self.counters.add(OUTCOMES + s * 2 + o, 1);
-        if let Some((stats, role)) = &self.judge {
-            stats.record_outcome(*role, outcome == Outcome::Success);
+        if let Some(sink) = &self.outcome_sink {
+            sink.outcome(outcome);
         }
     }
 }

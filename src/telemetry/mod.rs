@@ -6,7 +6,7 @@
 
 pub mod access_log;
 pub mod counters;
-pub mod feedback;
+pub mod feedback_index;
 pub mod float;
 pub mod histogram;
 pub mod metrics;
@@ -17,7 +17,7 @@ pub mod usage;
 
 pub use access_log::{AccessLog, AccessRecord};
 pub use metrics::{
-    AssignmentKind, AttemptResult, CacheMetrics, CacheResult, Outcome, OutcomeSource,
+    AssignmentKind, AttemptResult, CacheMetrics, CacheResult, Outcome, OutcomeSink, OutcomeSource,
     RefusalReason, RouteMetrics, ShadowMetrics, ShadowResult, SkipUse, StatusClass,
     UpstreamMetrics, VersionMetrics, api_skipped, install_recorder,
 };

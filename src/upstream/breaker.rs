@@ -66,72 +66,19 @@
 //!
 //! # Clock
 //!
-//! The clock is injected as an `Arc<dyn Clock>`: [`SystemClock`] in
-//! production, [`ManualClock`] in tests. We do not use tokio's paused time
-//! because the breaker is synchronous (it never awaits), must be testable
-//! from plain threads, and the crate does not enable tokio's `test-util`.
+//! The clock is injected as an `Arc<dyn Clock>` ([`crate::clock`]):
+//! [`SystemClock`] in production, a `ManualClock` in tests. We do not use
+//! tokio's paused time because the breaker is synchronous (it never
+//! awaits), must be testable from plain threads, and the crate does not
+//! enable tokio's `test-util`.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::clock::{Clock, SystemClock};
 use crate::config::BreakerConfig;
-
-/// A source of monotonic time, injected so tests control it.
-pub trait Clock: Send + Sync {
-    fn now(&self) -> Instant;
-}
-
-/// The real clock: `std::time::Instant::now()`.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> Instant {
-        Instant::now()
-    }
-}
-
-/// A clock that only moves when told to. Clones share the same time.
-#[derive(Clone, Debug)]
-pub struct ManualClock {
-    base: Instant,
-    /// Nanoseconds advanced since `base`.
-    offset_nanos: Arc<AtomicU64>,
-}
-
-impl ManualClock {
-    pub fn new() -> ManualClock {
-        ManualClock {
-            base: Instant::now(),
-            offset_nanos: Arc::new(AtomicU64::new(0)),
-        }
-    }
-
-    /// Moves the clock forward by `d`.
-    pub fn advance(&self, d: Duration) {
-        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        let _ = self
-            .offset_nanos
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                Some(n.saturating_add(nanos))
-            });
-    }
-}
-
-impl Default for ManualClock {
-    fn default() -> Self {
-        ManualClock::new()
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> Instant {
-        let offset = Duration::from_nanos(self.offset_nanos.load(Ordering::Acquire));
-        self.base.checked_add(offset).unwrap_or(self.base)
-    }
-}
 
 /// The coarse state, for the `cutover_breaker_state` gauge and `/status`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -809,6 +756,7 @@ fn bump(word: &AtomicU64, t: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
 
     fn cfg() -> BreakerConfig {
         BreakerConfig {

@@ -13,7 +13,7 @@ fn ptrs(list: &[&str]) -> Vec<String> {
     list.iter().map(|p| (*p).to_owned()).collect()
 }
 
-fn verdicts(pointers: &[&str], a: Option<&Value>, b: Option<&Value>) -> Vec<Verdict> {
+fn verdicts(pointers: &[&str], a: Option<&Value>, b: Option<&Value>) -> Vec<PointerMatch> {
     let pointers = ptrs(pointers);
     compare(&pointers, a, b).map(|(_, v)| v).collect()
 }
@@ -57,11 +57,11 @@ fn equal_and_different_values_at_a_pointer() {
     let p = ["/choices/0/message/content", "/choices/0/message"];
     assert_eq!(
         verdicts(&p, Some(&a), Some(&b)),
-        [Verdict::Match, Verdict::Match]
+        [PointerMatch::Match, PointerMatch::Match]
     );
     assert_eq!(
         verdicts(&p, Some(&a), Some(&c)),
-        [Verdict::Mismatch, Verdict::Mismatch]
+        [PointerMatch::Mismatch, PointerMatch::Mismatch]
     );
 }
 
@@ -71,10 +71,17 @@ fn pointer_absent_on_both_is_a_match_on_one_a_mismatch() {
     let b = json!({"x": 1, "y": null});
     assert_eq!(
         verdicts(&["/z", "/y", "/x"], Some(&a), Some(&b)),
-        [Verdict::Match, Verdict::Mismatch, Verdict::Match]
+        [
+            PointerMatch::Match,
+            PointerMatch::Mismatch,
+            PointerMatch::Match
+        ]
     );
     // Absent on the primary side only, too.
-    assert_eq!(verdicts(&["/y"], Some(&b), Some(&a)), [Verdict::Mismatch]);
+    assert_eq!(
+        verdicts(&["/y"], Some(&b), Some(&a)),
+        [PointerMatch::Mismatch]
+    );
 }
 
 #[test]
@@ -87,16 +94,16 @@ fn tool_call_name_pointer() {
     let p = ["/choices/0/message/tool_calls/0/function/name"];
     assert_eq!(
         verdicts(&p, Some(&call("search")), Some(&call("search"))),
-        [Verdict::Match]
+        [PointerMatch::Match]
     );
     assert_eq!(
         verdicts(&p, Some(&call("search")), Some(&call("lookup"))),
-        [Verdict::Mismatch]
+        [PointerMatch::Mismatch]
     );
     let no_tools = json!({"choices": [{"message": {"content": "hi"}}]});
     assert_eq!(
         verdicts(&p, Some(&call("search")), Some(&no_tools)),
-        [Verdict::Mismatch]
+        [PointerMatch::Mismatch]
     );
 }
 
@@ -113,14 +120,14 @@ fn numbers_compare_by_value_and_keys_in_any_order() {
     assert!(!json_eq(&json!([1]), &json!([1, 2])));
     assert!(!json_eq(&json!({"a": 1}), &json!({"a": 1, "b": 2})));
     assert!(!json_eq(&json!({"a": 1, "b": 2}), &json!({"a": 1})));
-    assert_eq!(verdicts(&[""], Some(&a), Some(&b)), [Verdict::Match]);
+    assert_eq!(verdicts(&[""], Some(&a), Some(&b)), [PointerMatch::Match]);
 }
 
 #[test]
 fn an_uncomparable_document_makes_every_pointer_a_mismatch() {
     let a = json!({"x": 1});
     let p = ["/x", "/absent"];
-    let all_mismatch = [Verdict::Mismatch, Verdict::Mismatch];
+    let all_mismatch = [PointerMatch::Mismatch, PointerMatch::Mismatch];
     assert_eq!(verdicts(&p, Some(&a), None), all_mismatch);
     assert_eq!(verdicts(&p, None, Some(&a)), all_mismatch);
     assert_eq!(verdicts(&p, None, None), all_mismatch);
@@ -131,8 +138,11 @@ fn compare_names_each_pointer_in_order() {
     let a = json!({"x": 1, "y": 2});
     let b = json!({"x": 1, "y": 3});
     let pointers = ptrs(&["/y", "/x"]);
-    let got: Vec<(&str, Verdict)> = compare(&pointers, Some(&a), Some(&b)).collect();
-    assert_eq!(got, [("/y", Verdict::Mismatch), ("/x", Verdict::Match)]);
+    let got: Vec<(&str, PointerMatch)> = compare(&pointers, Some(&a), Some(&b)).collect();
+    assert_eq!(
+        got,
+        [("/y", PointerMatch::Mismatch), ("/x", PointerMatch::Match)]
+    );
 }
 
 // ---- SSE reassembly ----
@@ -403,7 +413,7 @@ fn stream_and_json_of_the_same_answer_match() {
     ];
     assert_eq!(
         verdicts(&p, primary.as_ref(), shadow.as_ref()),
-        [Verdict::Match; 6]
+        [PointerMatch::Match; 6]
     );
 }
 
@@ -450,7 +460,7 @@ fn mock_tool_reply_streamed_equals_its_json() {
         let p = [name, "/choices/0/message/content", "/usage"];
         assert_eq!(
             verdicts(&p, Some(&json_doc), Some(&sse_doc)),
-            [Verdict::Match; 3]
+            [PointerMatch::Match; 3]
         );
     }
 }
@@ -468,7 +478,7 @@ fn mock_replies_from_two_versions_mismatch_on_content() {
             a.as_ref(),
             b.as_ref()
         ),
-        [Verdict::Mismatch, Verdict::Match]
+        [PointerMatch::Mismatch, PointerMatch::Match]
     );
 }
 

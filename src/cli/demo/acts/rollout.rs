@@ -11,7 +11,7 @@ use super::super::driver::{Answer, Ask, Ended, Event, Flow, ms};
 use super::super::screen::{Screen, table};
 use super::super::stage::{Stage, route_mut};
 use super::{Show, chat_body, pct};
-use crate::rollout::{GateName, ReasonKind, RolloutStatus, State, StepSummary, Verdict};
+use crate::rollout::{GateName, GateVerdict, ReasonKind, RolloutStatus, State, StepSummary};
 
 const ROUTE: &str = "agent";
 const PATH: &str = "/v1/agent/chat/completions";
@@ -264,7 +264,7 @@ fn passed_gates(status: &RolloutStatus) -> String {
         .judgement
         .iter()
         .flat_map(|j| &j.gates)
-        .filter(|g| g.verdict != Verdict::Skipped)
+        .filter(|g| g.verdict != GateVerdict::Skipped)
         .map(|g| g.gate.as_str())
         .collect();
     if gates.is_empty() {
@@ -410,11 +410,11 @@ fn explain(kind: ReasonKind) -> &'static str {
     }
 }
 
-fn verdict_word(v: Verdict) -> &'static str {
+fn verdict_word(v: GateVerdict) -> &'static str {
     match v {
-        Verdict::Pass => "pass",
-        Verdict::Fail => "FAIL",
-        Verdict::Inconclusive => "inconclusive",
-        Verdict::Skipped => "skipped",
+        GateVerdict::Pass => "pass",
+        GateVerdict::Fail => "FAIL",
+        GateVerdict::Inconclusive => "inconclusive",
+        GateVerdict::Skipped => "skipped",
     }
 }

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::Scheme;
 use http::{HeaderName, HeaderValue};
 
 use crate::cache::{KeyPrefix, RouteCache};
@@ -22,12 +22,16 @@ use crate::config::{
 };
 use crate::resilience::Refusal;
 use crate::rollout::registry::LiveRollout;
+use crate::rollout::stats::JudgedOutcomes;
 use crate::rollout::{Role, RolloutStats};
 use crate::routing::{BUCKETS, BucketTable, RouteIndex};
 use crate::secret::Secret;
 use crate::shadow::{Shadow, ShadowStates};
 use crate::telemetry::{RouteMetrics, UpstreamMetrics, VersionMetrics, names};
 use crate::upstream::UpstreamState;
+
+pub mod target;
+pub use target::{Target, Upstream};
 
 pub struct Runtime {
     pub generation: u64,
@@ -40,66 +44,6 @@ pub struct Runtime {
     /// first matching route in file order.
     pub route_index: RouteIndex,
     pub upstreams: Box<[Arc<Upstream>]>,
-}
-
-/// One upstream as this generation sees it: its settings plus the shared,
-/// long-lived state from the registry.
-pub struct Upstream {
-    pub name: Arc<str>,
-    /// `x-cutover-upstream` value.
-    pub name_header: HeaderValue,
-    pub config: UpstreamConfig,
-    pub state: Arc<UpstreamState>,
-    pub scheme: Scheme,
-    pub authority: Authority,
-    /// Sent as `Host`: the upstream's own authority, as nginx does by default.
-    pub host_header: HeaderValue,
-    /// `None` when the URL has no path prefix (the request path is reused
-    /// without copying).
-    pub path_prefix: Option<Arc<str>>,
-    pub metrics: UpstreamMetrics,
-}
-
-impl Upstream {
-    /// The origin-form URI (path and query) for a request path, with the
-    /// prefix prepended: what an HTTP/1 request line carries (the pool adds
-    /// the scheme and authority for h2).
-    pub fn origin_uri(
-        &self,
-        path_and_query: Option<&PathAndQuery>,
-    ) -> Result<http::Uri, http::Error> {
-        let pq = match (&self.path_prefix, path_and_query) {
-            (None, Some(pq)) => pq.clone(),
-            (None, None) => PathAndQuery::from_static("/"),
-            (Some(prefix), pq) => {
-                let rest = pq.map_or("/", |p| p.as_str());
-                let mut joined = String::with_capacity(prefix.len() + rest.len());
-                joined.push_str(prefix);
-                joined.push_str(rest);
-                PathAndQuery::try_from(joined)?
-            }
-        };
-        Ok(http::Uri::from(pq))
-    }
-}
-
-/// Something a request can be sent to: a version, a fallback or a shadow.
-pub struct Target {
-    pub name: Arc<str>,
-    /// `x-cutover-version` value.
-    pub name_header: HeaderValue,
-    pub upstream: Arc<Upstream>,
-    pub set_headers: Box<[(HeaderName, HeaderValue)]>,
-    /// `None` when empty: the body is forwarded untouched.
-    pub set_json: Option<serde_json::Map<String, serde_json::Value>>,
-    pub cost: config::Cost,
-    /// The deps table as JSON, for the access log.
-    pub deps_json: Box<str>,
-    /// The deps table itself, for trace attributes.
-    pub deps: serde_json::Map<String, serde_json::Value>,
-    /// The route, this target's name, deps and `set_json`, encoded once
-    /// for the cache keys of its requests.
-    pub cache_key: KeyPrefix,
 }
 
 pub struct Version {
@@ -278,7 +222,10 @@ impl Runtime {
                         if live.counted {
                             pinned_metrics =
                                 Some(Arc::new(VersionMetrics::new(&r.name, &v.target.name)));
-                            metrics.judge = Some((Arc::clone(&live.stats), role));
+                            metrics.outcome_sink = Some(Arc::new(JudgedOutcomes {
+                                stats: Arc::clone(&live.stats),
+                                role,
+                            }));
                         }
                     }
                     Ok(Version {

@@ -1,7 +1,8 @@
 //! A simulation harness: synthetic traffic through [`RolloutStats`], the
 //! judge and the [`Controller`] on a manual clock, one tick per simulated
 //! second, no real sleeping. The tests in `tests/rollout_sim.rs` and the
-//! plot of `examples/judge_plot.rs` use it.
+//! plot of `examples/judge_plot.rs` include it (`#[path]`): it is test
+//! support, and the library does not ship it.
 //!
 //! Each tick, `requests_per_tick` requests arrive; each goes to the canary
 //! with the controller's current weight (while shadowing, every request is
@@ -17,11 +18,11 @@ use std::time::Duration;
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
-use crate::config::RolloutConfig;
-use crate::rollout::controller::{Controller, ReasonKind, State, TickInputs};
-use crate::rollout::judge::Judgement;
-use crate::rollout::stats::{LATENCY_BUCKETS, Observation, Role, RolloutStats, bucket_bounds};
-use crate::upstream::breaker::{Clock, ManualClock};
+use cutover::clock::{Clock, ManualClock};
+use cutover::config::RolloutConfig;
+use cutover::rollout::controller::{Controller, ReasonKind, State, TickInputs};
+use cutover::rollout::judge::Judgement;
+use cutover::rollout::stats::{LATENCY_BUCKETS, Observation, Role, RolloutStats, bucket_bounds};
 
 /// How one version behaves.
 #[derive(Clone, Copy, Debug, PartialEq)]

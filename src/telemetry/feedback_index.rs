@@ -71,7 +71,7 @@ pub struct FeedbackIndex {
     forward_dropped: AtomicU64,
 }
 
-/// A record for the fleet's feedback index (`crate::cluster::feedback`).
+/// A record for the fleet's feedback index (`crate::cluster::fleet_feedback`).
 pub struct Forwarded {
     /// [`digest`] of the request id: fixed size, the same on every replica.
     pub id: [u8; 16],

@@ -2,7 +2,7 @@
 //! replica counts, once, within an hour of the request.
 //!
 //! Recording stays off the request path: the local index
-//! (`telemetry::feedback`) hands each record to a bounded queue
+//! (`telemetry::feedback_index`) hands each record to a bounded queue
 //! (`try_send`, dropped and counted when full), and one task writes what
 //! has queued up at most once per `sync_interval`, as one `HSET` (and an
 //! `EXPIRE`) per hour bucket. So Redis sees two commands per
@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 
 use super::Cluster;
 use super::client::{CallError, Op};
-use crate::telemetry::feedback::{FEEDBACK_WINDOW, Forwarded};
+use crate::telemetry::feedback_index::{FEEDBACK_WINDOW, Forwarded};
 
 /// Records waiting for Redis at most; more are dropped (and counted).
 const QUEUE: usize = 65_536;
@@ -188,7 +188,7 @@ async fn write_batch(cluster: &Cluster, batch: &[Forwarded]) {
     for r in batch {
         hset.arg(&r.id[..]).arg(encode(
             r.claimed,
-            r.metrics.judge.is_some(),
+            r.metrics.outcome_sink.is_some(),
             at,
             &r.metrics.route,
             &r.metrics.version,
