@@ -34,7 +34,7 @@ use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -49,6 +49,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::Sniffed;
+use super::activity::{Activity, Open};
 use crate::gateway::Gateway;
 use crate::proxy::{self, ConnInfo, ProxyBody};
 
@@ -105,62 +106,6 @@ impl Settings {
             h2,
             header_timeout,
         }
-    }
-}
-
-/// What the parking decision reads: kept up to date by the service (for
-/// requests) and by [`Sniffed`] (for writes).
-#[derive(Debug, Default)]
-pub struct Activity {
-    /// Requests started on this connection.
-    started: AtomicU64,
-    /// Requests whose response is not yet fully handed to hyper (or
-    /// dropped).
-    open: AtomicU32,
-    /// The last write or flush did not complete: hyper (or TLS) still holds
-    /// bytes for the client.
-    write_blocked: AtomicBool,
-    /// The bytes read so far end inside a message (a partial head): hyper's
-    /// head-read timer must keep running, so the connection is not parked.
-    mid_message: AtomicBool,
-}
-
-impl Activity {
-    fn begin(self: &Arc<Self>) -> Open {
-        self.started.fetch_add(1, Ordering::Relaxed);
-        self.open.fetch_add(1, Ordering::Relaxed);
-        Open(Arc::clone(self))
-    }
-
-    pub(super) fn set_write_blocked(&self, blocked: bool) {
-        if self.write_blocked.load(Ordering::Relaxed) != blocked {
-            self.write_blocked.store(blocked, Ordering::Relaxed);
-        }
-    }
-
-    pub(super) fn set_mid_message(&self, mid: bool) {
-        if self.mid_message.load(Ordering::Relaxed) != mid {
-            self.mid_message.store(mid, Ordering::Relaxed);
-        }
-    }
-
-    fn started(&self) -> u64 {
-        self.started.load(Ordering::Relaxed)
-    }
-
-    fn quiet(&self) -> bool {
-        self.open.load(Ordering::Relaxed) == 0
-            && !self.write_blocked.load(Ordering::Relaxed)
-            && !self.mid_message.load(Ordering::Relaxed)
-    }
-}
-
-/// A request in flight, until its response body is done or dropped.
-struct Open(Arc<Activity>);
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

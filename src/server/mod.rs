@@ -4,6 +4,7 @@
 //! `run` takes already-bound listeners and a shutdown future (as
 //! mini-redis does), so tests bind port 0 and the demo runs in-process.
 
+mod activity;
 mod conn;
 mod control;
 mod sniff;

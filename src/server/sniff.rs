@@ -28,7 +28,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::conn::Activity;
+use super::activity::Activity;
 
 /// Heads larger than this are left to hyper's own limit (it is lower).
 const MAX_HEAD: usize = 512 * 1024;
