@@ -6,6 +6,7 @@
 //! * Every relative link in those pages and in `README.md` points at a file
 //!   that exists, and a `#fragment` into a markdown file at one of its
 //!   headings (GitHub's anchor rules).
+//! * Every source file and module `docs/architecture.md` names exists.
 //! * The `yaml` block under "## Alerts" in `docs/runbook.md`, wrapped in a
 //!   rule group, passes `promtool check rules`. Skipped, loudly, where
 //!   promtool is not installed; under `CI=true` that fails instead
@@ -378,4 +379,110 @@ fn the_readme_config_snippets_load_together() {
         ),
         Err(e) => panic!("{e}\n--- config ---\n{text}"),
     }
+}
+
+/// The source files and modules `docs/architecture.md` names: every word
+/// ending in `.rs` (`proxy/pipeline.rs`, or a bare `matching.rs`), and each
+/// entry of its source tree (`name/` or `name.rs` at the start of a line
+/// inside the code block under "## The source tree"). With its line.
+fn architecture_paths(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut in_tree = false;
+    let mut in_block = false;
+    for (i, line) in text.lines().enumerate() {
+        if line.starts_with("## ") {
+            in_tree = line == "## The source tree";
+        }
+        if line.starts_with("```") {
+            in_block = !in_block;
+            continue;
+        }
+        for word in line.split(|c: char| !(c.is_ascii_alphanumeric() || "_/.".contains(c))) {
+            let word = word.trim_matches('.');
+            if word.ends_with(".rs") {
+                out.push((i + 1, word.trim_start_matches("src/").to_string()));
+            }
+        }
+        if in_tree && in_block {
+            let entry = line.trim_start().split_whitespace().next().unwrap_or("");
+            let is_module = entry.ends_with('/') || entry.ends_with(".rs");
+            if line.starts_with("  ") && is_module && entry != "src/" {
+                out.push((i + 1, entry.to_string()));
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The names of [`architecture_paths`] that no file or directory under
+/// `root/src` has: a path with a `/` is taken from `src/` (or from the
+/// checkout for `tests/`, `benches/`, `examples/`, `fuzz/`), a bare file
+/// name may be in any directory of `src/`.
+fn missing_sources(root: &Path, text: &str) -> Vec<String> {
+    fn file_names(dir: &Path, out: &mut BTreeSet<String>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                file_names(&path, out);
+            } else if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
+                out.insert(name.to_string());
+            }
+        }
+    }
+    let src = root.join("src");
+    let mut names = BTreeSet::new();
+    file_names(&src, &mut names);
+    architecture_paths(text)
+        .into_iter()
+        .filter(|(_, p)| {
+            let here = p.trim_end_matches('/');
+            let exists = if ["tests/", "benches/", "examples/", "fuzz/"]
+                .iter()
+                .any(|top| here.starts_with(top))
+            {
+                root.join(here).exists()
+            } else if here.contains('/') || p.ends_with('/') {
+                src.join(here).exists()
+            } else {
+                names.contains(here)
+            };
+            !exists
+        })
+        .map(|(line, p)| format!("docs/architecture.md:{line}: {p}"))
+        .collect()
+}
+
+#[test]
+fn the_architecture_names_only_modules_that_exist() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = read("architecture.md");
+    assert!(
+        architecture_paths(&text).len() > 30,
+        "the page should name the modules: {:?}",
+        architecture_paths(&text)
+    );
+    let missing = missing_sources(root, &text);
+    assert!(
+        missing.is_empty(),
+        "docs/architecture.md names sources that do not exist:\n{}",
+        missing.join("\n")
+    );
+}
+
+#[test]
+fn a_module_the_architecture_names_that_is_gone_is_reported() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = "## The source tree\n\n```\nsrc/\n  proxy/             phases\n  \
+                vanished/          gone\n```\n\nproxy/pipeline.rs and proxy/service.rs, \
+                then matching.rs and exchange.rs.\n";
+    assert_eq!(
+        missing_sources(root, text),
+        [
+            "docs/architecture.md:6: vanished/",
+            "docs/architecture.md:9: exchange.rs",
+            "docs/architecture.md:9: proxy/service.rs",
+        ]
+    );
 }
