@@ -404,7 +404,7 @@ fn architecture_paths(text: &str) -> Vec<(usize, String)> {
             }
         }
         if in_tree && in_block {
-            let entry = line.trim_start().split_whitespace().next().unwrap_or("");
+            let entry = line.split_whitespace().next().unwrap_or("");
             let is_module = entry.ends_with('/') || entry.ends_with(".rs");
             if line.starts_with("  ") && is_module && entry != "src/" {
                 out.push((i + 1, entry.to_string()));
