@@ -7,8 +7,9 @@
 //!   warm-up (windows of 10 minutes after 5 minutes of warm-up on a 30
 //!   minute run; a shorter run warms up for half its length and compares
 //!   two windows of a quarter each);
-//! * no descriptor growth: the last window's highest count is at most the
-//!   first window's highest, plus 2 (a connection being replaced).
+//! * no descriptor growth: the last window's mean count within 5 % of the
+//!   first window's (the pools follow the load, so single samples move by
+//!   a few either way; a leak moves the mean).
 //!
 //!     cargo run --example soak_plot -- samples.csv soak.png [LOAD_END_S]
 //!
@@ -97,12 +98,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .filter(|s| s.t > total - window)
         .collect();
     let rss = |w: &[&Sample]| mean(&w.iter().map(|s| s.rss_mib).collect::<Vec<_>>());
-    let fds = |w: &[&Sample]| max(&w.iter().map(|s| s.fds).collect::<Vec<_>>());
+    // Descriptors by the window's mean, as RSS: the upstream pools follow
+    // the load (a burst's connections age out), so the count moves by a few
+    // either way from one sample to the next, and comparing two maxima
+    // judged that noise. A leak is a trend, which moves the mean.
+    let fds = |w: &[&Sample]| mean(&w.iter().map(|s| s.fds).collect::<Vec<_>>());
+    let fds_max = |w: &[&Sample]| max(&w.iter().map(|s| s.fds).collect::<Vec<_>>());
     let (rss_first, rss_last) = (rss(&first), rss(&last));
     let drift = (rss_last - rss_first) / rss_first;
     let (fds_first, fds_last) = (fds(&first), fds(&last));
+    let fds_growth = (fds_last - fds_first) / fds_first.max(1.0);
     let rss_ok = drift.abs() <= 0.05;
-    let fds_ok = fds_last <= fds_first + 2.0;
+    let fds_ok = fds_growth <= 0.05;
     println!(
         "{} RSS: mean {rss_first:.1} MiB over {:.0}-{:.0} s after warm-up, {rss_last:.1} MiB over the last {:.0} s ({:+.1} %, target within 5 %)",
         if rss_ok { "PASS" } else { "FAIL" },
@@ -112,8 +119,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         drift * 100.0
     );
     println!(
-        "{} descriptors: at most {fds_first:.0} after warm-up, {fds_last:.0} at the end (target: no growth)",
-        if fds_ok { "PASS" } else { "FAIL" }
+        "{} descriptors: mean {fds_first:.1} (at most {:.0}) after warm-up, {fds_last:.1} (at most {:.0}) over the last {:.0} s ({:+.1} %, target: no growth past 5 %)",
+        if fds_ok { "PASS" } else { "FAIL" },
+        fds_max(&first),
+        fds_max(&last),
+        window,
+        fds_growth * 100.0
     );
     draw(&samples, png, warmup, window, total)?;
     println!("wrote {png}");
