@@ -27,14 +27,13 @@
 //! `message_stop`.
 
 use std::collections::BTreeMap;
-use std::ops::ControlFlow;
 
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::tokens::{InputOutput, Usage, classify};
-use super::{Api, Document, Read, Skip, Unreadable, index_of, sse};
+use super::{Api, Document, EventFold, Read, Skip, Unreadable, append, fold_events, index_of};
 
 /// The event types of the Messages stream.
 const EVENT_TYPES: [&str; 8] = [
@@ -103,26 +102,7 @@ const NO_START: Unreadable = Unreadable {
 
 /// Read a whole Messages event stream into its `message`.
 pub fn reassemble(body: &[u8]) -> Read {
-    let mut acc = Acc::default();
-    let mut failed = None;
-    sse::for_each_event(body, |name, data| match acc.event(name, data) {
-        Ok(true) => ControlFlow::Continue(()),
-        Ok(false) => ControlFlow::Break(()),
-        Err(e) => {
-            failed = Some(e);
-            ControlFlow::Break(())
-        }
-    });
-    let unknown_events = acc.unknown;
-    let document = match failed {
-        Some(e) => Err(e),
-        None => acc.finish(),
-    };
-    Read {
-        api: Api::Messages,
-        document,
-        unknown_events,
-    }
+    fold_events::<Acc>(Api::Messages, body)
 }
 
 #[derive(Default)]
@@ -136,67 +116,6 @@ struct Acc {
 }
 
 impl Acc {
-    /// One event; `Ok(false)` once `message_stop` has arrived.
-    fn event(&mut self, name: Option<&[u8]>, data: &[u8]) -> Result<bool, Unreadable> {
-        let Ok(Value::Object(mut event)) = serde_json::from_slice::<Value>(data) else {
-            return Err(NOT_JSON);
-        };
-        let kind = match event.get("type").and_then(Value::as_str) {
-            Some(kind) => kind.to_owned(),
-            None => name
-                .and_then(|n| std::str::from_utf8(n).ok())
-                .map(str::to_owned)
-                .ok_or(NO_TYPE)?,
-        };
-        match kind.as_str() {
-            "message_start" => match event.remove("message") {
-                Some(Value::Object(message)) => self.message = Some(message),
-                _ => return Err(BAD_EVENT),
-            },
-            "content_block_start" => {
-                let index = index_of(&event, "index").ok_or(BAD_EVENT)?;
-                let Some(Value::Object(block)) = event.remove("content_block") else {
-                    return Err(BAD_EVENT);
-                };
-                self.blocks.insert(index, block);
-                self.json.remove(&index);
-            }
-            "content_block_delta" => {
-                let index = index_of(&event, "index").ok_or(BAD_EVENT)?;
-                let Some(Value::Object(delta)) = event.get("delta") else {
-                    return Err(BAD_EVENT);
-                };
-                self.delta(index, delta)?;
-            }
-            "content_block_stop" => {
-                let index = index_of(&event, "index").ok_or(BAD_EVENT)?;
-                self.close_input(index, true)?;
-            }
-            "message_delta" => {
-                let message = self.message.get_or_insert_with(Map::new);
-                if let Some(Value::Object(delta)) = event.remove("delta") {
-                    message.extend(delta);
-                }
-                if let Some(Value::Object(usage)) = event.remove("usage") {
-                    match message.get_mut("usage") {
-                        Some(Value::Object(current)) => current.extend(usage),
-                        _ => {
-                            message.insert("usage".into(), Value::Object(usage));
-                        }
-                    }
-                }
-            }
-            "message_stop" => {
-                self.stopped = true;
-                return Ok(false);
-            }
-            "ping" => {}
-            "error" => return Err(ERROR_EVENT),
-            _ => self.unknown += 1,
-        }
-        Ok(true)
-    }
-
     fn delta(&mut self, index: u64, delta: &Map<String, Value>) -> Result<(), Unreadable> {
         let text = |key: &str| delta.get(key).and_then(Value::as_str).ok_or(BAD_EVENT);
         match delta.get("type").and_then(Value::as_str) {
@@ -263,6 +182,73 @@ impl Acc {
             Err(_) => Ok(()),
         }
     }
+}
+
+impl EventFold for Acc {
+    /// One event; `Ok(false)` once `message_stop` has arrived.
+    fn event(&mut self, name: Option<&[u8]>, data: &[u8]) -> Result<bool, Unreadable> {
+        let Ok(Value::Object(mut event)) = serde_json::from_slice::<Value>(data) else {
+            return Err(NOT_JSON);
+        };
+        let kind = match event.get("type").and_then(Value::as_str) {
+            Some(kind) => kind.to_owned(),
+            None => name
+                .and_then(|n| std::str::from_utf8(n).ok())
+                .map(str::to_owned)
+                .ok_or(NO_TYPE)?,
+        };
+        match kind.as_str() {
+            "message_start" => match event.remove("message") {
+                Some(Value::Object(message)) => self.message = Some(message),
+                _ => return Err(BAD_EVENT),
+            },
+            "content_block_start" => {
+                let index = index_of(&event, "index").ok_or(BAD_EVENT)?;
+                let Some(Value::Object(block)) = event.remove("content_block") else {
+                    return Err(BAD_EVENT);
+                };
+                self.blocks.insert(index, block);
+                self.json.remove(&index);
+            }
+            "content_block_delta" => {
+                let index = index_of(&event, "index").ok_or(BAD_EVENT)?;
+                let Some(Value::Object(delta)) = event.get("delta") else {
+                    return Err(BAD_EVENT);
+                };
+                self.delta(index, delta)?;
+            }
+            "content_block_stop" => {
+                let index = index_of(&event, "index").ok_or(BAD_EVENT)?;
+                self.close_input(index, true)?;
+            }
+            "message_delta" => {
+                let message = self.message.get_or_insert_with(Map::new);
+                if let Some(Value::Object(delta)) = event.remove("delta") {
+                    message.extend(delta);
+                }
+                if let Some(Value::Object(usage)) = event.remove("usage") {
+                    match message.get_mut("usage") {
+                        Some(Value::Object(current)) => current.extend(usage),
+                        _ => {
+                            message.insert("usage".into(), Value::Object(usage));
+                        }
+                    }
+                }
+            }
+            "message_stop" => {
+                self.stopped = true;
+                return Ok(false);
+            }
+            "ping" => {}
+            "error" => return Err(ERROR_EVENT),
+            _ => self.unknown += 1,
+        }
+        Ok(true)
+    }
+
+    fn unknown_events(&self) -> u32 {
+        self.unknown
+    }
 
     fn finish(mut self) -> Result<Document, Unreadable> {
         let pending: Vec<u64> = self.json.keys().copied().collect();
@@ -280,15 +266,6 @@ impl Acc {
             value: Value::Object(message),
             complete: self.stopped,
         })
-    }
-}
-
-fn append(block: &mut Map<String, Value>, key: &str, piece: &str) {
-    match block.get_mut(key) {
-        Some(Value::String(s)) => s.push_str(piece),
-        _ => {
-            block.insert(key.into(), Value::from(piece));
-        }
     }
 }
 

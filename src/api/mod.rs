@@ -30,6 +30,8 @@ pub mod sse;
 pub mod tokens;
 pub mod usage;
 
+use std::ops::ControlFlow;
+
 use serde_json::Value;
 
 /// One of the model APIs cutover understands.
@@ -168,6 +170,45 @@ pub fn reassemble(api: Option<Api>, body: &[u8]) -> Read {
         Api::Chat => chat::reassemble(body),
         Api::Responses => responses::reassemble(body),
         Api::Messages => messages::reassemble(body),
+    }
+}
+
+/// How a named-event stream (Responses, Messages) folds back into its
+/// document: each event in turn, `Ok(false)` at the stream's last one.
+trait EventFold: Default {
+    fn event(&mut self, name: Option<&[u8]>, data: &[u8]) -> Result<bool, Unreadable>;
+    /// Events of a type the API does not define, skipped so far.
+    fn unknown_events(&self) -> u32;
+    fn finish(self) -> Result<Document, Unreadable>;
+}
+
+/// Read a whole event stream with `F`: the first unreadable event ends it.
+fn fold_events<F: EventFold>(api: Api, body: &[u8]) -> Read {
+    let mut fold = F::default();
+    let mut failed = None;
+    sse::for_each_event(body, |name, data| match fold.event(name, data) {
+        Ok(true) => ControlFlow::Continue(()),
+        Ok(false) => ControlFlow::Break(()),
+        Err(e) => {
+            failed = Some(e);
+            ControlFlow::Break(())
+        }
+    });
+    let unknown_events = fold.unknown_events();
+    Read {
+        api,
+        document: failed.map_or_else(|| fold.finish(), Err),
+        unknown_events,
+    }
+}
+
+/// Append `piece` to the string at `key`, starting it when absent.
+fn append(obj: &mut serde_json::Map<String, Value>, key: &str, piece: &str) {
+    match obj.get_mut(key) {
+        Some(Value::String(s)) => s.push_str(piece),
+        _ => {
+            obj.insert(key.into(), Value::from(piece));
+        }
     }
 }
 

@@ -30,7 +30,6 @@
 //! ending in `response.completed`.
 
 use std::collections::BTreeMap;
-use std::ops::ControlFlow;
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -38,7 +37,7 @@ use serde_json::{Map, Value, json};
 
 use super::messages::render_events;
 use super::tokens::{InputOutput, Usage, classify};
-use super::{Api, Document, Read, Skip, Unreadable, index_of, sse};
+use super::{Api, Document, EventFold, Read, Skip, Unreadable, append, fold_events, index_of};
 
 // ---- usage ----
 
@@ -82,26 +81,7 @@ const NO_RESPONSE: Unreadable = Unreadable {
 
 /// Read a whole Responses event stream into its `response` object.
 pub fn reassemble(body: &[u8]) -> Read {
-    let mut acc = Acc::default();
-    let mut failed = None;
-    sse::for_each_event(body, |name, data| match acc.event(name, data) {
-        Ok(true) => ControlFlow::Continue(()),
-        Ok(false) => ControlFlow::Break(()),
-        Err(e) => {
-            failed = Some(e);
-            ControlFlow::Break(())
-        }
-    });
-    let unknown_events = acc.unknown;
-    let document = match failed {
-        Some(e) => Err(e),
-        None => acc.finish(),
-    };
-    Read {
-        api: Api::Responses,
-        document,
-        unknown_events,
-    }
+    fold_events::<Acc>(Api::Responses, body)
 }
 
 #[derive(Default)]
@@ -116,6 +96,69 @@ struct Acc {
 }
 
 impl Acc {
+    /// Output item `index`, created as a `kind` item if no added event came.
+    fn item(
+        &mut self,
+        event: &Map<String, Value>,
+        index: u64,
+        kind: &str,
+    ) -> &mut Map<String, Value> {
+        self.items.entry(index).or_insert_with(|| {
+            let mut fresh = Map::new();
+            if let Some(id) = event.get("item_id") {
+                fresh.insert("id".into(), id.clone());
+            }
+            fresh.insert("type".into(), Value::from(kind));
+            match kind {
+                "message" => {
+                    fresh.insert("role".into(), Value::from("assistant"));
+                    fresh.insert("content".into(), Value::Array(Vec::new()));
+                }
+                _ => {
+                    fresh.insert("arguments".into(), Value::from(""));
+                }
+            }
+            fresh
+        })
+    }
+
+    /// Content part `part_index` of message item `index`, created as a
+    /// `kind` part (and the parts before it) when no part event came.
+    fn part(
+        &mut self,
+        event: &Map<String, Value>,
+        index: u64,
+        part_index: u64,
+        kind: &str,
+    ) -> Result<&mut Map<String, Value>, Unreadable> {
+        let item = self.item(event, index, "message");
+        let content = item
+            .entry("content")
+            .or_insert_with(|| Value::Array(Vec::new()));
+        let Value::Array(parts) = content else {
+            return Err(BAD_EVENT);
+        };
+        let at = usize::try_from(part_index).map_err(|_| BAD_EVENT)?;
+        // A part index far past the parts seen is not a real stream.
+        if at > parts.len() + 64 {
+            return Err(BAD_EVENT);
+        }
+        while parts.len() <= at {
+            let (kind, field) = text_part_of(kind);
+            let mut part = Map::new();
+            part.insert("type".into(), Value::from(kind));
+            part.insert(field.into(), Value::from(""));
+            part.insert("annotations".into(), Value::Array(Vec::new()));
+            parts.push(Value::Object(part));
+        }
+        match &mut parts[at] {
+            Value::Object(part) => Ok(part),
+            _ => Err(BAD_EVENT),
+        }
+    }
+}
+
+impl EventFold for Acc {
     /// One event; `Ok(false)` once the stream has ended.
     fn event(&mut self, name: Option<&[u8]>, data: &[u8]) -> Result<bool, Unreadable> {
         if data.trim_ascii() == b"[DONE]" {
@@ -193,65 +236,8 @@ impl Acc {
         Ok(true)
     }
 
-    /// Output item `index`, created as a `kind` item if no added event came.
-    fn item(
-        &mut self,
-        event: &Map<String, Value>,
-        index: u64,
-        kind: &str,
-    ) -> &mut Map<String, Value> {
-        self.items.entry(index).or_insert_with(|| {
-            let mut fresh = Map::new();
-            if let Some(id) = event.get("item_id") {
-                fresh.insert("id".into(), id.clone());
-            }
-            fresh.insert("type".into(), Value::from(kind));
-            match kind {
-                "message" => {
-                    fresh.insert("role".into(), Value::from("assistant"));
-                    fresh.insert("content".into(), Value::Array(Vec::new()));
-                }
-                _ => {
-                    fresh.insert("arguments".into(), Value::from(""));
-                }
-            }
-            fresh
-        })
-    }
-
-    /// Content part `part_index` of message item `index`, created as a
-    /// `kind` part (and the parts before it) when no part event came.
-    fn part(
-        &mut self,
-        event: &Map<String, Value>,
-        index: u64,
-        part_index: u64,
-        kind: &str,
-    ) -> Result<&mut Map<String, Value>, Unreadable> {
-        let item = self.item(event, index, "message");
-        let content = item
-            .entry("content")
-            .or_insert_with(|| Value::Array(Vec::new()));
-        let Value::Array(parts) = content else {
-            return Err(BAD_EVENT);
-        };
-        let at = usize::try_from(part_index).map_err(|_| BAD_EVENT)?;
-        // A part index far past the parts seen is not a real stream.
-        if at > parts.len() + 64 {
-            return Err(BAD_EVENT);
-        }
-        while parts.len() <= at {
-            let (kind, field) = text_part_of(kind);
-            let mut part = Map::new();
-            part.insert("type".into(), Value::from(kind));
-            part.insert(field.into(), Value::from(""));
-            part.insert("annotations".into(), Value::Array(Vec::new()));
-            parts.push(Value::Object(part));
-        }
-        match &mut parts[at] {
-            Value::Object(part) => Ok(part),
-            _ => Err(BAD_EVENT),
-        }
+    fn unknown_events(&self) -> u32 {
+        self.unknown
     }
 
     fn finish(self) -> Result<Document, Unreadable> {
@@ -314,15 +300,6 @@ fn take_object(
     match event.remove(key) {
         Some(Value::Object(map)) => Ok(map),
         _ => Err(BAD_EVENT),
-    }
-}
-
-fn append(obj: &mut Map<String, Value>, key: &str, piece: &str) {
-    match obj.get_mut(key) {
-        Some(Value::String(s)) => s.push_str(piece),
-        _ => {
-            obj.insert(key.into(), Value::from(piece));
-        }
     }
 }
 
