@@ -49,16 +49,9 @@ pub fn run(args: Args) -> u8 {
     if args.fleet {
         return fleet::run(args.no_tty);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime(super::Threads::Workers(2), "cutover demo") {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("cutover demo: cannot start the async runtime: {e}");
-            return super::EXIT_USER;
-        }
+        Err(code) => return code,
     };
     let names: Vec<(&'static str, &'static str)> =
         ACTS.iter().map(|a| (a.short, a.title)).collect();

@@ -164,15 +164,9 @@ pub fn run(args: Args) -> u8 {
             return super::EXIT_USER;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime(super::Threads::Workers(0), "error") {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return super::EXIT_USER;
-        }
+        Err(code) => return code,
     };
     let sides = 1 + usize::from(matches!(plan.baseline, Some(Baseline::Live(_))));
     let total = plan.golden.cases.len() * sides;

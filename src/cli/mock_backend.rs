@@ -10,15 +10,9 @@ pub use crate::mock::MockArgs as Args;
 pub fn run(args: Args) -> u8 {
     // Before any thread or descriptor exists (see `Inherited::take`).
     let mut inherited = Inherited::take();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("mock-backend: cannot start the async runtime: {error}");
-            return super::EXIT_USER;
-        }
+    let runtime = match super::runtime(super::Threads::Workers(0), "mock-backend") {
+        Ok(r) => r,
+        Err(code) => return code,
     };
     runtime.block_on(async move {
         let listener = match inherited.bind(args.listen).await {

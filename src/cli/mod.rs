@@ -20,6 +20,34 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_USER: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 
+/// The threads a subcommand's async runtime runs on.
+#[derive(Clone, Copy, Debug)]
+pub enum Threads {
+    /// The calling thread only.
+    Current,
+    /// This many worker threads (0: one per core).
+    Workers(usize),
+}
+
+/// Build a subcommand's runtime, or say why not on stderr (prefixed with
+/// `who`) and give the exit code to return.
+pub fn runtime(threads: Threads, who: &str) -> Result<tokio::runtime::Runtime, u8> {
+    let mut builder = match threads {
+        Threads::Current => tokio::runtime::Builder::new_current_thread(),
+        Threads::Workers(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            if n > 0 {
+                b.worker_threads(n);
+            }
+            b
+        }
+    };
+    builder.enable_all().build().map_err(|e| {
+        eprintln!("{who}: cannot start the async runtime: {e}");
+        EXIT_USER
+    })
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "cutover",

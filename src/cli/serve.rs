@@ -37,22 +37,14 @@ pub fn run(args: Args) -> u8 {
     let config = loaded.config;
     init_logging(&config);
     let workers = worker_threads(&config);
-    let runtime = if workers == 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
+    let threads = if workers == 1 {
+        super::Threads::Current
     } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(workers)
-            .enable_all()
-            .build()
+        super::Threads::Workers(workers)
     };
-    let runtime = match runtime {
+    let runtime = match super::runtime(threads, "error") {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return super::EXIT_USER;
-        }
+        Err(code) => return code,
     };
     let reload = reload::Options {
         watch_file: !args.no_watch,

@@ -35,15 +35,9 @@ pub fn run(args: Args) -> u8 {
             return super::EXIT_USAGE;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime(super::Threads::Current, "error") {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return super::EXIT_USER;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(fetch(&url, args.token.as_deref())) {
         Ok(status) => {

@@ -44,17 +44,11 @@ pub fn run(no_tty: bool) -> u8 {
         );
         return super::super::EXIT_USAGE;
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("cutover demo --fleet: cannot start the async runtime: {e}");
-            return super::super::EXIT_USER;
-        }
-    };
+    let runtime =
+        match super::super::runtime(super::super::Threads::Workers(2), "cutover demo --fleet") {
+            Ok(r) => r,
+            Err(code) => return code,
+        };
     let _ = no_tty; // the fleet demo always prints a transcript
     let verdict = runtime.block_on(async {
         tokio::select! {
