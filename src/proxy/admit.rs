@@ -5,29 +5,29 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use crate::gateway::Gateway;
+use crate::gateway::data_plane::DataPlane;
 
 /// One slot of `server.max_in_flight`, given back when dropped.
 pub struct Admission {
-    gateway: Arc<Gateway>,
+    plane: Arc<DataPlane>,
 }
 
 impl Admission {
     /// A slot, or `None` when `limit` are taken.
-    pub fn take(gateway: &Arc<Gateway>, limit: usize) -> Option<Admission> {
-        let prev = gateway.in_flight.fetch_add(1, Ordering::AcqRel);
+    pub fn take(plane: &Arc<DataPlane>, limit: usize) -> Option<Admission> {
+        let prev = plane.in_flight.fetch_add(1, Ordering::AcqRel);
         if prev >= limit {
-            gateway.in_flight.fetch_sub(1, Ordering::AcqRel);
+            plane.in_flight.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
         Some(Admission {
-            gateway: Arc::clone(gateway),
+            plane: Arc::clone(plane),
         })
     }
 }
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        self.gateway.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.plane.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }

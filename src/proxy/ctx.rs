@@ -21,7 +21,7 @@ use super::headers::TraceContext;
 use crate::api::Api;
 use crate::cache::Entry;
 use crate::config::Cost;
-use crate::gateway::Gateway;
+use crate::gateway::data_plane::DataPlane;
 use crate::runtime::{Route, Runtime, Upstream, Version};
 use crate::telemetry::{AttemptResult, CacheResult};
 use crate::upstream::Permit;
@@ -114,7 +114,7 @@ pub struct AttemptSpan {
 }
 
 pub struct Ctx {
-    pub(super) gateway: Arc<Gateway>,
+    pub(super) plane: Arc<DataPlane>,
     pub rt: Arc<Runtime>,
     pub start: Instant,
     pub clock: OverheadClock,
@@ -151,7 +151,7 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn new(
-        gateway: Arc<Gateway>,
+        plane: Arc<DataPlane>,
         rt: Arc<Runtime>,
         request_id: HeaderValue,
         method: Method,
@@ -159,7 +159,7 @@ impl Ctx {
     ) -> Ctx {
         let start = Instant::now();
         Ctx {
-            gateway,
+            plane,
             rt,
             start,
             clock: OverheadClock::started(start),
@@ -184,8 +184,8 @@ impl Ctx {
         }
     }
 
-    pub fn gateway(&self) -> &Arc<Gateway> {
-        &self.gateway
+    pub fn plane(&self) -> &Arc<DataPlane> {
+        &self.plane
     }
 
     /// The request path (no query).
@@ -208,7 +208,7 @@ impl Ctx {
 
     /// Export this request's spans if tracing is on and the trace sampled.
     pub fn trace(&mut self, ctx: TraceContext, parent_sampled: Option<bool>) {
-        if let Some(tracer) = &self.gateway.tracer
+        if let Some(tracer) = &self.plane.tracer
             && tracer.sampled(&ctx.trace_id, parent_sampled)
         {
             self.trace = Some(ctx);
@@ -240,7 +240,7 @@ impl Ctx {
     /// Take a slot of `server.max_in_flight`; `false` means shed.
     pub fn admit(&mut self) -> bool {
         if self.admission.is_none() {
-            self.admission = Admission::take(&self.gateway, self.rt.config.server.max_in_flight);
+            self.admission = Admission::take(&self.plane, self.rt.config.server.max_in_flight);
         }
         self.admission.is_some()
     }

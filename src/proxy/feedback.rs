@@ -64,7 +64,7 @@ pub async fn handle(mut ctx: Box<Ctx>, parts: Parts, body: Incoming) -> Response
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return r;
     }
-    let budget = Arc::clone(&ctx.gateway().buffered);
+    let budget = Arc::clone(&ctx.plane().buffered);
     let limits = BodyLimits {
         max: MAX_FEEDBACK_BODY.min(max_body),
         budget: &budget,
@@ -103,7 +103,7 @@ pub async fn handle(mut ctx: Box<Ctx>, parts: Parts, body: Incoming) -> Response
     // feedback endpoint is not the proxied path), else the local one.
     ctx.clock.pause();
     let claimed = ctx
-        .gateway()
+        .plane()
         .claim_feedback(feedback.request_id.as_bytes())
         .await;
     ctx.clock.resume();
