@@ -138,8 +138,10 @@ pub struct Ctx {
     /// The `cost` of the target (version or fallback) whose upstream
     /// answered: what the tokens are priced at.
     pub served_cost: Option<Cost>,
-    /// A slot of `server.max_in_flight`, while the request holds one.
-    pub admission: Option<Admission>,
+    /// A slot of `server.max_in_flight`, while the request holds one:
+    /// taken by [`Ctx::admit`], given back by [`Ctx::release_admission`]
+    /// (the logging phase, and `Drop`, call it).
+    admission: Option<Admission>,
     /// The answering upstream's breaker permit: it holds the upstream's
     /// in-flight slot until the stream ends, and reports how it ended.
     pub upstream_slot: Option<Permit>,
@@ -240,16 +242,20 @@ impl Ctx {
     /// Take a slot of `server.max_in_flight`; `false` means shed.
     pub fn admit(&mut self) -> bool {
         if self.admission.is_none() {
-            self.admission = Admission::take(&self.plane, self.rt.config.server.max_in_flight);
+            let limit = self.rt.config.server.max_in_flight;
+            self.admission = Admission::take(&self.plane.in_flight, limit);
         }
         self.admission.is_some()
     }
 
-    /// Give the `max_in_flight` slot back while this request only waits
-    /// (a coalesced miss waiting for the first one's answer): waiting costs
-    /// the process almost nothing, and must not crowd out requests that
-    /// work. Take one again with [`Ctx::admit`] before going on.
+    /// Give the `max_in_flight` slot back, if held: when the request
+    /// ends, or while it only waits (a coalesced miss waiting for the first
+    /// one's answer): waiting costs the process almost nothing, and must
+    /// not crowd out requests that work. Take one again with
+    /// [`Ctx::admit`] before going on.
     pub fn release_admission(&mut self) {
-        self.admission = None;
+        if let Some(slot) = self.admission.take() {
+            slot.release(&self.plane.in_flight);
+        }
     }
 }

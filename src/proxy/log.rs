@@ -97,7 +97,7 @@ pub fn finish(ctx: &mut Ctx, end: End, observed: Observed) {
         export_trace(ctx, end, status, duration);
     }
 
-    ctx.admission = None;
+    ctx.release_admission();
     // The committed attempt's verdict for its breaker, as for the judge: a
     // stream that broke after its first byte is the upstream's failure; a
     // client that left says nothing about the upstream.
@@ -221,5 +221,8 @@ fn export_trace(ctx: &mut Ctx, end: End, status: u16, duration: Duration) {
 impl Drop for Ctx {
     fn drop(&mut self) {
         finish(self, End::ClientAborted, Observed::default());
+        // `finish` gave the slot back when it logged; a slot taken after
+        // that would otherwise be lost.
+        self.release_admission();
     }
 }

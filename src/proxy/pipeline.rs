@@ -18,7 +18,6 @@ use std::sync::Arc;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::admit::Admission;
 use super::assign::{self, Assigned};
 use super::body::ProxyBody;
 use super::cache_lookup::{self, Lookup};
@@ -91,8 +90,7 @@ pub async fn handle(
     let server = &rt.config.server;
 
     // Phase: admit.
-    ctx.admission = Admission::take(ctx.plane(), server.max_in_flight);
-    if ctx.admission.is_none() {
+    if !ctx.admit() {
         return respond::refusal(ctx, route, false, RefusalReason::Overload);
     }
 
