@@ -95,10 +95,11 @@ pub async fn handle(
     }
 
     // Phase: read body.
-    let budget = Arc::clone(&ctx.plane().buffered);
+    // Borrowed from the data plane the request holds (the reservation
+    // that travels with the body keeps its own reference).
     let limits = BodyLimits {
         max: server.max_body,
-        budget: &budget,
+        budget: &ctx.plane.buffered,
         budget_limit: server.max_buffered,
     };
     ctx.clock.pause();
