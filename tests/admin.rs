@@ -457,19 +457,21 @@ async fn a_reload_rotates_the_token() {
     let a = healthy_backend("a").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("cutover.toml");
-    let (traffic, admin_port) = (free_port(), free_port());
+    let (traffic_socket, admin_socket) = (listener(), listener());
+    let (traffic, admin_port) = (port(&traffic_socket), port(&admin_socket));
     std::fs::write(
         &path,
         binary_config(traffic, admin_port, &a.url(), "TOKEN_ONE"),
     )
     .expect("write");
     let path_arg = path.to_str().expect("utf-8 path");
-    let _bin = Binary::spawn(
+    let _bin = Binary::spawn_with(
         &["serve", "--config", path_arg],
         &[("TOKEN_ONE", "first"), ("TOKEN_TWO", "second")],
+        vec![traffic_socket, admin_socket],
     );
     let admin_addr = std::net::SocketAddr::from(([127, 0, 0, 1], admin_port));
-    assert!(wait_listening(admin_addr, Duration::from_secs(20)).await);
+    assert!(wait_ready(admin_addr, Duration::from_secs(20)).await);
     let admin = format!("http://{admin_addr}");
     let http = client();
     let code = |token: &'static str, method: &'static str, path: &'static str| {
@@ -577,8 +579,7 @@ async fn cutover_status_prints_routes_versions_and_upstreams() {
 
 #[tokio::test]
 async fn cutover_status_fails_clearly_when_the_admin_api_is_down() {
-    let port = free_port();
-    let admin = format!("http://127.0.0.1:{port}");
+    let admin = format!("http://127.0.0.1:{}", dead_port());
     let (exit, out, err) = run_binary(&["status", "--admin", &admin], &[]).await;
     assert_eq!(exit, Some(1), "{out}\n{err}");
     assert!(err.contains(&admin) && err.contains("unreachable"), "{err}");

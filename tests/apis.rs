@@ -782,7 +782,7 @@ upstream = "down"
 weight = 100.0
 "#,
         head(),
-        free_port()
+        dead_port()
     );
     let proxy = start_proxy(&toml).await;
     for api in APIS {

@@ -434,8 +434,7 @@ async fn a_body_that_is_not_json_is_keyed_by_its_bytes_and_forwarded_unchanged()
 async fn a_huge_answer_passes_without_growing_the_process() {
     const TOTAL: usize = 200 * 1024 * 1024;
     let upstream = big_upstream(TOTAL).await;
-    let port = free_port();
-    let admin = free_port();
+    let (sockets, port, admin) = traffic_and_admin();
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("cutover.toml");
     let toml = config("huge", &format!("http://{upstream}"), TTL, "")
@@ -450,7 +449,7 @@ async fn a_huge_answer_passes_without_growing_the_process() {
         .replace("max_entry_size = \"1MiB\"", "max_entry_size = \"4MiB\"")
         .replace("idle_timeout = \"1s\"", "idle_timeout = \"30s\"");
     std::fs::write(&path, toml).expect("write");
-    let bin = Binary::spawn(
+    let bin = Binary::spawn_with(
         &[
             "serve",
             "--config",
@@ -458,8 +457,9 @@ async fn a_huge_answer_passes_without_growing_the_process() {
             "--no-watch",
         ],
         &[("CUTOVER_WORKERS", "2")],
+        sockets,
     );
-    assert!(wait_listening(([127, 0, 0, 1], port).into(), Duration::from_secs(10)).await);
+    assert!(wait_ready(([127, 0, 0, 1], admin).into(), Duration::from_secs(10)).await);
     let pid = bin.child.id();
     let c = client();
     let url = format!("http://127.0.0.1:{port}/huge/x");

@@ -203,10 +203,9 @@ fn loopback_config(
     if let Some(cluster) = doc.get_mut("cluster").and_then(|c| c.as_table_mut()) {
         // A local Redis, or a closed port (the replica then serves with
         // Redis unreachable, as it must).
-        let redis = redis.map(str::to_owned).unwrap_or_else(|| {
-            let port = free_port();
-            format!("redis://127.0.0.1:{port}/0")
-        });
+        let redis = redis
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("redis://127.0.0.1:{}/0", dead_port()));
         cluster["redis"] = toml_edit::value(redis);
     }
     let ups = doc["upstreams"]
@@ -1425,20 +1424,23 @@ async fn serve_loopback_with(
     redis: Option<&str>,
     upstream_url: impl FnMut(&str, &str) -> String,
 ) -> (Binary, u16, u16, tempfile::TempDir) {
-    let (listen, admin) = (free_port(), free_port());
+    let sockets = vec![listener(), listener()];
+    let (listen, admin) = (port(&sockets[0]), port(&sockets[1]));
     let text = loopback_config(config_text, listen, admin, state, redis, upstream_url);
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("cutover.toml");
     std::fs::write(&path, text).expect("write");
     let env = env_for(config_text, env);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let bin = Binary::spawn(&["serve", "--config", path.to_str().expect("utf-8")], &env);
-    for port in [listen, admin] {
-        assert!(
-            wait_listening(([127, 0, 0, 1], port).into(), Duration::from_secs(10)).await,
-            "cutover never listened on {port}"
-        );
-    }
+    let bin = Binary::spawn_with(
+        &["serve", "--config", path.to_str().expect("utf-8")],
+        &env,
+        sockets,
+    );
+    assert!(
+        wait_ready(([127, 0, 0, 1], admin).into(), Duration::from_secs(10)).await,
+        "cutover never served its admin API on {admin}"
+    );
     (bin, listen, admin, dir)
 }
 
@@ -1503,15 +1505,14 @@ async fn compose_stack_runs_on_loopback() {
             cmd.drain(at..at + 2);
         }
         let at = cmd.iter().position(|a| a == "--listen").expect("--listen") + 1;
-        let port = free_port();
+        let socket = listener();
+        let port = port(&socket);
         let declared = port_of(&cmd[at]);
         cmd[at] = format!("127.0.0.1:{port}");
         let args: Vec<&str> = cmd.iter().map(String::as_str).collect();
-        mocks.push(Binary::spawn(&args, &[]));
-        assert!(
-            wait_listening(([127, 0, 0, 1], port).into(), Duration::from_secs(10)).await,
-            "{name} never listened"
-        );
+        // The mock answers once it serves: the handed-over socket queues
+        // connections until then.
+        mocks.push(Binary::spawn_with(&args, &[], vec![socket]));
         let script = bash_script(&strings(&svc["healthcheck"]["test"]));
         assert!(
             run_script(&retarget(&script, declared, port)).await,
@@ -1543,7 +1544,7 @@ async fn compose_stack_runs_on_loopback() {
     let dead = retarget(
         &bash_script(&dockerfile_healthcheck()),
         facts.admin_port,
-        free_port(),
+        dead_port(),
     );
     assert!(!run_script_with(&dead, std::process::Stdio::null()).await);
 

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Binary, backend, free_port, healthy_backend, loopback0, run_binary};
+use common::{Binary, backend, dead_port, healthy_backend, loopback0, run_binary};
 use cutover::mock::{MockArgs, MockHandle};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -774,7 +774,7 @@ async fn a_target_that_is_down_is_reported_per_case() {
     );
     let junit = dir.path().join("junit.xml");
     let report = dir.path().join("report.json");
-    let down = format!("http://127.0.0.1:{}", free_port());
+    let down = format!("http://127.0.0.1:{}", dead_port());
     let (code, out, err) = eval(
         &golden,
         &down,

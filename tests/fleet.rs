@@ -44,16 +44,17 @@ impl Replica {
 
     async fn spawn(name: &str, config: impl Fn(&Ports) -> String) -> Replica {
         let dir = tempfile::tempdir().expect("tempdir");
+        let (sockets, traffic, admin) = traffic_and_admin();
         let ports = Ports {
-            traffic: free_port(),
-            admin: free_port(),
+            traffic,
+            admin,
             state: dir.path().join("state"),
             name: name.to_string(),
         };
         let path = dir.path().join("cutover.toml");
         std::fs::write(&path, config(&ports)).expect("write config");
         let log = std::fs::File::create(Self::log_path(dir.path())).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_cutover"))
+        let child = handover::cutover_command(&[&sockets[0], &sockets[1]])
             .args(["serve", "--config"])
             .arg(&path)
             .env_remove("CUTOVER_ADMIN_TOKEN")
@@ -61,6 +62,7 @@ impl Replica {
             .stderr(Stdio::from(log))
             .spawn()
             .expect("spawn cutover");
+        drop(sockets);
         let r = Replica {
             name: name.to_string(),
             child: Some(child),
@@ -69,7 +71,7 @@ impl Replica {
             dir,
         };
         assert!(
-            wait_listening(r.admin, Duration::from_secs(20)).await,
+            wait_ready(r.admin, Duration::from_secs(20)).await,
             "{} did not start:\n{}",
             r.name,
             r.log()
@@ -1258,16 +1260,17 @@ weight = 100.0
         let cert = cert.clone();
         async move {
             let dir = tempfile::tempdir().expect("tempdir");
+            let (sockets, traffic, admin) = traffic_and_admin();
             let ports = Ports {
-                traffic: free_port(),
-                admin: free_port(),
+                traffic,
+                admin,
                 state: dir.path().join("state"),
                 name: "tls-1".into(),
             };
             let path = dir.path().join("cutover.toml");
             std::fs::write(&path, config(&ports)).expect("write");
             let log = std::fs::File::create(Replica::log_path(dir.path())).expect("log");
-            let child = Command::new(env!("CARGO_BIN_EXE_cutover"))
+            let child = handover::cutover_command(&[&sockets[0], &sockets[1]])
                 .args(["serve", "--config"])
                 .arg(&path)
                 .env("REDIS_PASSWORD", password)
@@ -1276,6 +1279,7 @@ weight = 100.0
                 .stderr(Stdio::from(log))
                 .spawn()
                 .expect("spawn");
+            drop(sockets);
             let r = Replica {
                 name: "tls-1".into(),
                 child: Some(child),
@@ -1283,7 +1287,7 @@ weight = 100.0
                 admin: SocketAddr::from(([127, 0, 0, 1], ports.admin)),
                 dir,
             };
-            assert!(wait_listening(r.admin, Duration::from_secs(20)).await);
+            assert!(wait_ready(r.admin, Duration::from_secs(20)).await);
             r
         }
     };

@@ -117,8 +117,7 @@ async fn https_upstream_through_the_binary() {
     );
     let inner = start_proxy(&one_version(&a.url(), &tls_extra, "")).await;
 
-    let port = free_port();
-    let admin = free_port();
+    let (sockets, port, admin) = traffic_and_admin();
     let config = one_version(&format!("https://localhost:{}/", inner.addr.port()), "", "")
         .replace(
             "listen = \"127.0.0.1:0\"\nshutdown",
@@ -130,13 +129,14 @@ async fn https_upstream_through_the_binary() {
         );
     let path = dir.path().join("outer.toml");
     std::fs::write(&path, config).expect("write");
-    let _bin = Binary::spawn(
+    let _bin = Binary::spawn_with(
         &["serve", "--config", path.to_str().expect("utf8")],
         &[("SSL_CERT_FILE", cert.to_str().expect("utf8"))],
+        sockets,
     );
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     assert!(
-        wait_listening(addr, Duration::from_secs(10)).await,
+        wait_ready(([127, 0, 0, 1], admin).into(), Duration::from_secs(10)).await,
         "binary did not start"
     );
     let resp = client()
@@ -220,8 +220,7 @@ fn sigterm_drains_then_exits_zero() {
         })
         .await;
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let admin = free_port();
+        let (sockets, port, admin) = traffic_and_admin();
         let config = one_version(&slow.url(), "", "")
             .replace(
                 "listen = \"127.0.0.1:0\"\nshutdown",
@@ -233,9 +232,13 @@ fn sigterm_drains_then_exits_zero() {
             );
         let path = dir.path().join("c.toml");
         std::fs::write(&path, config).expect("write");
-        let mut bin = Binary::spawn(&["serve", "--config", path.to_str().expect("utf8")], &[]);
+        let mut bin = Binary::spawn_with(
+            &["serve", "--config", path.to_str().expect("utf8")],
+            &[],
+            sockets,
+        );
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        assert!(wait_listening(addr, Duration::from_secs(10)).await);
+        assert!(wait_ready(([127, 0, 0, 1], admin).into(), Duration::from_secs(10)).await);
         let resp = client()
             .post(format!("http://{addr}/v1/chat/completions"))
             .body(CHAT_STREAM)

@@ -355,7 +355,7 @@ async fn a_changed_listen_address_is_reported_as_needing_a_restart() {
 
     let moved = with_listen(
         &two_versions(&a.url(), &b.url(), 0.0, 100.0, ""),
-        free_port(),
+        dead_port(),
         0,
     );
     write_and_rename(&proxy.config_path, &moved);
@@ -501,14 +501,17 @@ async fn sighup_reloads_the_real_binary() {
     let b = healthy_backend("b").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("cutover.toml");
-    let (port, admin) = (free_port(), free_port());
+    let (sockets, port, admin) = traffic_and_admin();
     let config = |w1, w2| with_listen(&two_versions(&a.url(), &b.url(), w1, w2, ""), port, admin);
     std::fs::write(&path, config(100.0, 0.0)).expect("write");
     let path_arg = path.to_str().expect("utf-8 path");
     // Without the file watcher, only SIGHUP can reload.
-    let bin = Binary::spawn(&["serve", "-c", path_arg, "--no-watch"], &[]);
+    let bin = Binary::spawn_with(&["serve", "-c", path_arg, "--no-watch"], &[], sockets);
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    assert!(wait_listening(addr, WAIT).await, "binary did not listen");
+    assert!(
+        wait_ready(([127, 0, 0, 1], admin).into(), WAIT).await,
+        "binary did not serve"
+    );
     let base = format!("http://{addr}");
     let c = client();
     assert!(all_on(&c, &base, "v1").await);
@@ -529,12 +532,19 @@ async fn the_real_binary_reloads_when_its_file_changes() {
     let b = healthy_backend("b").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("cutover.toml");
-    let (port, admin) = (free_port(), free_port());
+    let (sockets, port, admin) = traffic_and_admin();
     let config = |w1, w2| with_listen(&two_versions(&a.url(), &b.url(), w1, w2, ""), port, admin);
     std::fs::write(&path, config(100.0, 0.0)).expect("write");
-    let mut bin = Binary::spawn(&["serve", "-c", path.to_str().expect("utf-8 path")], &[]);
+    let mut bin = Binary::spawn_with(
+        &["serve", "-c", path.to_str().expect("utf-8 path")],
+        &[],
+        sockets,
+    );
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    assert!(wait_listening(addr, WAIT).await, "binary did not listen");
+    assert!(
+        wait_ready(([127, 0, 0, 1], admin).into(), WAIT).await,
+        "binary did not serve"
+    );
     let base = format!("http://{addr}");
     let c = client();
     assert!(all_on(&c, &base, "v1").await);

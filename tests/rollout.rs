@@ -640,8 +640,9 @@ async fn pause_survives_a_restart_of_the_binary_on_the_same_step() {
     let base = healthy_backend("base").await;
     let canary = healthy_backend("canary").await;
     let dir = state_dir();
-    let port = free_port();
-    let admin_port = free_port();
+    // Held here across the restart and handed to each process, as a
+    // socket unit keeps them: connections queue while neither serves.
+    let (sockets, port, admin_port) = traffic_and_admin();
     let toml = config(
         ROUTE,
         &base.url(),
@@ -661,7 +662,11 @@ async fn pause_survives_a_restart_of_the_binary_on_the_same_step() {
     std::fs::write(&path, &toml).expect("write");
     let admin = format!("http://127.0.0.1:{admin_port}");
     let serve = || {
-        Binary::spawn(
+        let handed = sockets
+            .iter()
+            .map(|s| s.try_clone().expect("dup socket"))
+            .collect();
+        Binary::spawn_with(
             &[
                 "serve",
                 "--config",
@@ -669,6 +674,7 @@ async fn pause_survives_a_restart_of_the_binary_on_the_same_step() {
                 "--no-watch",
             ],
             &[("CUTOVER_WORKERS", "1")],
+            handed,
         )
     };
     let rollout_now = |admin: String| async move {
@@ -684,7 +690,7 @@ async fn pause_survives_a_restart_of_the_binary_on_the_same_step() {
     };
 
     let mut first = serve();
-    assert!(wait_listening(([127, 0, 0, 1], admin_port).into(), Duration::from_secs(10)).await);
+    assert!(wait_ready(([127, 0, 0, 1], admin_port).into(), Duration::from_secs(10)).await);
     for action in ["advance", "pause"] {
         let (code, out, err) =
             run_binary(&["rollout", action, ROUTE, "--admin", &admin], &[]).await;
@@ -705,7 +711,7 @@ async fn pause_survives_a_restart_of_the_binary_on_the_same_step() {
     );
 
     let _second = serve();
-    assert!(wait_listening(([127, 0, 0, 1], admin_port).into(), Duration::from_secs(10)).await);
+    assert!(wait_ready(([127, 0, 0, 1], admin_port).into(), Duration::from_secs(10)).await);
     let r = rollout_now(admin.clone()).await;
     assert_eq!(r["state"], "paused", "the pause survived the restart: {r}");
     assert_eq!(r["detail"]["stage"]["step"], 1);

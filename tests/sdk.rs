@@ -233,7 +233,7 @@ name = "down"
 url = "http://127.0.0.1:{}"
 connect_timeout = "1s"
 "#,
-        free_port()
+        dead_port()
     );
     for format in [
         "openai-chat",

@@ -561,8 +561,7 @@ set_json = { tools = [{ type = "function", function = { name = "refund_order" } 
 async fn the_access_log_has_a_shadow_line_beside_the_request_line() {
     let primary = healthy_backend("primary").await;
     let shadow = healthy_backend("shadow").await;
-    let port = free_port();
-    let admin = free_port();
+    let (sockets, port, admin) = traffic_and_admin();
     let toml = config(
         "logged",
         &primary.url(),
@@ -593,9 +592,13 @@ deps = { prompt = "support@3" }
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("c.toml");
     std::fs::write(&path, toml).expect("write");
-    let mut bin = Binary::spawn(&["serve", "--config", path.to_str().expect("utf8")], &[]);
+    let mut bin = Binary::spawn_with(
+        &["serve", "--config", path.to_str().expect("utf8")],
+        &[],
+        sockets,
+    );
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    assert!(wait_listening(addr, Duration::from_secs(10)).await);
+    assert!(wait_ready(([127, 0, 0, 1], admin).into(), Duration::from_secs(10)).await);
     let r = client()
         .post(format!("http://{addr}/logged/x"))
         .header("x-request-id", "req-logged-1")

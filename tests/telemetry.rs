@@ -369,8 +369,7 @@ async fn feedback_rules() {
 async fn access_log_lines_explain_each_request_without_secrets() {
     let a = healthy_backend("a").await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let admin = free_port();
+    let (sockets, port, admin) = traffic_and_admin();
     let config = priced("logged", &a.url())
         .replace(
             "listen = \"127.0.0.1:0\"\n[admin]",
@@ -391,9 +390,13 @@ async fn access_log_lines_explain_each_request_without_secrets() {
         );
     let path = dir.path().join("c.toml");
     std::fs::write(&path, config).expect("write");
-    let mut bin = Binary::spawn(&["serve", "--config", path.to_str().expect("utf8")], &[]);
+    let mut bin = Binary::spawn_with(
+        &["serve", "--config", path.to_str().expect("utf8")],
+        &[],
+        sockets,
+    );
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    assert!(wait_listening(addr, Duration::from_secs(10)).await);
+    assert!(wait_ready(([127, 0, 0, 1], admin).into(), Duration::from_secs(10)).await);
     let c = client();
     let secret_user = "user-with-a-secret-id-123";
     let token = "Bearer sk-very-secret-token";
@@ -497,7 +500,7 @@ async fn a_fallback_prices_the_tokens_it_served() {
     .await;
     let small = healthy_backend("small").await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let (port, admin) = (free_port(), free_port());
+    let (sockets, port, admin) = traffic_and_admin();
     let config = format!(
         r#"
 [server]
@@ -526,9 +529,13 @@ cost = {{ input_per_mtok = 10.0, output_per_mtok = 30.0 }}
     );
     let path = dir.path().join("c.toml");
     std::fs::write(&path, config).expect("write");
-    let mut bin = Binary::spawn(&["serve", "--config", path.to_str().expect("utf8")], &[]);
+    let mut bin = Binary::spawn_with(
+        &["serve", "--config", path.to_str().expect("utf8")],
+        &[],
+        sockets,
+    );
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    assert!(wait_listening(addr, Duration::from_secs(10)).await);
+    assert!(wait_ready(([127, 0, 0, 1], admin).into(), Duration::from_secs(10)).await);
     let resp = client()
         .post(format!("http://{addr}/v1/chat/completions"))
         .body(CHAT)

@@ -1,12 +1,15 @@
 //! `cutover mock-backend`: see [`crate::mock`].
 
-use tokio::net::TcpListener;
+use crate::server::Inherited;
 
 pub use crate::mock::MockArgs as Args;
 
 /// Serves until Ctrl-C or SIGTERM. Prints `mock-backend NAME listening on
 /// ADDR` (the real port when asked for port 0) once it accepts connections.
+/// Takes a socket handed over for `--listen`, as `serve` does.
 pub fn run(args: Args) -> u8 {
+    // Before any thread or descriptor exists (see `Inherited::take`).
+    let mut inherited = Inherited::take();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -18,7 +21,7 @@ pub fn run(args: Args) -> u8 {
         }
     };
     runtime.block_on(async move {
-        let listener = match TcpListener::bind(args.listen).await {
+        let listener = match inherited.bind(args.listen).await {
             Ok(listener) => listener,
             Err(error) => {
                 eprintln!(
@@ -29,6 +32,8 @@ pub fn run(args: Args) -> u8 {
                 return super::EXIT_USER;
             }
         };
+        inherited.report();
+        drop(inherited);
         let addr = listener.local_addr().unwrap_or(args.listen);
         println!("mock-backend {} listening on {addr}", args.name);
         match crate::mock::serve(listener, args, shutdown_signal()).await {

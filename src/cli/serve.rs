@@ -8,6 +8,7 @@ use crate::cli::ConfigArg;
 use crate::config::{self, Config, LogFormat};
 use crate::gateway::Gateway;
 use crate::reload;
+use crate::server::Inherited;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -21,6 +22,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> u8 {
+    // Before any thread or descriptor exists (see `Inherited::take`).
+    let inherited = Inherited::take();
     let loaded = match config::load(&args.config.config) {
         Ok(l) => l,
         Err(e) => {
@@ -55,7 +58,7 @@ pub fn run(args: Args) -> u8 {
         watch_file: !args.no_watch,
         ..reload::Options::default()
     };
-    match runtime.block_on(serve_with(config, reload, shutdown_signal())) {
+    match runtime.block_on(serve_with(config, reload, inherited, shutdown_signal())) {
         Ok(()) => super::EXIT_OK,
         Err(e) => {
             eprintln!("error: {e}");
@@ -67,24 +70,36 @@ pub fn run(args: Args) -> u8 {
 /// Bind both listeners and serve until `shutdown`, reloading with the
 /// default [`reload::Options`].
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), String> {
-    serve_with(config, reload::Options::default(), shutdown).await
+    serve_with(
+        config,
+        reload::Options::default(),
+        Inherited::default(),
+        shutdown,
+    )
+    .await
 }
 
-/// Bind both listeners and serve until `shutdown`; the reloader runs
-/// alongside and stops when shutdown begins.
+/// Bind both listeners (or take the sockets handed over for their
+/// addresses) and serve until `shutdown`; the reloader runs alongside and
+/// stops when shutdown begins.
 pub async fn serve_with(
     config: Config,
     reload: reload::Options,
+    mut inherited: Inherited,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
     let listen = config.server.listen;
     let admin_listen = config.admin.listen;
-    let traffic = tokio::net::TcpListener::bind(listen)
+    let traffic = inherited
+        .bind(listen)
         .await
         .map_err(|e| format!("server.listen {listen}: {e}"))?;
-    let admin = tokio::net::TcpListener::bind(admin_listen)
+    let admin = inherited
+        .bind(admin_listen)
         .await
         .map_err(|e| format!("admin.listen {admin_listen}: {e}"))?;
+    inherited.report();
+    drop(inherited);
     let gateway = Gateway::new(config)?;
     tracing::info!(%listen, admin = %admin_listen, generation = gateway.generation(), "cutover serving");
     let control = crate::server::ControlPlane::start()

@@ -7,11 +7,13 @@
 mod activity;
 mod conn;
 mod control;
+mod inherit;
 mod sniff;
 mod tls;
 
 pub use conn::{PARK_AFTER, parked_connections};
 pub use control::ControlPlane;
+pub use inherit::Inherited;
 
 pub use sniff::{Ambiguous, Framing, Sniffed};
 

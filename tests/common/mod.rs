@@ -2,8 +2,12 @@
 //! text, mock backends named for their behaviour, and small clients.
 #![allow(dead_code)]
 
+pub mod handover;
 pub mod redis_server;
 pub mod tools;
+
+#[allow(unused_imports)] // each test crate uses some of them
+pub use handover::{dead_port, listener, port, traffic_and_admin, wait_ready};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -240,15 +244,17 @@ weight = 100.0
     )
 }
 
-/// A port that was free a moment ago (for configs the real binary reads).
+/// A port for an outside tool that binds its own (redis-server,
+/// prometheus), which cannot take a handed-over socket the way cutover
+/// does ([`handover`]). Everything else binds port 0 and keeps the socket.
 ///
 /// Taken below Linux's ephemeral range (32768-60999), not from port 0:
 /// a port the kernel hands out for `:0` is also the next candidate for an
-/// outgoing connection's source port, so between this call and the
-/// binary's bind another test's client could take it (seen in CI as
-/// "Address already in use"). Each test process walks its own window of
-/// the range, seeded by its pid, and never returns a port twice.
-pub fn free_port() -> u16 {
+/// outgoing connection's source port, so between this call and the tool's
+/// bind another test's client could take it (seen in CI as "Address
+/// already in use"). Each test process walks its own window of the range,
+/// seeded by its pid, and never returns a port twice.
+pub fn tool_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     const LOW: u32 = 20_000;
     const SPAN: u32 = 12_000;
@@ -298,6 +304,26 @@ impl Binary {
         Binary {
             child: cmd.spawn().expect("spawn cutover"),
         }
+    }
+
+    /// [`Binary::spawn`] with `sockets` handed over (see
+    /// [`handover`]); they are closed here once the child holds them.
+    pub fn spawn_with(
+        args: &[&str],
+        env: &[(&str, &str)],
+        sockets: Vec<std::net::TcpListener>,
+    ) -> Binary {
+        let refs: Vec<&std::net::TcpListener> = sockets.iter().collect();
+        let mut cmd = handover::cutover_command(&refs);
+        cmd.args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn cutover");
+        drop(sockets);
+        Binary { child }
     }
 
     pub fn signal(&self, sig: &str) {

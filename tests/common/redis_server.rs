@@ -44,7 +44,7 @@ impl RedisServer {
         let binary = redis_server_binary(test)?;
         let mut server = RedisServer {
             binary,
-            port: super::free_port(),
+            port: super::tool_port(),
             child: None,
             extra: Vec::new(),
         };
@@ -61,7 +61,7 @@ impl RedisServer {
         password: &str,
     ) -> Option<RedisServer> {
         let binary = redis_server_binary(test)?;
-        let port = super::free_port();
+        let port = super::tool_port();
         let mut server = RedisServer {
             binary,
             port,
