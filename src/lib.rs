@@ -3,12 +3,13 @@
 //! The crate is split along the two planes of `docs/architecture.md`:
 //!
 //! * control plane: [`config`] (load, validate) → [`runtime`] (compile into
-//!   an immutable snapshot) held by [`gateway`], which swaps it atomically;
+//!   an immutable snapshot) published by [`gateway::Gateway`] into the
+//!   [`gateway::DataPlane`], one atomic swap;
 //!   [`admin`] serves health, readiness, metrics, `/status` and `/reload` on
 //!   its own listener; [`reload`] watches the config file and SIGHUP and
 //!   asks the gateway to reload.
 //! * data plane: [`server`] (listeners, TLS, shutdown) → [`proxy`] (the
-//!   request pipeline) using [`routing`] (route, sticky key, split),
+//!   request pipeline, holding only the `DataPlane`) using [`routing`] (route, sticky key, split),
 //!   [`upstream`] (pooled clients per upstream), [`resilience`] (refusal)
 //!   and [`telemetry`] (metric handles, access log).
 //!

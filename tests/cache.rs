@@ -898,6 +898,7 @@ async fn followers_wait_without_an_admission_slot() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let in_flight = proxy
         .gateway
+        .data_plane
         .in_flight
         .load(std::sync::atomic::Ordering::SeqCst);
     assert_eq!(in_flight, 1, "waiting followers hold admission slots");

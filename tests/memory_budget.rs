@@ -79,7 +79,7 @@ max_in_flight = 4
     let proxy = start_proxy(&toml).await;
     let body = big_chat();
     assert_eq!(body.len(), BODY);
-    let held = || proxy.gateway.buffered.held();
+    let held = || proxy.gateway.data_plane.buffered.held();
     let send = |path: &'static str, chunked: bool| {
         let url = format!("{}{path}", proxy.url());
         let body = body.clone();

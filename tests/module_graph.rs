@@ -9,6 +9,10 @@
 //! is an import of `rollout::stats`, not of all of `rollout`. A module's
 //! own children and its ancestors are not imports across the tree.
 //!
+//! It also checks that the request path (`proxy`, `server::conn` and the
+//! `gateway::data_plane` state they hold) never imports the control plane
+//! (`gateway::Gateway`, admin, reload, the fleet's sync loop).
+//!
 //! It checks the whole crate. Run it alone with
 //! `cargo test --test module_graph`; it prints every cycle it finds with
 //! the modules in it.
@@ -536,5 +540,78 @@ fn a_reexported_name_is_an_import_of_the_module_that_defines_it() {
     assert_eq!(
         cycles(&edges(&modules)),
         vec![vec!["r::stats".to_string(), "t::m".to_string()]]
+    );
+}
+
+/// Modules a request runs through: the traffic connection and the
+/// pipeline, and the state they hold.
+fn request_path(module: &str) -> bool {
+    module == "proxy"
+        || module.starts_with("proxy::")
+        || [
+            "server::conn",
+            "server::activity",
+            "server::sniff",
+            "gateway::data_plane",
+        ]
+        .contains(&module)
+}
+
+/// Control-plane modules the request path must not reach, even through
+/// other modules: the gateway's reload and rollout side, the admin API,
+/// the config watcher, the fleet's lease and sync loop, the control
+/// plane's thread.
+const CONTROL: &[&str] = &[
+    "gateway",
+    "admin",
+    "admin::status",
+    "reload",
+    "cluster::sync",
+    "cluster::lease",
+    "server::control",
+];
+
+/// Control-plane modules the request path must not import itself. The
+/// compile in `runtime` reads the rollout registry's live weights, so a
+/// request reaches these through the `Runtime` type's module, and sees
+/// only what the compile left in the `Runtime`.
+const CONTROL_DIRECT: &[&str] = &["rollout::registry", "rollout::controller"];
+
+#[test]
+fn the_request_path_never_imports_the_control_plane() {
+    let modules = modules();
+    for m in CONTROL.iter().chain(CONTROL_DIRECT).chain(&[
+        "gateway::data_plane",
+        "server::conn",
+        "proxy::pipeline",
+    ]) {
+        assert!(modules.contains_key(*m), "src/ was read: {m} is missing");
+    }
+    let graph = edges(&modules);
+    let mut bad = Vec::new();
+    for (m, to) in graph.iter().filter(|(m, _)| request_path(m)) {
+        for c in to.iter().filter(|t| CONTROL_DIRECT.contains(&t.as_str())) {
+            bad.push(format!("{c} (imported by {m})"));
+        }
+    }
+    // What the request path reaches, import by import.
+    let mut reached = BTreeSet::new();
+    let mut via = BTreeMap::new();
+    let mut stack: Vec<String> = graph.keys().filter(|m| request_path(m)).cloned().collect();
+    while let Some(m) = stack.pop() {
+        if !reached.insert(m.clone()) {
+            continue;
+        }
+        for to in &graph[&m] {
+            via.entry(to.clone()).or_insert_with(|| m.clone());
+            stack.push(to.clone());
+        }
+    }
+    for c in CONTROL.iter().filter(|c| reached.contains(**c)) {
+        bad.push(format!("{c} (imported by {})", via[*c]));
+    }
+    assert!(
+        bad.is_empty(),
+        "the request path reaches the control plane: {bad:#?}"
     );
 }

@@ -148,6 +148,33 @@ async fn requests_over_max_in_flight_are_shed_with_the_refusal() {
     assert_eq!(slow.stats().requests(), 3);
 }
 
+/// A client that hangs up while its request waits on the upstream gives its
+/// `max_in_flight` slot back at once, not when the upstream answers.
+#[tokio::test]
+async fn a_client_that_hangs_up_gives_its_slot_back() {
+    use std::sync::atomic::Ordering;
+    let slow = backend(MockArgs {
+        latency: Duration::from_secs(30),
+        ..MockArgs::new(loopback0())
+    })
+    .await;
+    let proxy = start_proxy(&one_version(&slow.url(), "max_in_flight = 1", "")).await;
+    let url = format!("{}/v1/chat", proxy.url());
+    let in_flight = || proxy.gateway.data_plane.in_flight.load(Ordering::Acquire);
+    let waiting = tokio::spawn(client().post(&url).body(CHAT).send());
+    assert!(eventually(Duration::from_secs(2), || slow.stats().requests() == 1).await);
+    assert_eq!(in_flight(), 1);
+    waiting.abort();
+    assert!(
+        eventually(Duration::from_secs(5), || in_flight() == 0).await,
+        "the slot is still held"
+    );
+    // The freed slot admits the next request: it reaches the upstream.
+    let next = tokio::spawn(client().post(&url).body(CHAT).send());
+    assert!(eventually(Duration::from_secs(2), || slow.stats().requests() == 2).await);
+    next.abort();
+}
+
 /// SPEC §5: ambiguous framing is answered `400`, then the connection is
 /// closed, and nothing of the request (or of anything sent after it on the
 /// connection) is forwarded. Each case goes over raw TCP, split at every

@@ -141,7 +141,13 @@ async fn route(gateway: &Gateway, req: Request<Incoming>) -> Response<ProxyBody>
     }
     if !endpoint.open() {
         // Loaded per request, not cached: a reload rotates the token.
-        let expected = gateway.runtime.load().config.admin.token.clone();
+        let expected = gateway
+            .data_plane
+            .runtime_guard()
+            .config
+            .admin
+            .token
+            .clone();
         if let Some(expected) = expected
             && !authorized(&expected, req.headers())
         {
@@ -173,12 +179,12 @@ async fn route(gateway: &Gateway, req: Request<Incoming>) -> Response<ProxyBody>
         Endpoint::Metrics => {
             // Breaker states move with time (open -> half-open) as well as
             // with traffic: read them at scrape time.
-            for u in gateway.runtime.load().upstreams.iter() {
+            for u in gateway.data_plane.runtime_guard().upstreams.iter() {
                 metrics::gauge!(crate::telemetry::names::BREAKER_STATE, "upstream" => u.name.to_string())
                     .set(f64::from(u.state.breaker.state().as_gauge()));
             }
             metrics::gauge!(crate::telemetry::names::CACHE_BYTES)
-                .set(gateway.cache.status().bytes as f64);
+                .set(gateway.data_plane.cache.status().bytes as f64);
             let mut r = Response::new(ProxyBody::plain(Bytes::from(crate::telemetry::render(
                 &gateway.prometheus,
             ))));
@@ -241,10 +247,13 @@ async fn route(gateway: &Gateway, req: Request<Incoming>) -> Response<ProxyBody>
             }
         }
         Endpoint::CachePurge => {
-            let purged = gateway.cache.purge();
+            let purged = gateway.data_plane.cache.purge();
             tracing::info!(purged, "cache purged");
             // With `cache.shared`: the fleet's entries too (SPEC §10).
-            let shared = match (&gateway.cluster, gateway.runtime.load().config.cache.shared) {
+            let shared = match (
+                &gateway.cluster,
+                gateway.data_plane.runtime_guard().config.cache.shared,
+            ) {
                 (Some(cluster), true) => Some(cluster.purge_shared_cache().await),
                 _ => None,
             };

@@ -211,7 +211,7 @@ pub struct BreakerView {
 /// Build the document. Reads one snapshot and a few atomics; the only lock
 /// is the control-plane `reload_state` mutex, never taken by requests.
 pub fn build(gateway: &Gateway) -> Status {
-    let rt = gateway.runtime.load_full();
+    let rt = gateway.data_plane.runtime();
     let reload = gateway.reload_state();
     Status {
         generation: rt.generation,
@@ -222,7 +222,7 @@ pub fn build(gateway: &Gateway) -> Status {
         }),
         restart_required: reload.restart_required,
         draining: gateway.is_draining(),
-        in_flight: gateway.in_flight.load(Ordering::Relaxed),
+        in_flight: gateway.data_plane.in_flight.load(Ordering::Relaxed),
         routes: rt
             .config
             .routes
@@ -257,7 +257,7 @@ pub fn build(gateway: &Gateway) -> Status {
             })
             .collect(),
         cache: {
-            let c = gateway.cache.status();
+            let c = gateway.data_plane.cache.status();
             CacheStoreView {
                 entries: c.entries,
                 bytes: c.bytes,
@@ -271,7 +271,7 @@ pub fn build(gateway: &Gateway) -> Status {
         },
         cluster: gateway.cluster.as_ref().map(|c| {
             c.status(
-                gateway.feedback.forward_dropped(),
+                gateway.data_plane.feedback.forward_dropped(),
                 gateway
                     .shared_cache
                     .as_ref()

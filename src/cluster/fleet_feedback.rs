@@ -259,6 +259,30 @@ impl Cluster {
     }
 }
 
+/// What the data plane holds of the fleet, for the feedback endpoint:
+/// whether Redis answered the last sync round (an atomic), and a claim.
+/// Not the lease, the sync loop or the rollout documents.
+#[derive(Clone)]
+pub struct FleetClaims {
+    cluster: Arc<Cluster>,
+}
+
+impl FleetClaims {
+    pub fn new(cluster: Arc<Cluster>) -> FleetClaims {
+        FleetClaims { cluster }
+    }
+
+    /// Redis answered the last sync round.
+    pub fn up(&self) -> bool {
+        self.cluster.up()
+    }
+
+    /// [`Cluster::claim_feedback`].
+    pub async fn claim(&self, id: [u8; 16]) -> Result<Claim, CallError> {
+        self.cluster.claim_feedback(id).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

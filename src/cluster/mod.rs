@@ -14,7 +14,10 @@
 //!   acting on the rollout documents.
 //! * [`sync`]: the loop every `sync_interval`: lease, read, adopt, push,
 //!   sum, judge (the leader), commit.
-//! * [`fleet_feedback`]: the request-id index in Redis (SPEC §7's hour).
+//! * [`fleet_feedback`]: the request-id index in Redis (SPEC §7's hour);
+//!   the feedback endpoint claims in it through `FleetClaims`. That, the
+//!   record queue's sender and the cache's `SharedTier` are all the data
+//!   plane holds of the fleet.
 //! * [`shared_cache`]: the second cache tier (`cache.shared`).
 //! * [`status`]: what `/status` shows under `cluster`.
 //!

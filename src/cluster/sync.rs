@@ -155,7 +155,7 @@ async fn try_round(
     }
     pushing.sort_by(|a, b| a.0.cmp(b.0));
     let breaker_open = {
-        let rt = gateway.runtime.load_full();
+        let rt = gateway.data_plane.runtime();
         move |route: &str| crate::gateway::canary_breaker_open(&rt, route)
     };
     let stale: Vec<&String> = if view.mine {

@@ -36,7 +36,7 @@ pub async fn lookup(
     parts: &Parts,
     body: &Bytes,
 ) -> Lookup {
-    let store = Arc::clone(&ctx.gateway().cache);
+    let store = Arc::clone(&ctx.plane().cache);
     let result = if cache::bypass_requested(&parts.headers)
         || (cache.deterministic_only && !cache::is_deterministic(body))
     {

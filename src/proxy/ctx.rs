@@ -21,7 +21,7 @@ use super::headers::TraceContext;
 use crate::api::Api;
 use crate::cache::Entry;
 use crate::config::Cost;
-use crate::gateway::Gateway;
+use crate::gateway::data_plane::DataPlane;
 use crate::runtime::{Route, Runtime, Upstream, Version};
 use crate::telemetry::{AttemptResult, CacheResult};
 use crate::upstream::Permit;
@@ -114,7 +114,7 @@ pub struct AttemptSpan {
 }
 
 pub struct Ctx {
-    pub(super) gateway: Arc<Gateway>,
+    pub(super) plane: Arc<DataPlane>,
     pub rt: Arc<Runtime>,
     pub start: Instant,
     pub clock: OverheadClock,
@@ -138,8 +138,10 @@ pub struct Ctx {
     /// The `cost` of the target (version or fallback) whose upstream
     /// answered: what the tokens are priced at.
     pub served_cost: Option<Cost>,
-    /// A slot of `server.max_in_flight`, while the request holds one.
-    pub admission: Option<Admission>,
+    /// A slot of `server.max_in_flight`, while the request holds one:
+    /// taken by [`Ctx::admit`], given back by [`Ctx::release_admission`]
+    /// (the logging phase, and `Drop`, call it).
+    admission: Option<Admission>,
     /// The answering upstream's breaker permit: it holds the upstream's
     /// in-flight slot until the stream ends, and reports how it ended.
     pub upstream_slot: Option<Permit>,
@@ -151,7 +153,7 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn new(
-        gateway: Arc<Gateway>,
+        plane: Arc<DataPlane>,
         rt: Arc<Runtime>,
         request_id: HeaderValue,
         method: Method,
@@ -159,7 +161,7 @@ impl Ctx {
     ) -> Ctx {
         let start = Instant::now();
         Ctx {
-            gateway,
+            plane,
             rt,
             start,
             clock: OverheadClock::started(start),
@@ -184,8 +186,8 @@ impl Ctx {
         }
     }
 
-    pub fn gateway(&self) -> &Arc<Gateway> {
-        &self.gateway
+    pub fn plane(&self) -> &Arc<DataPlane> {
+        &self.plane
     }
 
     /// The request path (no query).
@@ -208,7 +210,7 @@ impl Ctx {
 
     /// Export this request's spans if tracing is on and the trace sampled.
     pub fn trace(&mut self, ctx: TraceContext, parent_sampled: Option<bool>) {
-        if let Some(tracer) = &self.gateway.tracer
+        if let Some(tracer) = &self.plane.tracer
             && tracer.sampled(&ctx.trace_id, parent_sampled)
         {
             self.trace = Some(ctx);
@@ -240,16 +242,20 @@ impl Ctx {
     /// Take a slot of `server.max_in_flight`; `false` means shed.
     pub fn admit(&mut self) -> bool {
         if self.admission.is_none() {
-            self.admission = Admission::take(&self.gateway, self.rt.config.server.max_in_flight);
+            let limit = self.rt.config.server.max_in_flight;
+            self.admission = Admission::take(&self.plane.in_flight, limit);
         }
         self.admission.is_some()
     }
 
-    /// Give the `max_in_flight` slot back while this request only waits
-    /// (a coalesced miss waiting for the first one's answer): waiting costs
-    /// the process almost nothing, and must not crowd out requests that
-    /// work. Take one again with [`Ctx::admit`] before going on.
+    /// Give the `max_in_flight` slot back, if held: when the request
+    /// ends, or while it only waits (a coalesced miss waiting for the first
+    /// one's answer): waiting costs the process almost nothing, and must
+    /// not crowd out requests that work. Take one again with
+    /// [`Ctx::admit`] before going on.
     pub fn release_admission(&mut self) {
-        self.admission = None;
+        if let Some(slot) = self.admission.take() {
+            slot.release(&self.plane.in_flight);
+        }
     }
 }

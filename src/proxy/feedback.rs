@@ -15,8 +15,6 @@ use http::{HeaderValue, Method, Response, StatusCode, header};
 use hyper::body::Incoming;
 use serde::Deserialize;
 
-use std::sync::Arc;
-
 use super::body::ProxyBody;
 use super::ctx::Ctx;
 use super::request_body::{BodyLimits, read_bounded};
@@ -64,10 +62,11 @@ pub async fn handle(mut ctx: Box<Ctx>, parts: Parts, body: Incoming) -> Response
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return r;
     }
-    let budget = Arc::clone(&ctx.gateway().buffered);
+    // Borrowed from the data plane the request holds (the reservation
+    // that travels with the body keeps its own reference).
     let limits = BodyLimits {
         max: MAX_FEEDBACK_BODY.min(max_body),
-        budget: &budget,
+        budget: &ctx.plane.buffered,
         budget_limit: max_buffered,
     };
     ctx.clock.pause();
@@ -103,7 +102,7 @@ pub async fn handle(mut ctx: Box<Ctx>, parts: Parts, body: Incoming) -> Response
     // feedback endpoint is not the proxied path), else the local one.
     ctx.clock.pause();
     let claimed = ctx
-        .gateway()
+        .plane()
         .claim_feedback(feedback.request_id.as_bytes())
         .await;
     ctx.clock.resume();

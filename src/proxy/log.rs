@@ -59,7 +59,7 @@ pub fn finish(ctx: &mut Ctx, end: End, observed: Observed) {
         judge(ctx, route, end, duration, cost_usd);
     }
 
-    if ctx.gateway.access_log.enabled() {
+    if ctx.plane.access_log.enabled() {
         let upstream = match &ctx.responder {
             Responder::Upstream(u) => &*u.name,
             Responder::Cache(entry) => &*entry.upstream,
@@ -68,7 +68,7 @@ pub fn finish(ctx: &mut Ctx, end: End, observed: Observed) {
             Responder::Local | Responder::Pending => "",
         };
         let version_name = version.map_or("", |v| &*v.target.name);
-        ctx.gateway.access_log.write(&AccessRecord {
+        ctx.plane.access_log.write(&AccessRecord {
             kind: "request",
             request_id: ctx.request_id.to_str().unwrap_or(""),
             method: ctx.method.as_str(),
@@ -97,7 +97,7 @@ pub fn finish(ctx: &mut Ctx, end: End, observed: Observed) {
         export_trace(ctx, end, status, duration);
     }
 
-    ctx.admission = None;
+    ctx.release_admission();
     // The committed attempt's verdict for its breaker, as for the judge: a
     // stream that broke after its first byte is the upstream's failure; a
     // client that left says nothing about the upstream.
@@ -151,7 +151,7 @@ fn judge(ctx: &Ctx, route: &Route, end: End, duration: Duration, cost_usd: Optio
 /// The request's span and one span per upstream attempt (sampled traces
 /// only: the rare path, so it may allocate).
 fn export_trace(ctx: &mut Ctx, end: End, status: u16, duration: Duration) {
-    let (Some(trace), Some(tracer)) = (ctx.trace, ctx.gateway.tracer.as_ref()) else {
+    let (Some(trace), Some(tracer)) = (ctx.trace, ctx.plane.tracer.as_ref()) else {
         return;
     };
     let end_wall = SystemTime::now();
@@ -221,5 +221,8 @@ fn export_trace(ctx: &mut Ctx, end: End, status: u16, duration: Duration) {
 impl Drop for Ctx {
     fn drop(&mut self) {
         finish(self, End::ClientAborted, Observed::default());
+        // `finish` gave the slot back when it logged; a slot taken after
+        // that would otherwise be lost.
+        self.release_admission();
     }
 }

@@ -20,7 +20,7 @@ use super::attempt;
 use super::forward::upstream_request;
 use super::tap::Comparing;
 use crate::api::Api;
-use crate::gateway::Gateway;
+use crate::gateway::data_plane::DataPlane;
 use crate::rollout::{Observation, Role};
 use crate::runtime::Runtime;
 use crate::shadow::compare::{self, Capture, PointerMatch};
@@ -33,7 +33,7 @@ pub static X_CUTOVER_SHADOW: http::HeaderName = http::HeaderName::from_static("x
 
 /// Everything a mirror needs, owned: the task outlives the request.
 pub struct Job {
-    pub gateway: Arc<Gateway>,
+    pub plane: Arc<DataPlane>,
     /// Keeps the generation (and so the shadow) alive for the task.
     pub rt: Arc<Runtime>,
     pub route: usize,
@@ -56,7 +56,7 @@ pub struct Job {
 /// shadow. Never waits.
 #[expect(clippy::too_many_arguments, reason = "the owned parts of one job")]
 pub fn spawn_all(
-    gateway: &Arc<Gateway>,
+    plane: &Arc<DataPlane>,
     rt: &Arc<Runtime>,
     route_index: usize,
     set: u64,
@@ -82,7 +82,7 @@ pub fn spawn_all(
             Some(rx)
         };
         spawn(Job {
-            gateway: Arc::clone(gateway),
+            plane: Arc::clone(plane),
             rt: Arc::clone(rt),
             route: route_index,
             shadow: i,
@@ -99,9 +99,9 @@ pub fn spawn_all(
     comparing
 }
 
-/// Spawn a mirror on the gateway's tracker. Returns at once.
+/// Spawn a mirror on the data plane's tracker. Returns at once.
 fn spawn(job: Job) {
-    let tracker = job.gateway.mirrors.clone();
+    let tracker = job.plane.mirrors.clone();
     tracker.spawn(run(job));
 }
 
@@ -166,7 +166,7 @@ async fn run(mut job: Job) {
         }
     }
 
-    let log = &job.gateway.access_log;
+    let log = &job.plane.access_log;
     if log.enabled() {
         log.write(&AccessRecord {
             kind: "shadow",

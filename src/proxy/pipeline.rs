@@ -18,7 +18,6 @@ use std::sync::Arc;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::admit::Admission;
 use super::assign::{self, Assigned};
 use super::body::ProxyBody;
 use super::cache_lookup::{self, Lookup};
@@ -31,7 +30,7 @@ use super::matching;
 use super::mirror;
 use super::request_body::{BodyError, BodyLimits, read_bounded};
 use super::respond;
-use crate::gateway::Gateway;
+use crate::gateway::data_plane::DataPlane;
 use crate::routing;
 use crate::telemetry::RefusalReason;
 
@@ -43,15 +42,15 @@ pub struct ConnInfo {
 }
 
 pub async fn handle(
-    gateway: Arc<Gateway>,
+    plane: Arc<DataPlane>,
     conn: ConnInfo,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
-    let rt = gateway.runtime.load_full();
+    let rt = plane.runtime();
     let (mut parts, body) = req.into_parts();
     let request_id = headers::request_id(&parts.headers);
     let mut ctx = Box::new(Ctx::new(
-        gateway,
+        plane,
         Arc::clone(&rt),
         request_id,
         parts.method.clone(),
@@ -91,16 +90,16 @@ pub async fn handle(
     let server = &rt.config.server;
 
     // Phase: admit.
-    ctx.admission = Admission::take(ctx.gateway(), server.max_in_flight);
-    if ctx.admission.is_none() {
+    if !ctx.admit() {
         return respond::refusal(ctx, route, false, RefusalReason::Overload);
     }
 
     // Phase: read body.
-    let budget = Arc::clone(&ctx.gateway().buffered);
+    // Borrowed from the data plane the request holds (the reservation
+    // that travels with the body keeps its own reference).
     let limits = BodyLimits {
         max: server.max_body,
-        budget: &budget,
+        budget: &ctx.plane.buffered,
         budget_limit: server.max_buffered,
     };
     ctx.clock.pause();
@@ -164,7 +163,7 @@ pub async fn handle(
     // The head every upstream request starts from.
     let had_parent = parts.headers.contains_key(&headers::TRACEPARENT);
     let trace = headers::prepare_forward(&mut parts.headers, conn.peer, conn.tls, &ctx.request_id);
-    if ctx.gateway().tracer.is_some() {
+    if ctx.plane().tracer.is_some() {
         let parent_sampled =
             (had_parent && trace.parent_span_id.is_some()).then_some(trace.sampled);
         ctx.trace(trace, parent_sampled);
@@ -175,7 +174,7 @@ pub async fn handle(
         Vec::new()
     } else {
         mirror::spawn_all(
-            ctx.gateway(),
+            ctx.plane(),
             &rt,
             route_index,
             mirrored,

@@ -56,7 +56,7 @@ pub fn upstream(
             metrics.outcome(OutcomeSource::Header, outcome);
         }
         if ctx.rt.config.server.feedback_path.is_some() {
-            ctx.gateway()
+            ctx.plane()
                 .feedback
                 .record(ctx.request_id.as_bytes(), metrics);
         }
@@ -68,7 +68,7 @@ pub fn upstream(
     if let (Some(guard), Some(cache)) = (fill, &route.cache)
         && storable(&parts)
     {
-        taps.fill(FillTap::new(ctx.gateway().cache.fill(
+        taps.fill(FillTap::new(ctx.plane().cache.fill(
             guard,
             cache.ttl,
             content_type.cloned(),
@@ -169,7 +169,7 @@ fn cache_result(ctx: &mut Ctx) -> Option<CacheResult> {
         && let Some(cache) = ctx.route().and_then(|r| r.cache.as_ref())
     {
         cache.metrics.result(CacheResult::Bypass);
-        ctx.gateway().cache.count(None);
+        ctx.plane().cache.count(None);
         ctx.cache = Some(CacheResult::Bypass);
     }
     ctx.cache

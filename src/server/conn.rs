@@ -50,7 +50,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Sniffed;
 use super::activity::{Activity, Open};
-use crate::gateway::Gateway;
+use crate::gateway::data_plane::DataPlane;
 use crate::proxy::{self, ConnInfo, ProxyBody};
 
 /// How long an HTTP/1 connection stays idle before it is parked.
@@ -142,7 +142,7 @@ impl<B: Body> Body for Tracked<B> {
 /// The proxy, as hyper calls it for each request of a connection.
 #[derive(Clone)]
 struct Service {
-    gateway: Arc<Gateway>,
+    plane: Arc<DataPlane>,
     info: ConnInfo,
     activity: Arc<Activity>,
 }
@@ -161,10 +161,10 @@ impl hyper::service::Service<Request<Incoming>> for Service {
         // Counted here, when hyper dispatches the head, not when the future
         // first runs: parking must never see a dispatched request as idle.
         let open = self.activity.begin();
-        let gateway = Arc::clone(&self.gateway);
+        let plane = Arc::clone(&self.plane);
         let info = self.info;
         Box::pin(async move {
-            let response = proxy::handle(gateway, info, req).await;
+            let response = proxy::handle(plane, info, req).await;
             Ok(response.map(|inner| Tracked { inner, open }))
         })
     }
@@ -194,7 +194,7 @@ impl ReadReady for Box<tokio_rustls::server::TlsStream<TcpStream>> {
 /// with the preface, HTTP/1 otherwise.
 pub(super) async fn serve<T>(
     mut io: T,
-    gateway: Arc<Gateway>,
+    plane: Arc<DataPlane>,
     info: ConnInfo,
     settings: &Settings,
     shutdown: &CancellationToken,
@@ -219,9 +219,9 @@ pub(super) async fn serve<T>(
     };
     let io = Sniffed::new(io).with_prefix(prefix);
     if h2 {
-        serve_h2(io, gateway, info, settings, shutdown).await;
+        serve_h2(io, plane, info, settings, shutdown).await;
     } else {
-        serve_h1(io, gateway, info, settings, shutdown).await;
+        serve_h1(io, plane, info, settings, shutdown).await;
     }
 }
 
@@ -245,7 +245,7 @@ async fn read_preface<T: AsyncRead + Unpin>(io: &mut T) -> io::Result<(bool, Byt
 /// HTTP/2: hyper's connection, until it ends or shutdown drains it.
 pub(super) async fn serve_h2<T>(
     io: Sniffed<T>,
-    gateway: Arc<Gateway>,
+    plane: Arc<DataPlane>,
     info: ConnInfo,
     settings: &Settings,
     shutdown: &CancellationToken,
@@ -253,7 +253,7 @@ pub(super) async fn serve_h2<T>(
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = Service {
-        gateway,
+        plane,
         info,
         activity: Arc::default(),
     };
@@ -285,7 +285,7 @@ enum Ended {
 /// HTTP/1.1: hyper's connection while active, only the socket while idle.
 async fn serve_h1<T>(
     io: Sniffed<T>,
-    gateway: Arc<Gateway>,
+    plane: Arc<DataPlane>,
     info: ConnInfo,
     settings: &Settings,
     shutdown: &CancellationToken,
@@ -297,7 +297,7 @@ async fn serve_h1<T>(
     let idle_budget = settings.header_timeout.saturating_sub(PARK_AFTER);
     loop {
         let service = Service {
-            gateway: Arc::clone(&gateway),
+            plane: Arc::clone(&plane),
             info,
             activity: Arc::clone(&activity),
         };

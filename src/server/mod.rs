@@ -55,7 +55,7 @@ pub async fn run_with(
     control: ControlPlane,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let rt = gateway.runtime.load_full();
+    let rt = gateway.data_plane.runtime();
     let server = &rt.config.server;
     let tls = match &server.tls {
         Some(t) => Some(tokio_rustls::TlsAcceptor::from(
@@ -94,7 +94,7 @@ pub async fn run_with(
     // fill or 300 ms have passed; applying them here more often than that
     // keeps the timed runs off the traffic workers, and expiries move
     // without traffic.
-    let cache = Arc::clone(&gateway.cache);
+    let cache = Arc::clone(&gateway.data_plane.cache);
     every(&control, Duration::from_millis(250), move || cache.upkeep());
     // Idle upstream connections past their `pool_idle_timeout` close on
     // our side, before the upstream's own keep-alive timeout closes them
@@ -139,7 +139,7 @@ pub async fn run_with(
             },
         };
         let _ = stream.set_nodelay(true);
-        let gateway = Arc::clone(&gateway);
+        let plane = Arc::clone(&gateway.data_plane);
         let settings = Arc::clone(&settings);
         let draining = draining.clone();
         let tls = tls.clone();
@@ -149,7 +149,7 @@ pub async fn run_with(
                 tls: tls.is_some(),
             };
             let Some(acceptor) = tls else {
-                return conn::serve(stream, gateway, info, &settings, &draining).await;
+                return conn::serve(stream, plane, info, &settings, &draining).await;
             };
             // Boxed: rustls's state is large, and the task keeps only this.
             let handshake = Box::pin(acceptor.accept(stream));
@@ -166,9 +166,9 @@ pub async fn run_with(
             };
             if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") {
                 let io = Sniffed::passthrough(tls_stream);
-                conn::serve_h2(io, gateway, info, &settings, &draining).await;
+                conn::serve_h2(io, plane, info, &settings, &draining).await;
             } else {
-                conn::serve(tls_stream, gateway, info, &settings, &draining).await;
+                conn::serve(tls_stream, plane, info, &settings, &draining).await;
             }
         });
     }
@@ -177,7 +177,7 @@ pub async fn run_with(
     // accepting; then wait for in-flight requests within the grace period.
     gateway.draining.store(true, Ordering::Release);
     drop(traffic);
-    tracing::info!(in_flight = gateway.in_flight.load(Ordering::Relaxed), grace = ?grace, "draining");
+    tracing::info!(in_flight = gateway.data_plane.in_flight.load(Ordering::Relaxed), grace = ?grace, "draining");
     let deadline = tokio::time::Instant::now() + grace;
     draining.cancel();
     connections.close();
@@ -189,13 +189,14 @@ pub async fn run_with(
     }
     // Mirrors get what is left of the grace period to report, never more:
     // a hung shadow must not hold the process.
-    gateway.mirrors.close();
-    if tokio::time::timeout_at(deadline, gateway.mirrors.wait())
+    let mirrors = &gateway.data_plane.mirrors;
+    mirrors.close();
+    if tokio::time::timeout_at(deadline, mirrors.wait())
         .await
         .is_err()
     {
         tracing::warn!(
-            mirrors = gateway.mirrors.len(),
+            mirrors = mirrors.len(),
             "shutdown grace elapsed with mirrors still in flight; abandoning them"
         );
     }
@@ -212,7 +213,7 @@ pub async fn run_with(
     }
     // The admin listener, the ticks and the sweeper stop with the thread.
     control.shutdown().await;
-    gateway.access_log.flush(Duration::from_secs(2));
+    gateway.data_plane.access_log.flush(Duration::from_secs(2));
     Ok(())
 }
 

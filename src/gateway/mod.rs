@@ -1,6 +1,19 @@
-//! `Gateway`: the process-wide state that outlives any one config
-//! generation: the current `Runtime`, the upstream registry, the global
-//! in-flight count, the access log, and the drain flag.
+//! `Gateway`: the control plane's side of the process-wide state, and
+//! the owner of the [`DataPlane`] that requests read.
+//!
+//! * [`data_plane`]: what a request reads or updates (the current
+//!   `Runtime`, the cache, the in-flight count and body budget, the access
+//!   log, the feedback index, mirrors, the tracer). The traffic path holds
+//!   only an `Arc<DataPlane>`.
+//! * here: what only reloads, the rollout tick, the admin API and the
+//!   fleet's sync loop touch (the upstream registry and shadow states a
+//!   compile draws from, the rollout registry, the Prometheus handle, the
+//!   reload lock and state, the drain flag, `[cluster]`).
+//!
+//! Imports point one way: this module uses `data_plane`, never the
+//! reverse, and nothing under `proxy` or `server::conn` names `Gateway`.
+
+pub mod data_plane;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -13,7 +26,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::cache::ResponseCache;
 use crate::cluster::Cluster;
-use crate::cluster::fleet_feedback::Claim;
+use crate::cluster::fleet_feedback::FleetClaims;
 use crate::cluster::shared_cache::SharedCache;
 use crate::config::{self, Config};
 use crate::proxy::budget::BodyBudget;
@@ -22,39 +35,28 @@ use crate::rollout::registry::{ActError, RolloutRegistry};
 use crate::rollout::route::RolloutStatus;
 use crate::runtime::{Runtime, Shared};
 use crate::shadow::ShadowStates;
-use crate::telemetry::VersionMetrics;
-use crate::telemetry::feedback_index::{FeedbackError, FeedbackIndex, digest};
+use crate::telemetry::feedback_index::FeedbackIndex;
 use crate::telemetry::otlp::Exporter;
 use crate::telemetry::{self, AccessLog};
 use crate::upstream::UpstreamRegistry;
 
+pub use data_plane::DataPlane;
+
 pub struct Gateway {
-    /// The config in force. Loaded once per request (one atomic), stored
-    /// once per reload.
-    pub runtime: ArcSwap<Runtime>,
+    /// What requests read and update; each traffic connection holds a
+    /// reference.
+    pub data_plane: Arc<DataPlane>,
+    /// Upstream states by name and url: a compile takes its targets'
+    /// states from here. Survive reloads.
     pub registry: UpstreamRegistry,
-    /// Per-shadow in-flight bounds and counters. Survive reloads.
+    /// Per-shadow in-flight bounds and counters, handed to each compile.
+    /// Survive reloads.
     pub shadows: ShadowStates,
-    /// Rollout controllers by route. Survive reloads; control plane only.
+    /// Rollout controllers by route. Survive reloads.
     pub rollouts: RolloutRegistry,
-    /// Every mirror task, so shutdown can wait for them within its grace.
-    pub mirrors: TaskTracker,
-    /// The response cache, shared by the routes that opt in. Survives
-    /// reloads (its entries are keyed by version deps, never flushed).
-    pub cache: Arc<ResponseCache>,
-    /// Requests in flight on the traffic listener, for `max_in_flight`.
-    pub in_flight: AtomicUsize,
-    /// Request bodies held in memory, for `server.max_buffered`.
-    pub buffered: Arc<BodyBudget>,
     /// Set on SIGTERM: `/readyz` answers 503.
     pub draining: AtomicBool,
-    pub access_log: AccessLog,
     pub prometheus: PrometheusHandle,
-    /// Request id → version, for outcome feedback. Survives reloads.
-    pub feedback: FeedbackIndex,
-    /// OTLP span export, when `[tracing]` names an endpoint (set at start;
-    /// changing it needs a restart).
-    pub tracer: Option<Exporter>,
     /// With `[cluster]`: this replica's membership of its fleet (bound at
     /// start; a change needs a restart).
     pub cluster: Option<Arc<Cluster>>,
@@ -153,20 +155,24 @@ impl Gateway {
         registry.commit(plan);
         runtime.publish_gauges();
         release_freed_memory();
-        Ok(Arc::new(Gateway {
+        let data_plane = DataPlane {
             runtime: ArcSwap::from_pointee(runtime),
-            registry,
-            shadows,
-            rollouts,
             mirrors: TaskTracker::new(),
             cache,
             in_flight: AtomicUsize::new(0),
             buffered: Arc::new(BodyBudget::default()),
-            draining: AtomicBool::new(false),
             access_log,
-            prometheus,
             feedback,
             tracer,
+            fleet: cluster.as_ref().map(|c| FleetClaims::new(Arc::clone(c))),
+        };
+        Ok(Arc::new(Gateway {
+            data_plane: Arc::new(data_plane),
+            registry,
+            shadows,
+            rollouts,
+            draining: AtomicBool::new(false),
+            prometheus,
             cluster,
             shared_cache,
             config_path,
@@ -217,7 +223,7 @@ impl Gateway {
         let loaded = tokio::task::spawn_blocking(move || config::load(&path))
             .await
             .map_err(|e| ReloadError::Compile(format!("reload task failed: {e}")))??;
-        let current = self.runtime.load_full();
+        let current = self.data_plane.runtime.load_full();
         let restart = restart_required(&current.config, &loaded.config);
         let next = self.generation() + 1;
         let plan = self
@@ -243,12 +249,14 @@ impl Gateway {
             Ok(runtime)
         })?;
         self.registry.commit(plan);
-        self.cache
+        self.data_plane
+            .cache
             .set_max_entry_size(runtime.config.cache.max_entry_size);
-        self.cache
+        self.data_plane
+            .cache
             .set_shared(self.cluster.is_some() && runtime.config.cache.shared);
         runtime.publish_gauges();
-        self.runtime.store(Arc::new(runtime));
+        self.data_plane.runtime.store(Arc::new(runtime));
         self.generation.store(next, Ordering::Release);
         if !restart.is_empty() {
             tracing::warn!(keys = ?restart, "these settings changed and take effect only after a restart");
@@ -276,7 +284,7 @@ impl Gateway {
     /// serialised with reloads), but the config generation stays.
     pub async fn republish(&self) {
         let _one_at_a_time = self.reload_lock.lock().await;
-        let current = self.runtime.load_full();
+        let current = self.data_plane.runtime.load_full();
         let live = self.rollouts.live();
         let upstreams = current.upstream_states();
         let shared = Shared {
@@ -287,7 +295,7 @@ impl Gateway {
         match Runtime::compile((*current.config).clone(), &shared, current.generation) {
             Ok(runtime) => {
                 runtime.publish_gauges();
-                self.runtime.store(Arc::new(runtime));
+                self.data_plane.runtime.store(Arc::new(runtime));
             }
             Err(e) => tracing::error!(error = %e, "rollout weights not published"),
         }
@@ -300,7 +308,7 @@ impl Gateway {
     /// instead; here, only while Redis is unreachable, each rollout checks
     /// its rollback triggers on this replica's own window (SPEC §12).
     pub async fn tick_rollouts(&self) {
-        let rt = self.runtime.load_full();
+        let rt = self.data_plane.runtime.load_full();
         let breaker_open = |route: &str| canary_breaker_open(&rt, route);
         let applied = match &self.cluster {
             None => self.rollouts.tick(breaker_open),
@@ -327,64 +335,6 @@ impl Gateway {
             self.republish().await;
         }
         self.rollouts.status(route).ok_or(ActError::UnknownRoute)
-    }
-
-    /// Claim the one feedback allowed for a request id: the metrics of the
-    /// version that served it. With `[cluster]`, in the fleet's index, so
-    /// feedback posted to any replica counts once; when Redis cannot tell
-    /// (unknown there yet, or unreachable), in this replica's own index,
-    /// and the claim is queued to the fleet's.
-    pub async fn claim_feedback(
-        &self,
-        request_id: &[u8],
-    ) -> Result<Arc<VersionMetrics>, FeedbackError> {
-        let Some(cluster) = self.cluster.as_ref().filter(|c| c.up()) else {
-            // Alone, or Redis is known to be down: this replica's index.
-            let claimed = self.feedback.claim(request_id);
-            if let (Some(_), Ok(metrics)) = (&self.cluster, &claimed) {
-                self.feedback.forward(request_id, metrics, true);
-            }
-            return claimed;
-        };
-        match cluster.claim_feedback(digest(request_id)).await {
-            Ok(Claim::Claimed {
-                route,
-                version,
-                judged,
-            }) => {
-                let local = self.feedback.claim(request_id);
-                match self.version_metrics(&route, &version, judged) {
-                    Some(m) => Ok(m),
-                    None => local,
-                }
-            }
-            Ok(Claim::Repeat) => {
-                let _ = self.feedback.claim(request_id);
-                Err(FeedbackError::Repeat)
-            }
-            Ok(Claim::Unknown) | Err(_) => {
-                let metrics = self.feedback.claim(request_id)?;
-                self.feedback.forward(request_id, &metrics, true);
-                Ok(metrics)
-            }
-        }
-    }
-
-    /// A version's metrics in the running config: the judged ones, or the
-    /// pinned ones for a request the judge must not count.
-    fn version_metrics(
-        &self,
-        route: &str,
-        version: &str,
-        judged: bool,
-    ) -> Option<Arc<VersionMetrics>> {
-        let rt = self.runtime.load();
-        let r = rt.routes.iter().find(|r| &*r.name == route)?;
-        let v = r.versions.iter().find(|v| &*v.target.name == version)?;
-        Some(match (&v.pinned_metrics, judged) {
-            (Some(pinned), false) => Arc::clone(pinned),
-            _ => Arc::clone(&v.metrics),
-        })
     }
 
     pub fn reload_state(&self) -> ReloadState {
