@@ -178,7 +178,19 @@ impl CounterRegistry {
 /// `k="v",...`, values escaped as the exposition format wants.
 pub(super) fn render_labels(labels: &[(&str, &str)]) -> Box<str> {
     let mut out = String::new();
-    for (i, (k, v)) in labels.iter().enumerate() {
+    write_labels(&mut out, labels.iter().copied());
+    out.into_boxed_str()
+}
+
+/// Append `k="v",...` to `out`: the one place label values are escaped
+/// (backslash, double quote and newline, as the exposition format wants),
+/// for the recorder's blocks, the histograms, the float counters and the
+/// rollout gauges alike.
+pub(super) fn write_labels<'a>(
+    out: &mut String,
+    labels: impl IntoIterator<Item = (&'a str, &'a str)>,
+) {
+    for (i, (k, v)) in labels.into_iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
@@ -194,7 +206,6 @@ pub(super) fn render_labels(labels: &[(&str, &str)]) -> Box<str> {
         }
         out.push('"');
     }
-    out.into_boxed_str()
 }
 
 #[cfg(test)]

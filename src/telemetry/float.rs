@@ -8,6 +8,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use super::counters::write_labels;
+
 #[derive(Clone, Debug)]
 pub struct FloatCounter(Arc<AtomicU64>);
 
@@ -105,24 +107,13 @@ impl FloatRegistry {
                 out.push_str(name);
                 if !s.labels.is_empty() {
                     out.push('{');
-                    for (i, (k, v)) in s.labels.iter().enumerate() {
-                        if i > 0 {
-                            out.push(',');
-                        }
-                        let _ = write!(out, "{k}=\"{}\"", escape_label(v));
-                    }
+                    write_labels(out, s.labels.iter().map(|(k, v)| (*k, v.as_str())));
                     out.push('}');
                 }
                 let _ = writeln!(out, " {}", s.value.get());
             }
         }
     }
-}
-
-fn escape_label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
