@@ -163,15 +163,22 @@ impl fmt::Display for RollbackReason {
     }
 }
 
-/// An operator action (`POST /routes/{route}/rollout/{action}`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+/// An operator action (`POST /routes/{route}/rollout/{action}`, and
+/// `cutover rollout ACTION`, whose help shows these comments).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
+    /// Move to the next step now, without waiting for the gates.
     Advance,
+    /// Go straight to 100 %.
     Promote,
+    /// Stop advancing (rollback triggers still fire).
     Pause,
+    /// Continue from where it paused.
     Resume,
+    /// Roll back now.
     Abort,
+    /// Start the rollout again from its first stage.
     Restart,
 }
 
@@ -188,16 +195,10 @@ impl Action {
     }
 
     pub fn parse(s: &str) -> Option<Action> {
-        [
-            Action::Advance,
-            Action::Promote,
-            Action::Pause,
-            Action::Resume,
-            Action::Abort,
-            Action::Restart,
-        ]
-        .into_iter()
-        .find(|a| a.as_str() == s)
+        <Action as clap::ValueEnum>::value_variants()
+            .iter()
+            .copied()
+            .find(|a| a.as_str() == s)
     }
 }
 
