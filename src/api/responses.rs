@@ -348,7 +348,7 @@ pub fn refusal(message: &str, created_at: u64) -> (Bytes, Bytes) {
     let done = item("completed", json!([part.clone()]));
     let body = response("completed", json!([done]), usage.clone());
     let empty_part = json!({"type": "output_text", "text": "", "annotations": []});
-    let events: Vec<(&str, Value)> = vec![
+    let mut events: Vec<(&str, Value)> = vec![
         (
             "response.created",
             json!({"response": response("in_progress", json!([]), Value::Null)}),
@@ -383,19 +383,19 @@ pub fn refusal(message: &str, created_at: u64) -> (Bytes, Bytes) {
         ),
         ("response.completed", json!({"response": body.clone()})),
     ];
-    // Each event carries its type and a sequence number, as the API's do.
-    let events: Vec<(&str, Value)> = events
-        .into_iter()
-        .enumerate()
-        .map(|(seq, (kind, mut data))| {
-            if let Value::Object(map) = &mut data {
-                map.insert("type".into(), Value::from(kind));
-                map.insert("sequence_number".into(), Value::from(seq));
-            }
-            (kind, data)
-        })
-        .collect();
+    number_events(&mut events);
     (Bytes::from(body.to_string()), render_events(&events))
+}
+
+/// Write into each event of a Responses stream its `type` (the event's
+/// name) and `sequence_number` (its place), as the API's own events carry.
+pub fn number_events(events: &mut [(&str, Value)]) {
+    for (seq, (kind, data)) in events.iter_mut().enumerate() {
+        if let Value::Object(map) = data {
+            map.insert("type".into(), Value::from(*kind));
+            map.insert("sequence_number".into(), Value::from(seq));
+        }
+    }
 }
 
 #[cfg(test)]
