@@ -48,50 +48,37 @@ impl Validator<'_> {
         upstreams: &[String],
         fields: TargetFields,
     ) -> TargetConfig {
-        let TargetFields {
-            name,
-            upstream,
-            set_headers,
-            set_json,
-            cost,
-            deps,
-        } = fields;
+        let TargetFields { name, upstream, .. } = &fields;
         if name.is_empty() {
             self.err(p.key("name"), "empty name; valid: a non-empty name");
         }
-        if !upstreams.contains(&upstream) {
+        if !upstreams.contains(upstream) {
             let names: Vec<&str> = upstreams.iter().map(String::as_str).collect();
             self.err(
                 p.key("upstream"),
                 format!("unknown upstream `{upstream}`; {}", one_of(&names)),
             );
         }
-        let set_headers = self.headers(set_headers, &p.key("set_headers"));
-        let set_json = self.json_map(set_json, &p.key("set_json"));
-        let raw_cost = cost.unwrap_or_default();
-        let nonneg = |x: f64| x >= 0.0;
-        let cost = Cost {
-            input_per_mtok: self
-                .ranged(
-                    raw_cost.input_per_mtok,
-                    p.key("cost").key("input_per_mtok"),
-                    nonneg,
-                    "0 or more (USD per million tokens)",
-                )
-                .unwrap_or(0.0),
-            output_per_mtok: self
-                .ranged(
-                    raw_cost.output_per_mtok,
-                    p.key("cost").key("output_per_mtok"),
-                    nonneg,
-                    "0 or more (USD per million tokens)",
-                )
-                .unwrap_or(0.0),
+        let set_headers = self.headers(fields.set_headers, &p.key("set_headers"));
+        let set_json = self.json_map(fields.set_json, &p.key("set_json"));
+        let raw_cost = fields.cost.unwrap_or_default();
+        let mut price = |v: Option<f64>, key: &str| {
+            self.ranged(
+                v,
+                p.key("cost").key(key),
+                |x: f64| x >= 0.0,
+                "0 or more (USD per million tokens)",
+            )
+            .unwrap_or(0.0)
         };
-        let deps = self.json_map(deps, &p.key("deps"));
+        let cost = Cost {
+            input_per_mtok: price(raw_cost.input_per_mtok, "input_per_mtok"),
+            output_per_mtok: price(raw_cost.output_per_mtok, "output_per_mtok"),
+        };
+        let deps = self.json_map(fields.deps, &p.key("deps"));
         TargetConfig {
-            name,
-            upstream,
+            name: fields.name,
+            upstream: fields.upstream,
             set_headers,
             set_json,
             cost,
