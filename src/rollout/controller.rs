@@ -597,30 +597,15 @@ impl Controller {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::GatesConfig;
     use crate::rollout::stats::HistogramSnapshot;
 
     fn cfg() -> RolloutConfig {
-        RolloutConfig {
-            baseline: "v1".into(),
-            canary: "v2".into(),
-            shadow_first: None,
-            steps: [100u16, 500, 10_000]
-                .iter()
-                .filter_map(|b| WeightBps::new(*b))
-                .collect(),
-            interval: Duration::from_secs(60),
-            min_requests: 100,
-            gates: GatesConfig {
-                error_rate_margin: Some(0.05),
-                max_error_rate: None,
-                latency_p95_ratio: None,
-                max_latency_p95: None,
-                max_cost_per_request: None,
-                outcome_margin: None,
-                confidence: 0.95,
-            },
-            rollback: Some(RollbackConfig {
+        crate::rollout::test_config(
+            &[100, 500, 10_000],
+            Duration::from_secs(60),
+            100,
+            0.05,
+            Some(RollbackConfig {
                 window: Duration::from_secs(60),
                 min_requests: 20,
                 error_rate: Some(0.5),
@@ -628,7 +613,7 @@ mod tests {
                 on_breaker_open: true,
                 webhook: None,
             }),
-        }
+        )
     }
 
     fn v(requests: u64, failures: u64) -> VersionSnapshot {

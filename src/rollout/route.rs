@@ -468,31 +468,17 @@ fn webhook(cfg: &RolloutConfig) -> Option<String> {
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
-    use crate::config::{GatesConfig, RollbackConfig};
+    use crate::config::RollbackConfig;
     use crate::rollout::stats::{Observation, Role};
     use std::time::Duration;
 
     fn cfg() -> RolloutConfig {
-        RolloutConfig {
-            baseline: "v1".into(),
-            canary: "v2".into(),
-            shadow_first: None,
-            steps: [1_000u16, 10_000]
-                .iter()
-                .filter_map(|b| WeightBps::new(*b))
-                .collect(),
-            interval: Duration::from_secs(10),
-            min_requests: 10,
-            gates: GatesConfig {
-                error_rate_margin: Some(0.2),
-                max_error_rate: None,
-                latency_p95_ratio: None,
-                max_latency_p95: None,
-                max_cost_per_request: None,
-                outcome_margin: None,
-                confidence: 0.95,
-            },
-            rollback: Some(RollbackConfig {
+        crate::rollout::test_config(
+            &[1_000, 10_000],
+            Duration::from_secs(10),
+            10,
+            0.2,
+            Some(RollbackConfig {
                 window: Duration::from_secs(60),
                 min_requests: 10,
                 error_rate: Some(0.5),
@@ -500,7 +486,7 @@ mod tests {
                 on_breaker_open: true,
                 webhook: None,
             }),
-        }
+        )
     }
 
     #[test]
