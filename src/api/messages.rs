@@ -332,13 +332,7 @@ pub(super) fn render_events(events: &[(&str, Value)]) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn stream(events: &[Value]) -> String {
-        events
-            .iter()
-            .map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap_or("")))
-            .collect()
-    }
+    use crate::api::stream;
 
     fn tool_stream() -> Vec<Value> {
         vec![

@@ -245,6 +245,16 @@ pub(crate) fn index_of(obj: &serde_json::Map<String, Value>, key: &str) -> Optio
     obj.get(key).and_then(Value::as_u64)
 }
 
+/// `events` as an SSE body, each event named by its `type` (for the
+/// stream readers' tests).
+#[cfg(test)]
+fn stream(events: &[Value]) -> String {
+    events
+        .iter()
+        .map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap_or("")))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -401,13 +401,7 @@ pub fn number_events(events: &mut [(&str, Value)]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn stream(events: &[Value]) -> String {
-        events
-            .iter()
-            .map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap_or("")))
-            .collect()
-    }
+    use crate::api::stream;
 
     fn function_call_stream() -> Vec<Value> {
         let base = json!({"id": "resp_1", "object": "response", "created_at": 1, "status": "in_progress",
