@@ -37,7 +37,9 @@ use serde_json::{Map, Value, json};
 
 use super::messages::render_events;
 use super::tokens::{InputOutput, Usage, classify};
-use super::{Api, Document, EventFold, Read, Skip, Unreadable, append, fold_events, index_of};
+use super::{
+    Api, Document, EventFold, Read, Skip, Unreadable, append, fold_events, index_of, typed_event,
+};
 
 // ---- usage ----
 
@@ -164,16 +166,7 @@ impl EventFold for Acc {
         if data.trim_ascii() == b"[DONE]" {
             return Ok(false);
         }
-        let Ok(Value::Object(mut event)) = serde_json::from_slice::<Value>(data) else {
-            return Err(NOT_JSON);
-        };
-        let kind = match event.get("type").and_then(Value::as_str) {
-            Some(kind) => kind.to_owned(),
-            None => name
-                .and_then(|n| std::str::from_utf8(n).ok())
-                .map(str::to_owned)
-                .ok_or(NO_TYPE)?,
-        };
+        let (kind, mut event) = typed_event(name, data, NOT_JSON, NO_TYPE)?;
         let str_field = |event: &Map<String, Value>, key: &str| -> Result<String, Unreadable> {
             event
                 .get(key)
