@@ -148,10 +148,7 @@ impl CounterRegistry {
         families.sort_unstable();
         families.dedup();
         for family in families {
-            if let Some((_, help)) = names::DESCRIPTIONS.iter().find(|(n, _)| *n == family) {
-                let _ = writeln!(out, "# HELP {family} {help}");
-            }
-            let _ = writeln!(out, "# TYPE {family} counter");
+            write_header(out, family, described(family), "counter");
             for block in &blocks.all {
                 let mut slot = 0;
                 for (name, series) in block.layout.families {
@@ -173,6 +170,22 @@ impl CounterRegistry {
             }
         }
     }
+}
+
+/// The help text `names::DESCRIPTIONS` gives a family, if any.
+pub(super) fn described(family: &str) -> Option<&'static str> {
+    names::DESCRIPTIONS
+        .iter()
+        .find(|(n, _)| *n == family)
+        .map(|(_, help)| *help)
+}
+
+/// A family's `# HELP` line (when it has help) and `# TYPE` line.
+pub(super) fn write_header(out: &mut String, family: &str, help: Option<&str>, kind: &str) {
+    if let Some(help) = help {
+        let _ = writeln!(out, "# HELP {family} {help}");
+    }
+    let _ = writeln!(out, "# TYPE {family} {kind}");
 }
 
 /// `k="v",...`, values escaped as the exposition format wants.

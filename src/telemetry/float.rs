@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use super::counters::write_labels;
+use super::counters::{write_header, write_labels};
 
 #[derive(Clone, Debug)]
 pub struct FloatCounter(Arc<AtomicU64>);
@@ -99,10 +99,8 @@ impl FloatRegistry {
         names.sort_unstable();
         names.dedup();
         for name in names {
-            if let Some((_, text)) = help.iter().find(|(n, _)| *n == name) {
-                let _ = writeln!(out, "# HELP {name} {text}");
-            }
-            let _ = writeln!(out, "# TYPE {name} counter");
+            let text = help.iter().find(|(n, _)| *n == name).map(|(_, t)| *t);
+            write_header(out, name, text, "counter");
             for s in series.iter().filter(|s| s.name == name) {
                 out.push_str(name);
                 if !s.labels.is_empty() {

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::{Mutex, OnceLock};
 
-use super::counters::write_labels;
+use super::counters::{described, write_header, write_labels};
 use super::names;
 
 struct RouteGauges {
@@ -70,10 +70,7 @@ impl RolloutGauges {
 }
 
 fn header(out: &mut String, name: &str) {
-    if let Some((_, help)) = names::DESCRIPTIONS.iter().find(|(n, _)| *n == name) {
-        let _ = writeln!(out, "# HELP {name} {help}");
-    }
-    let _ = writeln!(out, "# TYPE {name} gauge");
+    write_header(out, name, described(name), "gauge");
 }
 
 #[cfg(test)]
