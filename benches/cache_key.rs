@@ -8,7 +8,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use cutover::cache::key::{KeyInput, cache_key};
+use cutover::cache::key::{KeyInput, RequestInput, cache_key};
 use http::{HeaderName, HeaderValue, Method};
 use serde_json::{Map, Value, json};
 
@@ -39,12 +39,14 @@ fn bench(c: &mut Criterion) {
                 version: "v7",
                 deps: &deps,
                 set_json: Some(&set_json),
-                method: &Method::POST,
-                path: "/v1/chat/completions",
-                query: None,
-                content_type: Some(&ct),
-                body: BODY,
-                vary: &vary,
+                request: RequestInput {
+                    method: &Method::POST,
+                    path: "/v1/chat/completions",
+                    query: None,
+                    content_type: Some(&ct),
+                    body: BODY,
+                    vary: &vary,
+                },
             }))
         })
     });

@@ -39,6 +39,7 @@ use tokio::net::TcpListener;
 use crate::gateway::Gateway;
 use crate::proxy::ProxyBody;
 use crate::rollout::registry::ActError;
+use crate::secret::Secret;
 
 pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -288,31 +289,10 @@ fn rollout_path(path: &str) -> Option<(&str, &str)> {
         .then_some((route, action))
 }
 
-/// Whether the request carries `Authorization: Bearer <expected>`.
-///
-/// Both sides are hashed and the digests compared: `blake3::Hash`'s `==`
-/// is constant-time, so the comparison takes the same time wherever the
-/// first wrong byte is, and hashing first also hides the token's length.
-/// A plain `==` on the strings would return early and leak, byte by byte,
-/// how much of a guess was right.
+/// Whether the request carries `Authorization: Bearer <expected>`,
+/// compared in constant time (see [`Secret`]).
 fn authorized(expected: &str, headers: &HeaderMap) -> bool {
-    let Some(given) = bearer(headers) else {
-        return false;
-    };
-    blake3::hash(given) == blake3::hash(expected.as_bytes())
-}
-
-/// The credentials of an `Authorization: Bearer ...` header (the scheme is
-/// case-insensitive, RFC 9110 §11.1).
-fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
-    let value = headers.get(header::AUTHORIZATION)?.as_bytes();
-    let space = value.iter().position(|b| *b == b' ')?;
-    let (scheme, rest) = value.split_at(space);
-    if !scheme.eq_ignore_ascii_case(b"bearer") {
-        return None;
-    }
-    let start = rest.iter().position(|b| *b != b' ')?;
-    Some(&rest[start..])
+    Secret::new(expected).bearer_matches(headers)
 }
 
 fn error(status: StatusCode, message: &str) -> Response<ProxyBody> {

@@ -69,9 +69,11 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cache::CacheStatus;
 use crate::config::{FallbackConfig, RouteConfig, StickySource};
 use crate::gateway::Gateway;
 use crate::runtime::{Route, Runtime};
+use crate::shadow::ShadowStatus;
 
 /// A shadow with no `max_in_flight` in its config runs with this many
 /// concurrent mirrored requests at most (see `ShadowConfig::max_in_flight`).
@@ -88,7 +90,8 @@ pub struct Status {
     pub in_flight: usize,
     pub routes: Vec<RouteView>,
     pub upstreams: Vec<UpstreamView>,
-    pub cache: CacheStoreView,
+    /// The shared response cache.
+    pub cache: CacheStatus,
     /// With `[cluster]` only (absent otherwise): see `cluster::status`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<crate::cluster::status::ClusterStatus>,
@@ -152,32 +155,10 @@ pub struct ShadowView {
     pub percent: f64,
     pub max_in_flight: usize,
     pub timeout_ms: u64,
-    /// Totals since start (they survive reloads).
-    pub in_flight: usize,
-    pub ok: u64,
-    pub failure: u64,
-    pub dropped: u64,
-    /// failure / (ok + failure); null before the first answer.
-    pub failure_share: Option<f64>,
-    pub compare_match: u64,
-    pub compare_mismatch: u64,
-    /// match / (match + mismatch); null before the first comparison.
-    pub match_share: Option<f64>,
-}
-
-/// The shared response cache.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct CacheStoreView {
-    pub entries: u64,
-    pub bytes: u64,
-    pub max_size: u64,
-    pub max_entry_size: u64,
-    pub hits: u64,
-    pub misses: u64,
-    pub bypasses: u64,
-    /// hits / (hits + misses); null before the first lookup.
-    pub hit_ratio: Option<f64>,
+    /// Totals since start (they survive reloads), flattened into the
+    /// shadow's object.
+    #[serde(flatten)]
+    pub live: ShadowStatus,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -256,19 +237,7 @@ pub fn build(gateway: &Gateway) -> Status {
                 }
             })
             .collect(),
-        cache: {
-            let c = gateway.data_plane.cache.status();
-            CacheStoreView {
-                entries: c.entries,
-                bytes: c.bytes,
-                max_size: c.max_size,
-                max_entry_size: c.max_entry_size,
-                hits: c.hits,
-                misses: c.misses,
-                bypasses: c.bypasses,
-                hit_ratio: c.hit_ratio,
-            }
-        },
+        cache: gateway.data_plane.cache.status(),
         cluster: gateway.cluster.as_ref().map(|c| {
             c.status(
                 gateway.data_plane.feedback.forward_dropped(),
@@ -336,25 +305,14 @@ fn route_view(rt: &Runtime, r: &RouteConfig) -> RouteView {
                             .find(|cs| *cs.target.name == *s.target.name)
                     })
                     .map(|cs| cs.state.status());
-                let mut view = ShadowView {
+                ShadowView {
                     name: s.target.name.clone(),
                     upstream: s.target.upstream.clone(),
                     percent: s.percent.percent(),
                     max_in_flight: s.max_in_flight.unwrap_or(DEFAULT_SHADOW_MAX_IN_FLIGHT),
                     timeout_ms: millis(s.timeout),
-                    ..ShadowView::default()
-                };
-                if let Some(st) = live {
-                    view.in_flight = st.in_flight;
-                    view.ok = st.ok;
-                    view.failure = st.failure;
-                    view.dropped = st.dropped;
-                    view.failure_share = st.failure_share;
-                    view.compare_match = st.compare_match;
-                    view.compare_mismatch = st.compare_mismatch;
-                    view.match_share = st.match_share;
+                    live: live.unwrap_or_default(),
                 }
-                view
             })
             .collect(),
         fallbacks: r
@@ -383,5 +341,47 @@ pub fn sticky(s: &StickySource) -> String {
         StickySource::Cookie(c) => format!("cookie:{c}"),
         StickySource::Query(q) => format!("query:{q}"),
         StickySource::ClientIp => "client_ip".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A shadow's traffic counters stand flat in its object (the contract),
+    /// though the view holds them as `shadow::ShadowStatus`; the document
+    /// reads back, and a shorter one fills in the defaults.
+    #[test]
+    fn a_shadow_view_is_one_flat_object_that_reads_back() {
+        let view = ShadowView {
+            name: "v3".into(),
+            upstream: "c".into(),
+            percent: 10.0,
+            max_in_flight: 64,
+            timeout_ms: 5_000,
+            live: ShadowStatus {
+                in_flight: 3,
+                ok: 120,
+                failure: 2,
+                dropped: 1,
+                failure_share: Some(0.25),
+                compare_match: 110,
+                compare_mismatch: 10,
+                match_share: Some(0.5),
+            },
+        };
+        let json = serde_json::to_value(&view).unwrap_or_default();
+        assert_eq!(json["ok"], 120, "{json}");
+        assert_eq!(json["compare_mismatch"], 10, "{json}");
+        assert_eq!(json["failure_share"], 0.25, "{json}");
+        assert_eq!(json["timeout_ms"], 5_000, "{json}");
+        assert!(json.get("live").is_none(), "{json}");
+        let back: ShadowView = serde_json::from_value(json).unwrap_or_default();
+        assert_eq!((back.name.as_str(), back.live), ("v3", view.live));
+
+        let short: ShadowView =
+            serde_json::from_str(r#"{"name": "v3", "ok": 7}"#).unwrap_or_default();
+        assert_eq!((short.name.as_str(), short.live.ok), ("v3", 7));
+        assert_eq!(short.live.match_share, None);
     }
 }

@@ -33,7 +33,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::tokens::{InputOutput, Usage, classify};
-use super::{Api, Document, EventFold, Read, Skip, Unreadable, append, fold_events, index_of};
+use super::{
+    Api, Document, EventFold, Read, Skip, Unreadable, append, fold_events, index_of, typed_event,
+};
 
 /// The event types of the Messages stream.
 const EVENT_TYPES: [&str; 8] = [
@@ -187,16 +189,7 @@ impl Acc {
 impl EventFold for Acc {
     /// One event; `Ok(false)` once `message_stop` has arrived.
     fn event(&mut self, name: Option<&[u8]>, data: &[u8]) -> Result<bool, Unreadable> {
-        let Ok(Value::Object(mut event)) = serde_json::from_slice::<Value>(data) else {
-            return Err(NOT_JSON);
-        };
-        let kind = match event.get("type").and_then(Value::as_str) {
-            Some(kind) => kind.to_owned(),
-            None => name
-                .and_then(|n| std::str::from_utf8(n).ok())
-                .map(str::to_owned)
-                .ok_or(NO_TYPE)?,
-        };
+        let (kind, mut event) = typed_event(name, data, NOT_JSON, NO_TYPE)?;
         match kind.as_str() {
             "message_start" => match event.remove("message") {
                 Some(Value::Object(message)) => self.message = Some(message),
@@ -332,13 +325,7 @@ pub(super) fn render_events(events: &[(&str, Value)]) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn stream(events: &[Value]) -> String {
-        events
-            .iter()
-            .map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap_or("")))
-            .collect()
-    }
+    use crate::api::stream;
 
     fn tool_stream() -> Vec<Value> {
         vec![

@@ -202,6 +202,28 @@ fn fold_events<F: EventFold>(api: Api, body: &[u8]) -> Read {
     }
 }
 
+/// One event of a named-event stream: its JSON object, and its type (the
+/// `type` field, else the SSE `event:` name). `not_json` when the data is
+/// not a JSON object, `no_type` when neither names the type.
+fn typed_event(
+    name: Option<&[u8]>,
+    data: &[u8],
+    not_json: Unreadable,
+    no_type: Unreadable,
+) -> Result<(String, serde_json::Map<String, Value>), Unreadable> {
+    let Ok(Value::Object(event)) = serde_json::from_slice::<Value>(data) else {
+        return Err(not_json);
+    };
+    let kind = match event.get("type").and_then(Value::as_str) {
+        Some(kind) => kind.to_owned(),
+        None => name
+            .and_then(|n| std::str::from_utf8(n).ok())
+            .map(str::to_owned)
+            .ok_or(no_type)?,
+    };
+    Ok((kind, event))
+}
+
 /// Append `piece` to the string at `key`, starting it when absent.
 fn append(obj: &mut serde_json::Map<String, Value>, key: &str, piece: &str) {
     match obj.get_mut(key) {
@@ -243,6 +265,16 @@ fn sniff(body: &[u8]) -> Api {
 /// A JSON object's `key` as an index (`output_index`, `index`).
 pub(crate) fn index_of(obj: &serde_json::Map<String, Value>, key: &str) -> Option<u64> {
     obj.get(key).and_then(Value::as_u64)
+}
+
+/// `events` as an SSE body, each event named by its `type` (for the
+/// stream readers' tests).
+#[cfg(test)]
+fn stream(events: &[Value]) -> String {
+    events
+        .iter()
+        .map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap_or("")))
+        .collect()
 }
 
 #[cfg(test)]

@@ -37,7 +37,9 @@ use serde_json::{Map, Value, json};
 
 use super::messages::render_events;
 use super::tokens::{InputOutput, Usage, classify};
-use super::{Api, Document, EventFold, Read, Skip, Unreadable, append, fold_events, index_of};
+use super::{
+    Api, Document, EventFold, Read, Skip, Unreadable, append, fold_events, index_of, typed_event,
+};
 
 // ---- usage ----
 
@@ -164,16 +166,7 @@ impl EventFold for Acc {
         if data.trim_ascii() == b"[DONE]" {
             return Ok(false);
         }
-        let Ok(Value::Object(mut event)) = serde_json::from_slice::<Value>(data) else {
-            return Err(NOT_JSON);
-        };
-        let kind = match event.get("type").and_then(Value::as_str) {
-            Some(kind) => kind.to_owned(),
-            None => name
-                .and_then(|n| std::str::from_utf8(n).ok())
-                .map(str::to_owned)
-                .ok_or(NO_TYPE)?,
-        };
+        let (kind, mut event) = typed_event(name, data, NOT_JSON, NO_TYPE)?;
         let str_field = |event: &Map<String, Value>, key: &str| -> Result<String, Unreadable> {
             event
                 .get(key)
@@ -348,7 +341,7 @@ pub fn refusal(message: &str, created_at: u64) -> (Bytes, Bytes) {
     let done = item("completed", json!([part.clone()]));
     let body = response("completed", json!([done]), usage.clone());
     let empty_part = json!({"type": "output_text", "text": "", "annotations": []});
-    let events: Vec<(&str, Value)> = vec![
+    let mut events: Vec<(&str, Value)> = vec![
         (
             "response.created",
             json!({"response": response("in_progress", json!([]), Value::Null)}),
@@ -383,31 +376,25 @@ pub fn refusal(message: &str, created_at: u64) -> (Bytes, Bytes) {
         ),
         ("response.completed", json!({"response": body.clone()})),
     ];
-    // Each event carries its type and a sequence number, as the API's do.
-    let events: Vec<(&str, Value)> = events
-        .into_iter()
-        .enumerate()
-        .map(|(seq, (kind, mut data))| {
-            if let Value::Object(map) = &mut data {
-                map.insert("type".into(), Value::from(kind));
-                map.insert("sequence_number".into(), Value::from(seq));
-            }
-            (kind, data)
-        })
-        .collect();
+    number_events(&mut events);
     (Bytes::from(body.to_string()), render_events(&events))
+}
+
+/// Write into each event of a Responses stream its `type` (the event's
+/// name) and `sequence_number` (its place), as the API's own events carry.
+pub fn number_events(events: &mut [(&str, Value)]) {
+    for (seq, (kind, data)) in events.iter_mut().enumerate() {
+        if let Value::Object(map) = data {
+            map.insert("type".into(), Value::from(*kind));
+            map.insert("sequence_number".into(), Value::from(seq));
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn stream(events: &[Value]) -> String {
-        events
-            .iter()
-            .map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap_or("")))
-            .collect()
-    }
+    use crate::api::stream;
 
     fn function_call_stream() -> Vec<Value> {
         let base = json!({"id": "resp_1", "object": "response", "created_at": 1, "status": "in_progress",

@@ -106,15 +106,8 @@ pub struct KeyInput<'a> {
     pub deps: &'a Map<String, Value>,
     /// The version's `set_json`, if it has one.
     pub set_json: Option<&'a Map<String, Value>>,
-    pub method: &'a Method,
-    pub path: &'a str,
-    /// The raw query, without the `?`.
-    pub query: Option<&'a str>,
-    pub content_type: Option<&'a HeaderValue>,
-    pub body: &'a [u8],
-    /// The route's `vary` headers in config order, each with its value in
-    /// the request (`None` when the request does not carry it).
-    pub vary: &'a [(HeaderName, Option<&'a HeaderValue>)],
+    /// What the request adds.
+    pub request: RequestInput<'a>,
 }
 
 /// The cache key of a request. Never panics.
@@ -173,7 +166,7 @@ fn encode(input: &KeyInput<'_>) -> Vec<u8> {
 /// `force_raw` keys the body raw even when it is JSON (tests only use it,
 /// to show the body tag keeps the two apart).
 fn encode_with(input: &KeyInput<'_>, force_raw: bool) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256 + input.body.len());
+    let mut out = Vec::with_capacity(256 + input.request.body.len());
     write_prefix(
         &mut out,
         input.route,
@@ -181,15 +174,7 @@ fn encode_with(input: &KeyInput<'_>, force_raw: bool) -> Vec<u8> {
         input.deps,
         input.set_json,
     );
-    let request = RequestInput {
-        method: input.method,
-        path: input.path,
-        query: input.query,
-        content_type: input.content_type,
-        body: input.body,
-        vary: input.vary,
-    };
-    write_request(&mut out, &request, force_raw);
+    write_request(&mut out, &input.request, force_raw);
     out
 }
 
@@ -326,23 +311,31 @@ mod tests {
 
     impl Req {
         fn key(&self) -> CacheKey {
-            let vary: Vec<(HeaderName, Option<&HeaderValue>)> = self
-                .vary
+            cache_key(&self.input(&self.vary()))
+        }
+
+        fn vary(&self) -> Vec<(HeaderName, Option<&HeaderValue>)> {
+            self.vary
                 .iter()
                 .map(|(n, v)| (n.clone(), v.as_ref()))
-                .collect();
-            cache_key(&KeyInput {
+                .collect()
+        }
+
+        fn input<'a>(&'a self, vary: &'a [(HeaderName, Option<&'a HeaderValue>)]) -> KeyInput<'a> {
+            KeyInput {
                 route: &self.route,
                 version: &self.version,
                 deps: &self.deps,
                 set_json: self.set_json.as_ref(),
-                method: &self.method,
-                path: &self.path,
-                query: self.query.as_deref(),
-                content_type: self.content_type.as_ref(),
-                body: &self.body,
-                vary: &vary,
-            })
+                request: RequestInput {
+                    method: &self.method,
+                    path: &self.path,
+                    query: self.query.as_deref(),
+                    content_type: self.content_type.as_ref(),
+                    body: &self.body,
+                    vary,
+                },
+            }
         }
 
         fn with_body(&self, body: &str) -> Req {
@@ -389,22 +382,8 @@ mod tests {
         variants.push(r);
         for r in &variants {
             let prefix = KeyPrefix::new(&r.route, &r.version, &r.deps, r.set_json.as_ref());
-            let vary: Vec<(HeaderName, Option<&HeaderValue>)> = r
-                .vary
-                .iter()
-                .map(|(n, v)| (n.clone(), v.as_ref()))
-                .collect();
-            let with = cache_key_with(
-                &prefix,
-                &RequestInput {
-                    method: &r.method,
-                    path: &r.path,
-                    query: r.query.as_deref(),
-                    content_type: r.content_type.as_ref(),
-                    body: &r.body,
-                    vary: &vary,
-                },
-            );
+            let vary = r.vary();
+            let with = cache_key_with(&prefix, &r.input(&vary).request);
             assert_eq!(with, r.key());
         }
     }
@@ -672,26 +651,7 @@ mod tests {
     }
 
     fn encode_req(r: &Req, force_raw: bool) -> Vec<u8> {
-        let vary: Vec<(HeaderName, Option<&HeaderValue>)> = r
-            .vary
-            .iter()
-            .map(|(n, v)| (n.clone(), v.as_ref()))
-            .collect();
-        encode_with(
-            &KeyInput {
-                route: &r.route,
-                version: &r.version,
-                deps: &r.deps,
-                set_json: r.set_json.as_ref(),
-                method: &r.method,
-                path: &r.path,
-                query: r.query.as_deref(),
-                content_type: r.content_type.as_ref(),
-                body: &r.body,
-                vary: &vary,
-            },
-            force_raw,
-        )
+        encode_with(&r.input(&r.vary()), force_raw)
     }
 
     #[test]

@@ -87,8 +87,9 @@ pub struct ResponseCache {
     shared_on: AtomicBool,
 }
 
-/// What `/status` shows of the cache.
-#[derive(Clone, Copy, Debug, serde::Serialize)]
+/// What `/status` shows of the cache (`cutover status` reads it back).
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct CacheStatus {
     pub entries: u64,
     pub bytes: u64,

@@ -2,41 +2,13 @@
 //! API (`POST /routes/{route}/rollout/{action}`, SPEC §10).
 
 use super::status::{admin_url, call};
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum ActionArg {
-    /// Move to the next step now, without waiting for the gates.
-    Advance,
-    /// Go straight to 100 %.
-    Promote,
-    /// Stop advancing (rollback triggers still fire).
-    Pause,
-    /// Continue from where it paused.
-    Resume,
-    /// Roll back now.
-    Abort,
-    /// Start the rollout again from its first stage.
-    Restart,
-}
-
-impl ActionArg {
-    fn as_str(self) -> &'static str {
-        match self {
-            ActionArg::Advance => "advance",
-            ActionArg::Promote => "promote",
-            ActionArg::Pause => "pause",
-            ActionArg::Resume => "resume",
-            ActionArg::Abort => "abort",
-            ActionArg::Restart => "restart",
-        }
-    }
-}
+use crate::rollout::Action;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// What to do.
     #[arg(value_enum)]
-    pub action: ActionArg,
+    pub action: Action,
     /// The route whose rollout to act on.
     pub route: String,
     /// The admin listener (`admin.listen`).

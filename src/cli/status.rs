@@ -367,12 +367,12 @@ fn route(o: &mut String, r: &RouteView) {
                 sh.name,
                 sh.upstream,
                 sh.percent,
-                sh.in_flight,
+                sh.live.in_flight,
                 sh.max_in_flight,
                 sh.timeout_ms,
-                sh.dropped,
-                share(sh.failure_share),
-                share(sh.match_share)
+                sh.live.dropped,
+                share(sh.live.failure_share),
+                share(sh.live.match_share)
             );
         }
     }

@@ -98,32 +98,29 @@ fn xml_char(c: char) -> bool {
     matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
 }
 
+/// Element content: markup characters escaped, forbidden ones replaced.
 fn text(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            c if xml_char(c) => out.push(c),
-            _ => out.push('\u{FFFD}'),
-        }
-    }
-    out
+    escape(s, false)
 }
 
+/// An attribute value: also quotes and the white space an attribute would
+/// otherwise normalise away.
 fn attr(s: &str) -> String {
+    escape(s, true)
+}
+
+fn escape(s: &str, in_attr: bool) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            '\n' => out.push_str("&#10;"),
-            '\r' => out.push_str("&#13;"),
-            '\t' => out.push_str("&#9;"),
+            '"' if in_attr => out.push_str("&quot;"),
+            '\'' if in_attr => out.push_str("&apos;"),
+            '\n' if in_attr => out.push_str("&#10;"),
+            '\r' if in_attr => out.push_str("&#13;"),
+            '\t' if in_attr => out.push_str("&#9;"),
             c if xml_char(c) => out.push(c),
             _ => out.push('\u{FFFD}'),
         }

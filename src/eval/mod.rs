@@ -67,40 +67,26 @@ pub enum Baseline {
 pub async fn execute(plan: &Plan, client: &run::EvalClient, progress: &Progress) -> Report {
     let started_at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
     let started = Instant::now();
-    let cases = &plan.golden.cases;
-    let opts = plan.options;
-
-    let mut target_cases: Vec<Option<CaseReport>> = vec![None; cases.len()];
-    let mut baseline_cases: Vec<Option<CaseReport>> = vec![None; cases.len()];
-    let target_run = run::replay(
+    let slots = plan.golden.cases.len();
+    let mut target_cases: Vec<Option<CaseReport>> = vec![None; slots];
+    let mut baseline_cases: Vec<Option<CaseReport>> = vec![None; slots];
+    let target_run = replay_side(
+        plan,
         client,
+        progress,
         &plan.target,
-        cases,
-        opts,
-        recorder(
-            cases,
-            opts,
-            progress,
-            "target",
-            plan.price,
-            &mut target_cases,
-        ),
+        ("target", plan.price),
+        &mut target_cases,
     );
     match &plan.baseline {
         Some(Baseline::Live(endpoint)) => {
-            let baseline_run = run::replay(
+            let baseline_run = replay_side(
+                plan,
                 client,
+                progress,
                 endpoint,
-                cases,
-                opts,
-                recorder(
-                    cases,
-                    opts,
-                    progress,
-                    "baseline",
-                    plan.baseline_price,
-                    &mut baseline_cases,
-                ),
+                ("baseline", plan.baseline_price),
+                &mut baseline_cases,
             );
             tokio::join!(target_run, baseline_run);
         }
@@ -108,24 +94,12 @@ pub async fn execute(plan: &Plan, client: &run::EvalClient, progress: &Progress)
     }
     progress.finish();
 
-    let target_cases: Vec<CaseReport> = target_cases.into_iter().flatten().collect();
-    let target = Side {
-        url: Some(plan.target.base.clone()),
-        report_file: None,
-        summary: score::summarize(&target_cases, plan.price),
-        cases: target_cases,
-    };
+    let target = live_side(&plan.target, target_cases, plan.price);
     let mut warnings = Vec::new();
     let baseline = match &plan.baseline {
         None => None,
         Some(Baseline::Live(endpoint)) => {
-            let cases: Vec<CaseReport> = baseline_cases.into_iter().flatten().collect();
-            Some(Side {
-                url: Some(endpoint.base.clone()),
-                report_file: None,
-                summary: score::summarize(&cases, plan.baseline_price),
-                cases,
-            })
+            Some(live_side(endpoint, baseline_cases, plan.baseline_price))
         }
         Some(Baseline::Saved { path, url, cases }) => Some(Side {
             url: url.clone(),
@@ -161,9 +135,9 @@ pub async fn execute(plan: &Plan, client: &run::EvalClient, progress: &Progress)
         started_at,
         duration_ms: (started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
         settings: Settings {
-            concurrency: opts.concurrency,
-            timeout_ms: opts.timeout.as_secs_f64() * 1000.0,
-            max_body_bytes: opts.max_body,
+            concurrency: plan.options.concurrency,
+            timeout_ms: plan.options.timeout.as_secs_f64() * 1000.0,
+            max_body_bytes: plan.options.max_body,
             cost: plan.price,
             baseline_cost: plan.baseline_price,
             header_names: plan
@@ -186,22 +160,38 @@ pub async fn execute(plan: &Plan, client: &run::EvalClient, progress: &Progress)
     }
 }
 
-/// What each finished case goes through: check, progress, report slot.
-fn recorder<'a>(
-    cases: &'a [std::sync::Arc<golden::Case>],
-    opts: RunOptions,
-    progress: &'a Progress,
-    side: &'static str,
-    price: Option<Price>,
-    slots: &'a mut [Option<CaseReport>],
-) -> impl FnMut(usize, run::Response) + 'a {
-    move |i, response| {
+/// Replay every case against one side (`side` names it in the progress
+/// lines), checking each answer as it lands and keeping its report at the
+/// case's index in `slots`.
+async fn replay_side(
+    plan: &Plan,
+    client: &run::EvalClient,
+    progress: &Progress,
+    endpoint: &Endpoint,
+    (side, price): (&'static str, Option<Price>),
+    slots: &mut [Option<CaseReport>],
+) {
+    let cases = &plan.golden.cases;
+    let opts = plan.options;
+    run::replay(client, endpoint, cases, opts, |i, response| {
         let Some(case) = cases.get(i) else { return };
         let verdict = check::check(case, &response, opts.max_body, EXCERPT_CHARS);
         progress.done(side, case, &response, &verdict);
         if let Some(slot) = slots.get_mut(i) {
             *slot = Some(CaseReport::new(case, &response, &verdict, price));
         }
+    })
+    .await;
+}
+
+/// A side replayed live: its reports in case order, and their summary.
+fn live_side(endpoint: &Endpoint, slots: Vec<Option<CaseReport>>, price: Option<Price>) -> Side {
+    let cases: Vec<CaseReport> = slots.into_iter().flatten().collect();
+    Side {
+        url: Some(endpoint.base.clone()),
+        report_file: None,
+        summary: score::summarize(&cases, price),
+        cases,
     }
 }
 

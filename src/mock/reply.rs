@@ -12,7 +12,7 @@
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use crate::api::Api;
+use crate::api::{Api, responses};
 
 /// Model name used when the request does not carry a string `model`.
 pub const DEFAULT_MODEL: &str = "mock-model";
@@ -387,16 +387,10 @@ impl Reply {
             ));
         }
         events.push(("response.completed", json!({"response": self.response()})));
+        responses::number_events(&mut events);
         events
-            .into_iter()
-            .enumerate()
-            .map(|(seq, (kind, mut data))| {
-                if let Value::Object(map) = &mut data {
-                    map.insert("type".into(), Value::from(kind));
-                    map.insert("sequence_number".into(), Value::from(seq));
-                }
-                named_event(kind, &data)
-            })
+            .iter()
+            .map(|(kind, data)| named_event(kind, data))
             .collect()
     }
 

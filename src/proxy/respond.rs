@@ -285,21 +285,11 @@ pub fn hit(
     entry: Arc<Entry>,
     comparing: Comparing,
 ) -> Response<ProxyBody> {
-    let mut response = Response::new(ProxyBody::plain(Bytes::new()));
-    let h = response.headers_mut();
-    if let Some(ct) = &entry.content_type {
-        h.insert(header::CONTENT_TYPE, ct.clone());
-    }
-    own_headers(h, &ctx, route);
-    h.insert(X_CUTOVER_UPSTREAM.clone(), entry.upstream_header.clone());
-    h.insert(X_CUTOVER_CACHE.clone(), CacheResult::Hit.header());
-    ctx.status = 200;
-    let mut taps = Taps::new(ctx.start);
-    compare_with(
-        &mut taps,
-        &ctx,
+    let (mut response, taps) = replay_head(
+        &mut ctx,
         route,
         entry.content_type.as_ref(),
+        &entry.upstream_header,
         comparing,
     );
     let body = entry.body.clone();
@@ -317,26 +307,40 @@ pub fn follower(
     events: mpsc::UnboundedReceiver<FlightEvent>,
     comparing: Comparing,
 ) -> Response<ProxyBody> {
-    let mut response = Response::new(ProxyBody::plain(Bytes::new()));
-    let h = response.headers_mut();
-    if let Some(ct) = &head.content_type {
-        h.insert(header::CONTENT_TYPE, ct.clone());
-    }
-    own_headers(h, &ctx, route);
-    h.insert(X_CUTOVER_UPSTREAM.clone(), head.upstream_header.clone());
-    h.insert(X_CUTOVER_CACHE.clone(), CacheResult::Hit.header());
-    ctx.status = 200;
-    let mut taps = Taps::new(ctx.start);
-    compare_with(
-        &mut taps,
-        &ctx,
+    let (mut response, taps) = replay_head(
+        &mut ctx,
         route,
         head.content_type.as_ref(),
+        &head.upstream_header,
         comparing,
     );
     ctx.responder = Responder::Follower(head.upstream);
     *response.body_mut() = ProxyBody::follow(events, taps, ctx);
     response
+}
+
+/// The head a hit and a follower share (200, the stored content type,
+/// cutover's own headers, `x-cutover-cache: hit`), and the taps that
+/// compare the replayed body with the shadows'; the caller adds the body.
+fn replay_head(
+    ctx: &mut Ctx,
+    route: &Route,
+    content_type: Option<&HeaderValue>,
+    upstream_header: &HeaderValue,
+    comparing: Comparing,
+) -> (Response<ProxyBody>, Taps) {
+    let mut response = Response::new(ProxyBody::plain(Bytes::new()));
+    let h = response.headers_mut();
+    if let Some(ct) = content_type {
+        h.insert(header::CONTENT_TYPE, ct.clone());
+    }
+    own_headers(h, ctx, route);
+    h.insert(X_CUTOVER_UPSTREAM.clone(), upstream_header.clone());
+    h.insert(X_CUTOVER_CACHE.clone(), CacheResult::Hit.header());
+    ctx.status = 200;
+    let mut taps = Taps::new(ctx.start);
+    compare_with(&mut taps, ctx, route, content_type, comparing);
+    (response, taps)
 }
 
 #[cfg(test)]

@@ -163,15 +163,22 @@ impl fmt::Display for RollbackReason {
     }
 }
 
-/// An operator action (`POST /routes/{route}/rollout/{action}`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+/// An operator action (`POST /routes/{route}/rollout/{action}`, and
+/// `cutover rollout ACTION`, whose help shows these comments).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
+    /// Move to the next step now, without waiting for the gates.
     Advance,
+    /// Go straight to 100 %.
     Promote,
+    /// Stop advancing (rollback triggers still fire).
     Pause,
+    /// Continue from where it paused.
     Resume,
+    /// Roll back now.
     Abort,
+    /// Start the rollout again from its first stage.
     Restart,
 }
 
@@ -188,16 +195,10 @@ impl Action {
     }
 
     pub fn parse(s: &str) -> Option<Action> {
-        [
-            Action::Advance,
-            Action::Promote,
-            Action::Pause,
-            Action::Resume,
-            Action::Abort,
-            Action::Restart,
-        ]
-        .into_iter()
-        .find(|a| a.as_str() == s)
+        <Action as clap::ValueEnum>::value_variants()
+            .iter()
+            .copied()
+            .find(|a| a.as_str() == s)
     }
 }
 
@@ -596,30 +597,15 @@ impl Controller {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::GatesConfig;
     use crate::rollout::stats::HistogramSnapshot;
 
     fn cfg() -> RolloutConfig {
-        RolloutConfig {
-            baseline: "v1".into(),
-            canary: "v2".into(),
-            shadow_first: None,
-            steps: [100u16, 500, 10_000]
-                .iter()
-                .filter_map(|b| WeightBps::new(*b))
-                .collect(),
-            interval: Duration::from_secs(60),
-            min_requests: 100,
-            gates: GatesConfig {
-                error_rate_margin: Some(0.05),
-                max_error_rate: None,
-                latency_p95_ratio: None,
-                max_latency_p95: None,
-                max_cost_per_request: None,
-                outcome_margin: None,
-                confidence: 0.95,
-            },
-            rollback: Some(RollbackConfig {
+        crate::rollout::test_config(
+            &[100, 500, 10_000],
+            Duration::from_secs(60),
+            100,
+            0.05,
+            Some(RollbackConfig {
                 window: Duration::from_secs(60),
                 min_requests: 20,
                 error_rate: Some(0.5),
@@ -627,7 +613,7 @@ mod tests {
                 on_breaker_open: true,
                 webhook: None,
             }),
-        }
+        )
     }
 
     fn v(requests: u64, failures: u64) -> VersionSnapshot {

@@ -32,3 +32,36 @@ pub use controller::{
 pub use judge::{GateName, GateResult, GateVerdict, Judge, Judgement};
 pub use route::{ReplicaFigures, RolloutStatus, RouteRollout};
 pub use stats::{Observation, Role, RolloutStats, StepSummary, VersionSnapshot, WindowSnapshot};
+
+/// A v1 → v2 rollout for unit tests, judged by the error-rate gate alone
+/// at 95 %; each test module passes the numbers its assertions are about.
+#[cfg(test)]
+pub(crate) fn test_config(
+    steps_bps: &[u16],
+    interval: std::time::Duration,
+    min_requests: u64,
+    error_rate_margin: f64,
+    rollback: Option<crate::config::RollbackConfig>,
+) -> crate::config::RolloutConfig {
+    crate::config::RolloutConfig {
+        baseline: "v1".into(),
+        canary: "v2".into(),
+        shadow_first: None,
+        steps: steps_bps
+            .iter()
+            .filter_map(|b| crate::config::WeightBps::new(*b))
+            .collect(),
+        interval,
+        min_requests,
+        gates: crate::config::GatesConfig {
+            error_rate_margin: Some(error_rate_margin),
+            max_error_rate: None,
+            latency_p95_ratio: None,
+            max_latency_p95: None,
+            max_cost_per_request: None,
+            outcome_margin: None,
+            confidence: 0.95,
+        },
+        rollback,
+    }
+}

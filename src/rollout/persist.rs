@@ -175,31 +175,16 @@ pub fn load(dir: &Path, route: &str) -> Result<Option<PersistedState>, PersistEr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{GatesConfig, WeightBps};
     use crate::rollout::controller::{Action, Stage};
 
     fn cfg() -> RolloutConfig {
-        RolloutConfig {
-            baseline: "v1".into(),
-            canary: "v2".into(),
-            shadow_first: None,
-            steps: [100u16, 500, 2_500, 10_000]
-                .iter()
-                .filter_map(|b| WeightBps::new(*b))
-                .collect(),
-            interval: Duration::from_secs(600),
-            min_requests: 100,
-            gates: GatesConfig {
-                error_rate_margin: Some(0.01),
-                max_error_rate: None,
-                latency_p95_ratio: None,
-                max_latency_p95: None,
-                max_cost_per_request: None,
-                outcome_margin: None,
-                confidence: 0.95,
-            },
-            rollback: None,
-        }
+        crate::rollout::test_config(
+            &[100, 500, 2_500, 10_000],
+            Duration::from_secs(600),
+            100,
+            0.01,
+            None,
+        )
     }
 
     #[test]

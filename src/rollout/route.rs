@@ -468,31 +468,17 @@ fn webhook(cfg: &RolloutConfig) -> Option<String> {
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
-    use crate::config::{GatesConfig, RollbackConfig};
+    use crate::config::RollbackConfig;
     use crate::rollout::stats::{Observation, Role};
     use std::time::Duration;
 
     fn cfg() -> RolloutConfig {
-        RolloutConfig {
-            baseline: "v1".into(),
-            canary: "v2".into(),
-            shadow_first: None,
-            steps: [1_000u16, 10_000]
-                .iter()
-                .filter_map(|b| WeightBps::new(*b))
-                .collect(),
-            interval: Duration::from_secs(10),
-            min_requests: 10,
-            gates: GatesConfig {
-                error_rate_margin: Some(0.2),
-                max_error_rate: None,
-                latency_p95_ratio: None,
-                max_latency_p95: None,
-                max_cost_per_request: None,
-                outcome_margin: None,
-                confidence: 0.95,
-            },
-            rollback: Some(RollbackConfig {
+        crate::rollout::test_config(
+            &[1_000, 10_000],
+            Duration::from_secs(10),
+            10,
+            0.2,
+            Some(RollbackConfig {
                 window: Duration::from_secs(60),
                 min_requests: 10,
                 error_rate: Some(0.5),
@@ -500,22 +486,30 @@ mod tests {
                 on_breaker_open: true,
                 webhook: None,
             }),
-        }
+        )
+    }
+
+    /// Route `chat`'s rollout of `cfg()`, its canary at `url` with no deps.
+    fn start(
+        url: &str,
+        state_dir: Option<&Path>,
+        clock: &ManualClock,
+    ) -> (RouteRollout, Option<PersistError>) {
+        RouteRollout::start(
+            "chat",
+            &cfg(),
+            url,
+            &Deps::new(),
+            state_dir,
+            Arc::new(clock.clone()),
+        )
     }
 
     #[test]
     fn tick_resets_stats_on_a_new_stage_and_restores_from_disk() {
         let dir = tempfile::tempdir().expect("tempdir");
         let clock = ManualClock::new();
-        let deps = Deps::new();
-        let (mut r, err) = RouteRollout::start(
-            "chat",
-            &cfg(),
-            "http://c",
-            &deps,
-            Some(dir.path()),
-            Arc::new(clock.clone()),
-        );
+        let (mut r, err) = start("http://c", Some(dir.path()), &clock);
         assert!(err.is_none());
         let ok = Observation {
             failed: false,
@@ -534,25 +528,11 @@ mod tests {
         );
         assert_eq!(r.status().window_requests, 1_000, "the window is not reset");
         persist::save(dir.path(), &r.persisted(SystemTime::now())).expect("save");
-        let (again, err) = RouteRollout::start(
-            "chat",
-            &cfg(),
-            "http://c",
-            &deps,
-            Some(dir.path()),
-            Arc::new(clock.clone()),
-        );
+        let (again, err) = start("http://c", Some(dir.path()), &clock);
         assert!(err.is_none());
         assert_eq!(again.controller().state(), &State::Promoted);
         // A new canary url: a new rollout.
-        let (fresh, _) = RouteRollout::start(
-            "chat",
-            &cfg(),
-            "http://other",
-            &deps,
-            Some(dir.path()),
-            Arc::new(clock),
-        );
+        let (fresh, _) = start("http://other", Some(dir.path()), &clock);
         assert_eq!(fresh.controller().state(), &State::Canary { step: 0 });
         assert!(serde_json::to_string(&fresh.status()).is_ok());
     }
@@ -561,14 +541,7 @@ mod tests {
     fn reconfigure_keeps_the_same_canary_and_restarts_a_new_one() {
         let clock = ManualClock::new();
         let deps = Deps::new();
-        let (mut r, _) = RouteRollout::start(
-            "chat",
-            &cfg(),
-            "http://c",
-            &deps,
-            None,
-            Arc::new(clock.clone()),
-        );
+        let (mut r, _) = start("http://c", None, &clock);
         assert!(r.act(Action::Pause).is_ok());
         assert!(!r.reconfigure(&cfg(), "http://c", &deps));
         assert_eq!(r.controller().state().name(), "paused");

@@ -136,8 +136,10 @@ pub struct ShadowState {
     mismatched: AtomicU64,
 }
 
-/// What `/status` shows of a shadow.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+/// What `/status` shows of a shadow's traffic (`cutover status` and the
+/// demo read it back).
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct ShadowStatus {
     pub in_flight: usize,
     pub ok: u64,

@@ -148,10 +148,7 @@ impl CounterRegistry {
         families.sort_unstable();
         families.dedup();
         for family in families {
-            if let Some((_, help)) = names::DESCRIPTIONS.iter().find(|(n, _)| *n == family) {
-                let _ = writeln!(out, "# HELP {family} {help}");
-            }
-            let _ = writeln!(out, "# TYPE {family} counter");
+            write_header(out, family, described(family), "counter");
             for block in &blocks.all {
                 let mut slot = 0;
                 for (name, series) in block.layout.families {
@@ -175,10 +172,38 @@ impl CounterRegistry {
     }
 }
 
+/// The help text `names::DESCRIPTIONS` gives a family, if any.
+pub(super) fn described(family: &str) -> Option<&'static str> {
+    names::DESCRIPTIONS
+        .iter()
+        .find(|(n, _)| *n == family)
+        .map(|(_, help)| *help)
+}
+
+/// A family's `# HELP` line (when it has help) and `# TYPE` line.
+pub(super) fn write_header(out: &mut String, family: &str, help: Option<&str>, kind: &str) {
+    if let Some(help) = help {
+        let _ = writeln!(out, "# HELP {family} {help}");
+    }
+    let _ = writeln!(out, "# TYPE {family} {kind}");
+}
+
 /// `k="v",...`, values escaped as the exposition format wants.
 pub(super) fn render_labels(labels: &[(&str, &str)]) -> Box<str> {
     let mut out = String::new();
-    for (i, (k, v)) in labels.iter().enumerate() {
+    write_labels(&mut out, labels.iter().copied());
+    out.into_boxed_str()
+}
+
+/// Append `k="v",...` to `out`: the one place label values are escaped
+/// (backslash, double quote and newline, as the exposition format wants),
+/// for the recorder's blocks, the histograms, the float counters and the
+/// rollout gauges alike.
+pub(super) fn write_labels<'a>(
+    out: &mut String,
+    labels: impl IntoIterator<Item = (&'a str, &'a str)>,
+) {
+    for (i, (k, v)) in labels.into_iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
@@ -194,7 +219,6 @@ pub(super) fn render_labels(labels: &[(&str, &str)]) -> Box<str> {
         }
         out.push('"');
     }
-    out.into_boxed_str()
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use super::counters::{write_header, write_labels};
+
 #[derive(Clone, Debug)]
 pub struct FloatCounter(Arc<AtomicU64>);
 
@@ -97,32 +99,19 @@ impl FloatRegistry {
         names.sort_unstable();
         names.dedup();
         for name in names {
-            if let Some((_, text)) = help.iter().find(|(n, _)| *n == name) {
-                let _ = writeln!(out, "# HELP {name} {text}");
-            }
-            let _ = writeln!(out, "# TYPE {name} counter");
+            let text = help.iter().find(|(n, _)| *n == name).map(|(_, t)| *t);
+            write_header(out, name, text, "counter");
             for s in series.iter().filter(|s| s.name == name) {
                 out.push_str(name);
                 if !s.labels.is_empty() {
                     out.push('{');
-                    for (i, (k, v)) in s.labels.iter().enumerate() {
-                        if i > 0 {
-                            out.push(',');
-                        }
-                        let _ = write!(out, "{k}=\"{}\"", escape_label(v));
-                    }
+                    write_labels(out, s.labels.iter().map(|(k, v)| (*k, v.as_str())));
                     out.push('}');
                 }
                 let _ = writeln!(out, " {}", s.value.get());
             }
         }
     }
-}
-
-fn escape_label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]

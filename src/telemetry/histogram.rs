@@ -21,8 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use super::counters::render_labels;
-use super::names::{self, LATENCY_BUCKETS};
+use super::counters::{described, render_labels, write_header};
+use super::names::LATENCY_BUCKETS;
 
 /// Buckets with a bound, then `+Inf`.
 const SLOTS: usize = LATENCY_BUCKETS.len() + 1;
@@ -174,10 +174,7 @@ impl HistogramRegistry {
         names.dedup();
         let bounds = bound_labels();
         for name in names {
-            if let Some((_, help)) = names::DESCRIPTIONS.iter().find(|(n, _)| *n == name) {
-                let _ = writeln!(out, "# HELP {name} {help}");
-            }
-            let _ = writeln!(out, "# TYPE {name} histogram");
+            write_header(out, name, described(name), "histogram");
             for s in series.iter().filter(|s| s.name == name) {
                 let (cumulative, sum) = s.histogram.snapshot();
                 let sep = if s.labels.is_empty() { "" } else { "," };
@@ -218,6 +215,7 @@ fn bound_labels() -> &'static [String; SLOTS] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::names;
 
     fn line<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
         text.lines()

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::{Mutex, OnceLock};
 
+use super::counters::{described, write_header, write_labels};
 use super::names;
 
 struct RouteGauges {
@@ -51,40 +52,25 @@ impl RolloutGauges {
         }
         header(out, names::ROLLOUT_STEP);
         for (route, g) in routes.iter() {
-            let _ = writeln!(
-                out,
-                "{}{{route=\"{}\"}} {}",
-                names::ROLLOUT_STEP,
-                escape(route),
-                g.step
-            );
+            out.push_str(names::ROLLOUT_STEP);
+            out.push('{');
+            write_labels(out, [("route", route.as_str())]);
+            let _ = writeln!(out, "}} {}", g.step);
         }
         header(out, names::ROLLOUT_STATE);
         for (route, g) in routes.iter() {
             for (state, on) in &g.states {
-                let _ = writeln!(
-                    out,
-                    "{}{{route=\"{}\",state=\"{state}\"}} {}",
-                    names::ROLLOUT_STATE,
-                    escape(route),
-                    u8::from(*on)
-                );
+                out.push_str(names::ROLLOUT_STATE);
+                out.push('{');
+                write_labels(out, [("route", route.as_str()), ("state", state)]);
+                let _ = writeln!(out, "}} {}", u8::from(*on));
             }
         }
     }
 }
 
 fn header(out: &mut String, name: &str) {
-    if let Some((_, help)) = names::DESCRIPTIONS.iter().find(|(n, _)| *n == name) {
-        let _ = writeln!(out, "# HELP {name} {help}");
-    }
-    let _ = writeln!(out, "# TYPE {name} gauge");
-}
-
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    write_header(out, name, described(name), "gauge");
 }
 
 #[cfg(test)]

@@ -171,31 +171,15 @@ impl<'a> Validator<'a> {
 
     fn array_of_tables(&mut self, v: Option<Value>, name: &str) -> Vec<Value> {
         let path = KeyPath::root().key(name);
+        let valid = format!("; valid: [[{name}]] entries");
         match v {
             None => Vec::new(),
-            Some(Value::Array(items)) => items
-                .into_iter()
-                .enumerate()
-                .filter_map(|(i, item)| {
-                    if item.is_table() {
-                        Some(item)
-                    } else {
-                        self.err(
-                            path.index(i),
-                            format!(
-                                "expected a table, found {}; valid: [[{name}]] entries",
-                                describe(&item)
-                            ),
-                        );
-                        None
-                    }
-                })
-                .collect(),
+            Some(Value::Array(items)) => self.tables(items, &path, &valid),
             Some(other) => {
                 self.err(
                     path,
                     format!(
-                        "expected an array of tables, found {}; valid: [[{name}]] entries",
+                        "expected an array of tables, found {}{valid}",
                         describe(&other)
                     ),
                 );
@@ -229,7 +213,13 @@ impl<'a> Validator<'a> {
 
     /// An array whose entries must all be tables.
     fn entries(&mut self, v: Option<Vec<Value>>, p: &KeyPath) -> Vec<Value> {
-        v.unwrap_or_default()
+        self.tables(v.unwrap_or_default(), p, "")
+    }
+
+    /// The entries of `items` that are tables; each other one is an error
+    /// at its index, its message ending with `valid`.
+    fn tables(&mut self, items: Vec<Value>, p: &KeyPath, valid: &str) -> Vec<Value> {
+        items
             .into_iter()
             .enumerate()
             .filter_map(|(i, item)| {
@@ -238,7 +228,7 @@ impl<'a> Validator<'a> {
                 } else {
                     self.err(
                         p.index(i),
-                        format!("expected a table, found {}", describe(&item)),
+                        format!("expected a table, found {}{valid}", describe(&item)),
                     );
                     None
                 }

@@ -15,58 +15,70 @@ use crate::config::spans::KeyPath;
 
 use super::Validator;
 
+/// The fields a version, a shadow and a table fallback share. Their raw
+/// types stay three serde structs (a `flatten`ed one would hide these keys
+/// from the valid-keys list of unknown-key messages), so `target_fields!`
+/// moves the six out of whichever one is at hand.
+pub(super) struct TargetFields {
+    name: String,
+    upstream: String,
+    set_headers: Option<Table>,
+    set_json: Option<Table>,
+    cost: Option<RawCost>,
+    deps: Option<Table>,
+}
+
+macro_rules! target_fields {
+    ($raw:ident) => {
+        TargetFields {
+            name: $raw.name,
+            upstream: $raw.upstream,
+            set_headers: $raw.set_headers,
+            set_json: $raw.set_json,
+            cost: $raw.cost,
+            deps: $raw.deps,
+        }
+    };
+}
+
 impl Validator<'_> {
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "the shared fields of versions, shadows and fallbacks"
-    )]
     pub(super) fn target(
         &mut self,
         p: &KeyPath,
-        name: String,
-        upstream: String,
         upstreams: &[String],
-        set_headers: Option<Table>,
-        set_json: Option<Table>,
-        cost: Option<RawCost>,
-        deps: Option<Table>,
+        fields: TargetFields,
     ) -> TargetConfig {
+        let TargetFields { name, upstream, .. } = &fields;
         if name.is_empty() {
             self.err(p.key("name"), "empty name; valid: a non-empty name");
         }
-        if !upstreams.contains(&upstream) {
+        if !upstreams.contains(upstream) {
             let names: Vec<&str> = upstreams.iter().map(String::as_str).collect();
             self.err(
                 p.key("upstream"),
                 format!("unknown upstream `{upstream}`; {}", one_of(&names)),
             );
         }
-        let set_headers = self.headers(set_headers, &p.key("set_headers"));
-        let set_json = self.json_map(set_json, &p.key("set_json"));
-        let raw_cost = cost.unwrap_or_default();
-        let nonneg = |x: f64| x >= 0.0;
-        let cost = Cost {
-            input_per_mtok: self
-                .ranged(
-                    raw_cost.input_per_mtok,
-                    p.key("cost").key("input_per_mtok"),
-                    nonneg,
-                    "0 or more (USD per million tokens)",
-                )
-                .unwrap_or(0.0),
-            output_per_mtok: self
-                .ranged(
-                    raw_cost.output_per_mtok,
-                    p.key("cost").key("output_per_mtok"),
-                    nonneg,
-                    "0 or more (USD per million tokens)",
-                )
-                .unwrap_or(0.0),
+        let set_headers = self.headers(fields.set_headers, &p.key("set_headers"));
+        let set_json = self.json_map(fields.set_json, &p.key("set_json"));
+        let raw_cost = fields.cost.unwrap_or_default();
+        let mut price = |v: Option<f64>, key: &str| {
+            self.ranged(
+                v,
+                p.key("cost").key(key),
+                |x: f64| x >= 0.0,
+                "0 or more (USD per million tokens)",
+            )
+            .unwrap_or(0.0)
         };
-        let deps = self.json_map(deps, &p.key("deps"));
+        let cost = Cost {
+            input_per_mtok: price(raw_cost.input_per_mtok, "input_per_mtok"),
+            output_per_mtok: price(raw_cost.output_per_mtok, "output_per_mtok"),
+        };
+        let deps = self.json_map(fields.deps, &p.key("deps"));
         TargetConfig {
-            name,
-            upstream,
+            name: fields.name,
+            upstream: fields.upstream,
             set_headers,
             set_json,
             cost,
@@ -90,16 +102,7 @@ impl Validator<'_> {
             }
             Some(w) => self.percent(w, p.key("weight"), "weight"),
         };
-        let target = self.target(
-            &p,
-            raw.name,
-            raw.upstream,
-            upstreams,
-            raw.set_headers,
-            raw.set_json,
-            raw.cost,
-            raw.deps,
-        );
+        let target = self.target(&p, upstreams, target_fields!(raw));
         Some(VersionConfig {
             target,
             weight: weight?,
@@ -132,16 +135,7 @@ impl Validator<'_> {
                 self.err(p.key("compare").index(i), format!("bad JSON pointer {ptr:?}; valid: \"\" (the whole body) or a pointer starting with `/`, like \"/choices/0/message/content\""));
             }
         }
-        let target = self.target(
-            &p,
-            raw.name,
-            raw.upstream,
-            upstreams,
-            raw.set_headers,
-            raw.set_json,
-            raw.cost,
-            raw.deps,
-        );
+        let target = self.target(&p, upstreams, target_fields!(raw));
         Some(ShadowConfig {
             target,
             percent: percent?,
@@ -191,7 +185,7 @@ impl Validator<'_> {
                 }
                 Value::Table(_) => {
                     if let Some(raw) = de_unit::<RawFallback>(item, &ip, &mut self.issues) {
-                        let t = self.target(&ip, raw.name, raw.upstream, upstreams, raw.set_headers, raw.set_json, raw.cost, raw.deps);
+                        let t = self.target(&ip, upstreams, target_fields!(raw));
                         out.push(FallbackConfig::Target(t));
                     }
                 }

@@ -44,7 +44,7 @@ pub async fn play(show: &mut Show) -> Result<(), String> {
     // Mirrors still in flight finish on their own; wait for them so the
     // counts below are complete (the users did not wait).
     let deadline = Instant::now() + DRAIN;
-    while shadow_view(&show.stage)?.in_flight > 0 && Instant::now() < deadline {
+    while shadow_view(&show.stage)?.live.in_flight > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     show.screen
@@ -128,13 +128,17 @@ struct Delta {
 impl Delta {
     fn between(before: &ShadowView, after: &ShadowView) -> Delta {
         Delta {
-            ok: after.ok.saturating_sub(before.ok),
-            failure: after.failure.saturating_sub(before.failure),
-            dropped: after.dropped.saturating_sub(before.dropped),
-            matched: after.compare_match.saturating_sub(before.compare_match),
+            ok: after.live.ok.saturating_sub(before.live.ok),
+            failure: after.live.failure.saturating_sub(before.live.failure),
+            dropped: after.live.dropped.saturating_sub(before.live.dropped),
+            matched: after
+                .live
+                .compare_match
+                .saturating_sub(before.live.compare_match),
             mismatched: after
+                .live
                 .compare_mismatch
-                .saturating_sub(before.compare_mismatch),
+                .saturating_sub(before.live.compare_mismatch),
         }
     }
 }
@@ -153,7 +157,7 @@ fn panel(
             let d = Delta::between(before, &now);
             lines.push(format!(
                 "shadow v3 -> agent-v3 (60-150 ms): {} answered, {} failed, {} dropped, {} in flight (max {})",
-                d.ok, d.failure, d.dropped, now.in_flight, now.max_in_flight
+                d.ok, d.failure, d.dropped, now.live.in_flight, now.max_in_flight
             ));
             lines.push(format!(
                 "compare /choices/0/message/tool_calls/0/function/name: {} match, {} mismatch ({} match)",
