@@ -2,22 +2,25 @@
 //! client can report the task's outcome later (SPEC §7: within an hour,
 //! each request id counts once).
 //!
-//! Bounded in memory: 16 shards, each holding two generations of at most
-//! `SHARD_GENERATION` (4 096) entries, [`MAX_IDS`] (131 072) ids in all. A
+//! Bounded in memory: 19 shards, each holding two generations of at most
+//! `SHARD_GENERATION` (3 584) entries, [`MAX_IDS`] (136 192) ids in all. A
 //! shard rotates (dropping its older generation) when its current
 //! generation is full or an hour old. An id therefore survives at least
 //! until its shard has taken one more full generation, about
-//! [`KEPT_AT_LEAST`] (65 536) requests spread over the shards, or an hour,
+//! [`KEPT_AT_LEAST`] (68 096) requests spread over the shards, or an hour,
 //! whichever comes first: every id is kept the full hour up to about 18
-//! requests a second; above that, for the last ~65 536 requests. Never
+//! requests a second; above that, for the last ~68 096 requests. Never
 //! beyond two hours. Generations are allocated at full size, so the index
-//! never reallocates: 32 maps of 8 192 buckets of 17 bytes (key, entry and
-//! control byte), about 4.3 MiB. An entry names its version by a 2-byte
-//! slot in its generation's table of versions rather than by an 8-byte
-//! `Arc`: that took the index from 6.3 MiB, a third of cutover's peak RSS
-//! in the shared bench. Keys are the ids' SipHash under a per-process
-//! random key: fixed size, not predictable by clients, and so used as the
-//! map's hash as they are.
+//! never reallocates: 38 maps of 4 096 buckets of 17 bytes (key, entry and
+//! control byte), about 2.5 MiB. Two choices keep it that small (it was
+//! 6.3 MiB, a third of cutover's peak RSS in the shared bench):
+//! - a generation holds 3 584 entries, hashbrown's 7/8 load of 4 096
+//!   buckets; 4 096 entries took 8 192 buckets, half of them always empty;
+//! - an entry names its version by a 2-byte slot in its generation's table
+//!   of versions rather than by an 8-byte `Arc`.
+//!
+//! Keys are the ids' SipHash under a per-process random key: fixed size,
+//! not predictable by clients, and so used as the map's hash as they are.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
@@ -29,8 +32,9 @@ use tokio::sync::mpsc;
 
 use super::metrics::VersionMetrics;
 
-const SHARDS: usize = 16;
-const SHARD_GENERATION: usize = 4 * 1024;
+const SHARDS: usize = 19;
+/// 7/8 of 4 096: hashbrown's largest load for that many buckets.
+const SHARD_GENERATION: usize = 3_584;
 
 /// The most ids the index holds (both generations of every shard).
 pub const MAX_IDS: usize = SHARDS * SHARD_GENERATION * 2;
@@ -320,15 +324,15 @@ mod tests {
 
     #[test]
     fn the_documented_figures_are_the_code_s() {
-        assert_eq!(MAX_IDS, 131_072);
-        assert_eq!(KEPT_AT_LEAST, 65_536);
+        assert_eq!(MAX_IDS, 136_192);
+        assert_eq!(KEPT_AT_LEAST, 68_096);
         // "the full hour up to about 18 requests a second"
         assert_eq!(KEPT_AT_LEAST / 3600, 18);
         let index = FeedbackIndex::default();
         let shard = index.shards[0].lock().unwrap_or_else(|p| p.into_inner());
-        // hashbrown: 8 192 buckets for 4 096 entries (7/8 load).
-        assert!(shard.current.ids.capacity() >= SHARD_GENERATION);
-        assert!(shard.current.ids.capacity() < 2 * SHARD_GENERATION);
+        // hashbrown: 4 096 buckets, filled to its 7/8 load with none to
+        // spare.
+        assert_eq!(shard.current.ids.capacity(), SHARD_GENERATION);
         // "buckets of 17 bytes": key and entry, and hashbrown's control byte.
         assert_eq!(std::mem::size_of::<(u64, Entry)>() + 1, 17);
     }
