@@ -755,6 +755,65 @@ weight = 100.0
     .await;
 }
 
+/// A request that never left (the primary refused the connection) is
+/// handed back and its head re-pointed at the fallback; the primary's own
+/// header rules must not travel with it, and what it removed must come back.
+#[tokio::test]
+async fn fallback_after_an_unsent_request_carries_only_its_own_headers() {
+    let fb = healthy_backend("fb").await;
+    let ups = format!(
+        "{}set_headers = {{ x-primary-only = \"p\", x-both = \"primary\" }}\nremove_headers = [\"x-client\"]\n{}",
+        upstream("hb-p", DEAD, "300ms"),
+        upstream("hb-fb", &fb.url(), "300ms")
+    );
+    let proxy = start_proxy(&config(
+        &ups,
+        r#"
+[[routes]]
+name = "hb"
+fallbacks = [{ name = "fb", upstream = "hb-fb", set_headers = { x-both = "fallback" } }]
+[[routes.versions]]
+name = "v1"
+upstream = "hb-p"
+weight = 100.0
+set_headers = { x-version-only = "v1" }
+"#,
+    ))
+    .await;
+    for _ in 0..2 {
+        let resp = client()
+            .post(format!("{}/v1/chat/completions", proxy.url()))
+            .header("x-client", "kept")
+            .body(CHAT)
+            .send()
+            .await
+            .expect("response");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(header(&resp, "x-cutover-upstream"), "hb-fb");
+        let seen = fb.stats().last_record().expect("fallback saw the request");
+        assert_eq!(seen.header("x-cutover-version"), Some("fb"));
+        assert_eq!(
+            seen.header("host"),
+            Some(fb.url().trim_start_matches("http://"))
+        );
+        assert_eq!(seen.header("x-both"), Some("fallback"));
+        assert_eq!(
+            seen.header("x-client"),
+            Some("kept"),
+            "removed only for hb-p"
+        );
+        assert_eq!(seen.header("x-primary-only"), None, "hb-p's header leaked");
+        assert_eq!(seen.header("x-version-only"), None, "v1's header leaked");
+    }
+    wait_metric(
+        &proxy,
+        UPSTREAMS,
+        &upstream_result("hb-p", "connect_error"),
+        2.0,
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn version_name_fallback_is_served_by_that_versions_upstream() {
     let a = healthy_backend("a").await;
@@ -798,6 +857,11 @@ weight = 50.0
         seen.header("x-cutover-version"),
         Some("v1"),
         "the target actually sent to"
+    );
+    // vf-b adds no headers of its own, so its unsent head was re-pointed.
+    assert_eq!(
+        seen.header("host"),
+        Some(a.url().trim_start_matches("http://"))
     );
     wait_metric(
         &proxy,

@@ -289,7 +289,13 @@ async fn connect_timeout_bounds_a_black_holed_address() {
         .expect_err("no connection");
     let waited = started.elapsed();
     assert!(
-        matches!(err, SendError::Connect(ConnectError::Timeout(_))),
+        matches!(
+            err,
+            SendError::Connect {
+                error: ConnectError::Timeout(_),
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert!(

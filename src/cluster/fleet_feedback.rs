@@ -4,10 +4,14 @@
 //! Recording stays off the request path: the local index
 //! (`telemetry::feedback_index`) hands each record to a bounded queue
 //! (`try_send`, dropped and counted when full), and one task writes what
-//! has queued up at most once per `sync_interval`, as one `HSET` (and an
-//! `EXPIRE`) per hour bucket. So Redis sees two commands per
-//! `sync_interval` however many requests there were, and none at idle. The
-//! price: a record reaches the fleet up to one `sync_interval` after the
+//! has queued up at most once per `sync_interval`, as one `HSET` per
+//! [`BATCH`] records and one `EXPIRE` per hour bucket. So Redis sees a
+//! command per thousand requests, and none at idle. Batches are small on
+//! purpose: each is encoded, then its round trip awaited before the next,
+//! so the control plane's thread never holds a CPU for long. One `HSET` of
+//! 16,384 fields in one go took the CPU from the traffic worker when both
+//! shared one, and raised its p99 (docs/fleet.md). The price of the
+//! batching: a record reaches the fleet up to one `sync_interval` after the
 //! answer; until then feedback for it is counted by the replica that served
 //! it, and another replica answers 404 (a client retries).
 //!
@@ -35,8 +39,9 @@ use crate::telemetry::feedback_index::{FEEDBACK_WINDOW, Forwarded};
 
 /// Records waiting for Redis at most; more are dropped (and counted).
 const QUEUE: usize = 65_536;
-/// Records per flush at most (more wait for the next flush).
-const BATCH: usize = 16_384;
+/// Records per `HSET`: encoding one batch takes the control plane's
+/// thread about a tenth of a millisecond.
+const BATCH: usize = 1_024;
 /// How long a bucket outlives its last write.
 const BUCKET_TTL_SECS: u64 = 2 * 3600;
 
@@ -128,13 +133,23 @@ fn unix_secs() -> u64 {
 /// `USED JUDGED UNIX_SECS:LEN:ROUTE VERSION`: the script reads the first
 /// two characters and the seconds; the names are length-delimited, so any
 /// name reads back as written.
+#[cfg(test)]
 fn encode(used: bool, judged: bool, at: u64, route: &str, version: &str) -> String {
-    format!(
-        "{}{}{at}:{}:{route}{version}",
-        u8::from(used),
-        u8::from(judged),
-        route.len()
-    )
+    let mut out = String::new();
+    encode_into(&mut out, used, judged, at, route, version);
+    out
+}
+
+/// [`encode`] appended to `out`, without an allocation of its own.
+fn encode_into(out: &mut String, used: bool, judged: bool, at: u64, route: &str, version: &str) {
+    out.push(if used { '1' } else { '0' });
+    out.push(if judged { '1' } else { '0' });
+    out.push_str(itoa::Buffer::new().format(at));
+    out.push(':');
+    out.push_str(itoa::Buffer::new().format(route.len()));
+    out.push(':');
+    out.push_str(route);
+    out.push_str(version);
 }
 
 fn decode(v: &str) -> Option<(bool, String, String)> {
@@ -150,14 +165,17 @@ fn decode(v: &str) -> Option<(bool, String, String)> {
 
 async fn write_loop(cluster: Arc<Cluster>, mut rx: mpsc::Receiver<Forwarded>, every: Duration) {
     let mut batch = Vec::with_capacity(BATCH);
+    let mut value = String::new();
     loop {
         // Wait for the first record, then write everything queued by now,
         // BATCH records per command.
         if rx.recv_many(&mut batch, BATCH).await == 0 {
             return;
         }
+        // The bucket given its expiry in this flush.
+        let mut expired = None;
         loop {
-            write_batch(&cluster, &batch).await;
+            write_batch(&cluster, &batch, &mut value, &mut expired).await;
             let full = batch.len() == BATCH;
             batch.clear();
             if !full {
@@ -173,30 +191,42 @@ async fn write_loop(cluster: Arc<Cluster>, mut rx: mpsc::Receiver<Forwarded>, ev
                 break;
             }
         }
-        // At most one flush per sync_interval: the commands do not grow
-        // with traffic (but for one more per BATCH records a flush).
+        // At most one flush per sync_interval.
         tokio::time::sleep(every).await;
     }
 }
 
-/// One `HSET` of the records into this hour's bucket, and its expiry.
-async fn write_batch(cluster: &Cluster, batch: &[Forwarded]) {
+/// One `HSET` of the records into this hour's bucket, and the bucket's
+/// expiry unless this flush already set it (`expired`). `value` is the
+/// encoding buffer, reused.
+async fn write_batch(
+    cluster: &Cluster,
+    batch: &[Forwarded],
+    value: &mut String,
+    expired: &mut Option<u64>,
+) {
     let at = unix_secs();
-    let key = cluster.keys.feedback(at / 3600);
+    let hour = at / 3600;
+    let key = cluster.keys.feedback(hour);
     let mut hset = redis::cmd("HSET");
     hset.arg(&key);
     for r in batch {
-        hset.arg(&r.id[..]).arg(encode(
+        value.clear();
+        encode_into(
+            value,
             r.claimed,
             r.metrics.outcome_sink.is_some(),
             at,
             &r.metrics.route,
             &r.metrics.version,
-        ));
+        );
+        hset.arg(&r.id[..]).arg(value.as_str());
     }
     let mut pipe = redis::pipe();
     pipe.add_command(hset).ignore();
-    pipe.cmd("EXPIRE").arg(&key).arg(BUCKET_TTL_SECS).ignore();
+    if *expired != Some(hour) {
+        pipe.cmd("EXPIRE").arg(&key).arg(BUCKET_TTL_SECS).ignore();
+    }
     // An overwrite with the same fields: safe to retry.
     let sent = cluster
         .redis
@@ -207,6 +237,7 @@ async fn write_batch(cluster: &Cluster, batch: &[Forwarded]) {
         .await;
     match sent {
         Ok(()) => {
+            *expired = Some(hour);
             cluster
                 .feedback
                 .written
@@ -286,6 +317,15 @@ impl FleetClaims {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_have_the_layout_the_claim_script_reads() {
+        // Used, judged, the seconds the script compares, then the names.
+        assert_eq!(
+            encode(true, false, 1_700_000_000, "chat", "v2"),
+            "101700000000:4:chatv2"
+        );
+    }
 
     #[test]
     fn records_read_back_whatever_the_names() {

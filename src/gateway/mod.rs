@@ -15,6 +15,7 @@
 
 pub mod data_plane;
 
+use crate::server::trim::release_freed_memory;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -154,6 +155,8 @@ impl Gateway {
         })?;
         registry.commit(plan);
         runtime.publish_gauges();
+        // A load builds a parse tree many times the file (30 MiB for a
+        // thousand routes) and frees it at once: give that back.
         release_freed_memory();
         let data_plane = DataPlane {
             runtime: ArcSwap::from_pointee(runtime),
@@ -420,20 +423,6 @@ fn restart_required(running: &Config, next: &Config) -> Vec<String> {
         keys.push("cluster".to_string());
     }
     keys
-}
-
-/// Hand the memory the allocator holds free back to the system. Loading a
-/// config builds a parse tree many times the size of the file (30 MiB for
-/// a thousand routes) and frees it at once; glibc keeps such freed heap to
-/// reuse, so without this RSS would stay where the parse left it, tens of
-/// KiB a route. Called after a load (control plane), never per request.
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu", not(feature = "mimalloc")))]
-    // SAFETY: malloc_trim takes no pointers; it only returns free memory
-    // at the top of each arena and whole free pages inside them.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }
 
 #[cfg(test)]

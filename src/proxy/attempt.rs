@@ -27,28 +27,43 @@ pub struct Committed {
     pub permit: Permit,
 }
 
-/// Try `target` once. `headers` are the client's, prepared for
-/// forwarding; each attempt takes its own copy.
+/// A failed attempt: how it failed, and its head when the request was
+/// never sent (breaker refusal, no connection, or handed back by hyper), so
+/// the next target can re-point it instead of copying the prepared head.
+pub struct Failed {
+    pub result: AttemptResult,
+    /// With `target`'s header rules applied.
+    pub unsent: Option<HeaderMap>,
+}
+
+/// Try `target` once with `headers`, the client's head prepared for
+/// forwarding, taken by value. `spare` is the prepared head to rebuild from
+/// when `retry_reused` must resend a request already written; `None` when
+/// the upstream does not retry.
 pub async fn attempt(
     ctx: &mut Ctx,
     route: &str,
     target: &Target,
     parts: &Parts,
-    headers: &HeaderMap,
+    headers: HeaderMap,
+    spare: Option<&HeaderMap>,
     body: &Bytes,
-) -> Result<Committed, AttemptResult> {
+) -> Result<Committed, Failed> {
     let upstream = &target.upstream;
-    let build = || {
+    let build = |headers| {
         upstream_request(
             target,
             route,
             &parts.method,
             parts.uri.path_and_query(),
-            headers.clone(),
+            headers,
             body,
         )
     };
-    let req = build()?;
+    let req = build(headers).map_err(|result| Failed {
+        result,
+        unsent: None,
+    })?;
 
     // The breaker admits the attempt or refuses it at once (open, probes
     // taken, max_in_flight): a refusal is a failed attempt that falls back
@@ -57,17 +72,21 @@ pub async fn attempt(
         Ok(p) => p,
         Err(_) => {
             upstream.metrics.attempt(AttemptResult::Rejected);
-            return Err(AttemptResult::Rejected);
+            return Err(Failed {
+                result: AttemptResult::Rejected,
+                unsent: Some(req.into_parts().0.headers),
+            });
         }
     };
     let started = ctx.tracing().then(std::time::SystemTime::now);
     // One deadline covers the response head and the first body byte.
     let deadline = tokio::time::Instant::now() + upstream.config.header_timeout;
+    let again = || spare.and_then(|h| build(h.clone()).ok());
     ctx.clock.pause();
-    let result = until_commit(upstream, req, build, deadline).await;
+    let result = until_commit(upstream, req, again, deadline).await;
     ctx.clock.resume();
     if let Some(started) = started {
-        let traced = result.as_ref().map_or_else(|r| *r, |_| AttemptResult::Ok);
+        let traced = result.as_ref().map_or_else(|r| r.0, |_| AttemptResult::Ok);
         ctx.record_attempt(&target.name, &upstream.name, started, traced);
     }
     match result {
@@ -79,33 +98,37 @@ pub async fn attempt(
             stream,
             permit,
         }),
-        Err(failed) => {
+        Err((failed, unsent)) => {
             permit.failure();
             upstream.metrics.attempt(failed);
-            Err(failed)
+            Err(Failed {
+                result: failed,
+                unsent: unsent.map(|req| req.into_parts().0.headers),
+            })
         }
     }
 }
 
 /// Send, then wait for the head and the first body byte, all by `deadline`.
+/// A failure hands back the request when it was never sent.
 async fn until_commit(
     upstream: &Upstream,
     req: Request<RequestBody>,
-    again: impl FnOnce() -> Result<Request<RequestBody>, AttemptResult>,
+    again: impl FnOnce() -> Option<Request<RequestBody>>,
     deadline: tokio::time::Instant,
-) -> Result<(http::response::Parts, UpstreamStream), AttemptResult> {
-    let response =
-        match tokio::time::timeout_at(deadline, send(upstream, req, || again().ok())).await {
-            Err(_) => return Err(AttemptResult::Timeout),
-            Ok(Err(_)) => return Err(AttemptResult::ConnectError),
-            Ok(Ok(response)) => response,
-        };
+) -> Result<(http::response::Parts, UpstreamStream), (AttemptResult, Option<Request<RequestBody>>)>
+{
+    let response = match tokio::time::timeout_at(deadline, send(upstream, req, again)).await {
+        Err(_) => return Err((AttemptResult::Timeout, None)),
+        Ok(Err(e)) => return Err((AttemptResult::ConnectError, e.into_request())),
+        Ok(Ok(response)) => response,
+    };
     if upstream
         .config
         .failure_statuses
         .contains(&response.status())
     {
-        return Err(AttemptResult::FailureStatus);
+        return Err((AttemptResult::FailureStatus, None));
     }
     let (head, mut body) = response.into_parts();
     let idle = upstream.config.idle_timeout;
@@ -113,10 +136,10 @@ async fn until_commit(
         return Ok((head, UpstreamStream::new(None, body, idle)));
     }
     match tokio::time::timeout_at(deadline, body.frame()).await {
-        Err(_) => Err(AttemptResult::Timeout),
+        Err(_) => Err((AttemptResult::Timeout, None)),
         // Broke before its first byte: nothing reached the client yet, so
         // this falls back like any failure.
-        Ok(Some(Err(_))) => Err(AttemptResult::StreamError),
+        Ok(Some(Err(_))) => Err((AttemptResult::StreamError, None)),
         Ok(first) => Ok((
             head,
             UpstreamStream::new(first.and_then(Result::ok), body, idle),

@@ -22,41 +22,71 @@ pub struct Answered<'r> {
 /// Walk the chain. A failure of the chosen version's own attempt is noted
 /// in `ctx` (what a rollout judges), and `on_first_failed` runs then (the
 /// cache phase lets coalesced followers go on their own at once).
+///
+/// `prepared` is the client's head prepared for forwarding. An attempt
+/// takes a copy of it, or the head itself when nothing can need it again
+/// (the chain's last target, no `retry_reused`); an attempt whose request
+/// was never sent hands its head back, and the next target re-points it
+/// instead of copying again, unless the failed target added headers of its
+/// own (they would leak).
 pub async fn run<'r>(
     ctx: &mut Ctx,
     route: &'r Route,
     version: &'r Target,
     parts: &Parts,
-    headers: &HeaderMap,
+    mut prepared: HeaderMap,
     body: &Bytes,
     mut on_first_failed: impl FnMut(),
 ) -> Option<Answered<'r>> {
-    let chain =
-        std::iter::once(version).chain(route.fallbacks.iter().filter(|f| f.name != version.name));
     let mut previous: Option<&Target> = None;
-    for (i, target) in chain.enumerate() {
+    let mut unsent: Option<HeaderMap> = None;
+    // The version, then the fallbacks after `next` (a plain index: an
+    // iterator adaptor held across the await trips the future's `Send`).
+    let mut next = 0;
+    let mut target = version;
+    let mut own = true;
+    loop {
         if let Some(prev) = previous {
             taken(ctx, route, prev, target);
         }
-        match attempt(ctx, &route.name, target, parts, headers, body).await {
+        while next < route.fallbacks.len() && route.fallbacks[next].name == version.name {
+            next += 1;
+        }
+        let last = !route.fallbacks[next..]
+            .iter()
+            .any(|f| f.name != version.name);
+        let retries = target.upstream.config.retry_reused;
+        let headers = match (unsent.take(), previous) {
+            (Some(head), Some(prev)) if !prev.rewrites_headers() => head,
+            _ if !retries && last => std::mem::take(&mut prepared),
+            _ => prepared.clone(),
+        };
+        let spare = retries.then_some(&prepared);
+        match attempt(ctx, &route.name, target, parts, headers, spare, body).await {
             Ok(committed) => {
                 return Some(Answered {
                     target,
                     committed,
-                    first: i == 0,
+                    first: own,
                 });
             }
-            Err(e) => {
-                tracing::debug!(target = %target.name, error = ?e, "attempt failed");
-                if i == 0 {
+            Err(failed) => {
+                tracing::debug!(target = %target.name, error = ?failed.result, "attempt failed");
+                if own {
                     ctx.own_attempt_failed = true;
                     on_first_failed();
                 }
+                unsent = failed.unsent;
                 previous = Some(target);
+                match route.fallbacks.get(next) {
+                    Some(f) => target = f,
+                    None => return None,
+                }
+                next += 1;
+                own = false;
             }
         }
     }
-    None
 }
 
 /// Count a fallback from `prev` to `next` and extend the request's path.

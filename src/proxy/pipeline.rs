@@ -215,7 +215,7 @@ pub async fn handle(
         route,
         &version.target,
         &parts,
-        &forwarded,
+        forwarded,
         &body,
         // A fallback's answer is never stored: the followers go upstream
         // on their own now, not after the chain.

@@ -72,3 +72,16 @@ pub struct Target {
     /// for the cache keys of its requests.
     pub cache_key: KeyPrefix,
 }
+
+impl Target {
+    /// Does a request to this target carry headers of the target's own
+    /// (`set_headers`, `remove_headers`) beyond `Host` and
+    /// `x-cutover-version`? A head built for it cannot then be re-pointed
+    /// to another target.
+    pub fn rewrites_headers(&self) -> bool {
+        let upstream = &self.upstream.config;
+        !(self.set_headers.is_empty()
+            && upstream.set_headers.is_empty()
+            && upstream.remove_headers.is_empty())
+    }
+}

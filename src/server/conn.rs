@@ -71,6 +71,7 @@ struct ParkedGuard;
 impl ParkedGuard {
     fn new() -> ParkedGuard {
         PARKED.fetch_add(1, Ordering::Relaxed);
+        super::trim::parked();
         ParkedGuard
     }
 }

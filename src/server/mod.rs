@@ -10,6 +10,7 @@ mod control;
 mod inherit;
 mod sniff;
 mod tls;
+pub(crate) mod trim;
 
 pub use conn::{PARK_AFTER, parked_connections};
 pub use control::ControlPlane;
@@ -102,6 +103,12 @@ pub async fn run_with(
     let registry = Arc::clone(&gateway);
     every(&control, Duration::from_secs(1), move || {
         registry.registry.sweep()
+    });
+    // Parked connections freed their buffers: hand that heap back to the
+    // system, here and never on a traffic worker (server::trim).
+    let trim = trim::AfterParking::default();
+    every(&control, Duration::from_secs(1), move || {
+        trim.run();
     });
     // The rollout controllers tick once a second (SPEC §9).
     control.spawn({

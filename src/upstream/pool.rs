@@ -112,8 +112,11 @@ pub struct Pool {
 #[derive(Debug)]
 pub enum SendError {
     /// No connection could be opened (DNS, TCP, TLS or the timeout):
-    /// nothing was sent.
-    Connect(ConnectError),
+    /// nothing was sent, and the request is handed back.
+    Connect {
+        error: ConnectError,
+        request: Box<Request<RequestBody>>,
+    },
     /// The connection failed before the response head. `request` is handed
     /// back when none of it was written; `reused` says the connection had
     /// served a request before (the case `retry_reused` covers).
@@ -128,7 +131,7 @@ impl SendError {
     /// The request, when it was never written.
     pub fn into_request(self) -> Option<Request<RequestBody>> {
         match self {
-            SendError::Connect(_) => None,
+            SendError::Connect { request, .. } => Some(*request),
             SendError::Failed { request, .. } => request.map(|r| *r),
         }
     }
@@ -225,9 +228,13 @@ impl Pool {
         self: &Arc<Self>,
         req: Request<RequestBody>,
     ) -> Result<Response<UpstreamBody>, SendError> {
-        match self.open().await.map_err(SendError::Connect)? {
-            Opened::H1(send) => self.send_h1(send, false, req).await,
-            Opened::H2(h2) => self.send_h2(h2, req).await,
+        match self.open().await {
+            Ok(Opened::H1(send)) => self.send_h1(send, false, req).await,
+            Ok(Opened::H2(h2)) => self.send_h2(h2, req).await,
+            Err(error) => Err(SendError::Connect {
+                error,
+                request: Box::new(req),
+            }),
         }
     }
 
