@@ -5,7 +5,7 @@
 #![no_main]
 
 use cutover::cache::canonical::{MAX_DEPTH, canonical_json_bytes};
-use cutover::cache::{KeyInput, cache_key, is_deterministic};
+use cutover::cache::{KeyInput, RequestInput, cache_key, is_deterministic};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
@@ -49,12 +49,14 @@ fuzz_target!(|data: &[u8]| {
             version: "v",
             deps: &deps,
             set_json: None,
-            method: &method,
-            path: "/v1/chat/completions",
-            query: None,
-            content_type: None,
-            body,
-            vary: &[],
+            request: RequestInput {
+                method: &method,
+                path: "/v1/chat/completions",
+                query: None,
+                content_type: None,
+                body,
+                vary: &[],
+            },
         })
     };
     if let Some(c) = &canonical {

@@ -65,18 +65,12 @@ pub async fn attempt(
         unsent: None,
     })?;
 
-    // The breaker admits the attempt or refuses it at once (open, probes
-    // taken, max_in_flight): a refusal is a failed attempt that falls back
-    // without touching the upstream, and is not reported to the breaker.
-    let permit = match upstream.state.breaker.try_acquire() {
-        Ok(p) => p,
-        Err(_) => {
-            upstream.metrics.attempt(AttemptResult::Rejected);
-            return Err(Failed {
-                result: AttemptResult::Rejected,
-                unsent: Some(req.into_parts().0.headers),
-            });
-        }
+    // A refusal is a failed attempt that falls back with its head unsent.
+    let Some(permit) = upstream.admit() else {
+        return Err(Failed {
+            result: AttemptResult::Rejected,
+            unsent: Some(req.into_parts().0.headers),
+        });
     };
     let started = ctx.tracing().then(std::time::SystemTime::now);
     // One deadline covers the response head and the first body byte.

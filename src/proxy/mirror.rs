@@ -219,12 +219,8 @@ async fn send(
         )
     };
     let req = build()?;
-    let permit = match upstream.state.breaker.try_acquire() {
-        Ok(p) => p,
-        Err(_) => {
-            upstream.metrics.attempt(AttemptResult::Rejected);
-            return Err(AttemptResult::Rejected);
-        }
+    let Some(permit) = upstream.admit() else {
+        return Err(AttemptResult::Rejected);
     };
     let fail = |permit: crate::upstream::Permit, result: AttemptResult| {
         permit.failure();

@@ -10,8 +10,8 @@ use http::{HeaderName, HeaderValue};
 
 use crate::cache::KeyPrefix;
 use crate::config::{self, UpstreamConfig};
-use crate::telemetry::UpstreamMetrics;
-use crate::upstream::UpstreamState;
+use crate::telemetry::{AttemptResult, UpstreamMetrics};
+use crate::upstream::{Permit, UpstreamState};
 
 /// One upstream as this generation sees it: its settings plus the shared,
 /// long-lived state from the registry.
@@ -32,6 +32,17 @@ pub struct Upstream {
 }
 
 impl Upstream {
+    /// Admit one attempt through the breaker, or count it `Rejected` and
+    /// say no (open, probes taken, `max_in_flight`): a refusal never
+    /// touches the upstream and is not reported back to the breaker.
+    pub fn admit(&self) -> Option<Permit> {
+        let permit = self.state.breaker.try_acquire().ok();
+        if permit.is_none() {
+            self.metrics.attempt(AttemptResult::Rejected);
+        }
+        permit
+    }
+
     /// The origin-form URI (path and query) for a request path, with the
     /// prefix prepended: what an HTTP/1 request line carries (the pool adds
     /// the scheme and authority for h2).
