@@ -24,10 +24,26 @@ pub struct Args {
 pub fn run(args: Args) -> u8 {
     // Before any thread or descriptor exists (see `Inherited::take`).
     let inherited = Inherited::take();
-    let loaded = match config::load(&args.config.config) {
-        Ok(l) => l,
-        Err(e) => {
+    // Parsing leaves a tree many times the file's size (30 MiB for a
+    // thousand routes) freed behind it. On a thread of its own, that
+    // garbage stays in the thread's own malloc arena instead of scattering
+    // free chunks through the main one, which a one-worker runtime serves
+    // traffic from (every malloc there then walked them: docs/performance.md).
+    let path = &args.config.config;
+    let loaded = std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("config-load".into())
+            .spawn_scoped(s, || config::load(path))
+            .map(|t| t.join())
+    });
+    let loaded = match loaded {
+        Ok(Ok(Ok(l))) => l,
+        Ok(Ok(Err(e))) => {
             eprintln!("{e}");
+            return super::EXIT_USER;
+        }
+        Ok(Err(_)) | Err(_) => {
+            eprintln!("error: loading the config failed unexpectedly");
             return super::EXIT_USER;
         }
     };
