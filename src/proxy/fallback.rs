@@ -44,7 +44,6 @@ pub async fn run<'r>(
     // iterator adaptor held across the await trips the future's `Send`).
     let mut next = 0;
     let mut target = version;
-    let mut own = true;
     loop {
         if let Some(prev) = previous {
             taken(ctx, route, prev, target);
@@ -67,12 +66,12 @@ pub async fn run<'r>(
                 return Some(Answered {
                     target,
                     committed,
-                    first: own,
+                    first: previous.is_none(),
                 });
             }
             Err(failed) => {
                 tracing::debug!(target = %target.name, error = ?failed.result, "attempt failed");
-                if own {
+                if previous.is_none() {
                     ctx.own_attempt_failed = true;
                     on_first_failed();
                 }
@@ -83,7 +82,6 @@ pub async fn run<'r>(
                     None => return None,
                 }
                 next += 1;
-                own = false;
             }
         }
     }

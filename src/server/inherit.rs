@@ -90,15 +90,6 @@ impl Inherited {
             None => tokio::net::TcpListener::bind(addr).await,
         }
     }
-
-    /// How many handed-over sockets are not yet claimed.
-    pub fn len(&self) -> usize {
-        self.sockets.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.sockets.is_empty()
-    }
 }
 
 /// Own `fd` as a listener if it is a listening TCP socket.
