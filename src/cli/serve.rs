@@ -26,9 +26,10 @@ pub fn run(args: Args) -> u8 {
     let inherited = Inherited::take();
     // Parsing leaves a tree many times the file's size (30 MiB for a
     // thousand routes) freed behind it. On a thread of its own, that
-    // garbage stays in the thread's own malloc arena instead of scattering
-    // free chunks through the main one, which a one-worker runtime serves
-    // traffic from (every malloc there then walked them: docs/performance.md).
+    // garbage stays in the thread's own heap instead of scattering free
+    // chunks through the main one, which a one-worker runtime serves
+    // traffic from (with glibc, every malloc there then walked them:
+    // docs/performance.md).
     let path = &args.config.config;
     let loaded = std::thread::scope(|s| {
         std::thread::Builder::new()

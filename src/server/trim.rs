@@ -1,8 +1,10 @@
 //! Handing freed heap back to the system once idle connections have
 //! parked. A parked connection frees hyper's buffers and its dispatcher,
-//! but glibc keeps freed memory in its arenas for reuse; after ten
-//! thousand connections park, about 20 MiB of RSS was such free heap
-//! (`bench/idle.sh`). `malloc_trim` returns it.
+//! but an allocator keeps freed memory for reuse: glibc in its arenas
+//! (after ten thousand connections parked, about 20 MiB of RSS was such
+//! free heap, `bench/idle.sh`), mimalloc in pages whose purge waits for
+//! the owning thread's next allocation. `malloc_trim` or `mi_collect`
+//! returns it.
 //!
 //! It runs on the control plane's thread, at most once a period and only
 //! when connections parked since the last run: under steady keep-alive
@@ -42,16 +44,43 @@ impl AfterParking {
     }
 }
 
-/// Return free heap at the top of each arena and free whole pages inside
-/// them to the system: glibc keeps freed heap to reuse, so RSS would stay
-/// where a burst (parked connections, a config load's parse tree) left
-/// it. Control plane only, never per request.
+/// Return freed memory to the system: the allocator keeps it to reuse, so
+/// RSS would stay where a burst (parked connections, a config load's parse
+/// tree) left it. Control plane only, never per request.
 pub fn release_freed_memory() {
+    #[cfg(feature = "mimalloc")]
+    // SAFETY: mi_collect takes no pointers. With `force` it frees this
+    // thread's empty pages and purges what every thread's arenas have
+    // marked free.
+    unsafe {
+        libmimalloc_sys::mi_collect(true);
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu", not(feature = "mimalloc")))]
     // SAFETY: malloc_trim takes no pointers; it only returns free memory
     // at the top of each arena and whole free pages inside them.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+/// mimalloc's `mi_option_purge_delay` (its `mimalloc.h`; the crate's
+/// constants stop before it).
+#[cfg(feature = "mimalloc")]
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Set before the first thread starts. mimalloc returns a freed page to
+/// the system 10 ms after it empties (100 ms for arena memory), and only
+/// when its thread next allocates: while a 256 MiB answer streamed, freed
+/// read buffers kept RSS 5-8 MiB up, against the cache's memory bound
+/// (`tests/cache.rs`). Purged at once, RSS follows what is live. The
+/// price under steady load is one `madvise` per ~20 requests and the
+/// faults that refill those pages: 0-3 % more CPU per request than the
+/// default delay (docs/performance.md, "Allocator").
+pub fn configure_allocator() {
+    #[cfg(feature = "mimalloc")]
+    // SAFETY: sets a process-wide option; takes no pointers.
+    unsafe {
+        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0);
     }
 }
 
