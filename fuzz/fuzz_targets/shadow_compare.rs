@@ -1,9 +1,12 @@
 //! Shadow compare at JSON pointers (`shadow::compare`): never panics, and
 //! is reflexive and symmetric: a document matches itself everywhere, and
-//! which side is the primary never changes a verdict.
+//! which side is the primary never changes a verdict. A document parsed
+//! only as far as the pointer reaches (`shadow::reach`) is refused when
+//! the whole one is, and gives the same verdict.
 #![no_main]
 
 use cutover::shadow::compare::{PointerMatch, compare, compare_at, json_eq};
+use cutover::shadow::reach::Reach;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
@@ -16,9 +19,16 @@ fuzz_target!(|data: &[u8]| {
     let Ok(pointer) = std::str::from_utf8(pointer) else {
         return;
     };
+    let reach = Reach::of([pointer]);
+    let (pruned_a, pruned_b) = (reach.parse(a).ok(), reach.parse(b).ok());
     let a = serde_json::from_slice::<Value>(a).ok();
     let b = serde_json::from_slice::<Value>(b).ok();
+    assert_eq!(pruned_a.is_some(), a.is_some(), "refused by one parse only");
+    assert_eq!(pruned_b.is_some(), b.is_some(), "refused by one parse only");
     let pointers = [pointer.to_string()];
+    let pruned: Vec<PointerMatch> = compare(&pointers, pruned_a.as_ref(), pruned_b.as_ref())
+        .map(|(_, v)| v)
+        .collect();
     let forward: Vec<PointerMatch> = compare(&pointers, a.as_ref(), b.as_ref())
         .map(|(_, v)| v)
         .collect();
@@ -26,6 +36,12 @@ fuzz_target!(|data: &[u8]| {
         .map(|(_, v)| v)
         .collect();
     assert_eq!(forward, backward, "not symmetric");
+    assert_eq!(forward, pruned, "the pruned documents disagree");
+    for (whole, pruned) in [(&a, &pruned_a), (&b, &pruned_b)] {
+        if let (Some(whole), Some(pruned)) = (whole, pruned) {
+            assert_eq!(whole.pointer(pointer), pruned.pointer(pointer));
+        }
+    }
     for doc in [&a, &b].into_iter().flatten() {
         assert!(json_eq(doc, doc));
         assert_eq!(compare_at(pointer, doc, doc), PointerMatch::Match);

@@ -248,8 +248,9 @@ async fn send(
     let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
     let api = Api::from_path(job.uri.path());
     let mut usage = UsageScanner::new(api, content_type.as_ref());
-    let mut capture = (!shadow.compare.is_empty() && job.primary.is_some())
-        .then(|| Capture::for_content_type(content_type.as_ref()));
+    let mut capture = (!shadow.compare.is_empty() && job.primary.is_some()).then(|| {
+        Capture::for_content_type(content_type.as_ref()).reaching(Arc::clone(&shadow.reach))
+    });
     let mut body = response.into_body();
     // Read to the end, frame by frame, keeping nothing past the capture's
     // cap: the answer is measured, then dropped.

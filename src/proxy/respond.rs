@@ -121,7 +121,7 @@ fn compare_with(
 ) {
     if !comparing.is_empty() {
         taps.compare(CompareTap::new(
-            Capture::for_content_type(content_type),
+            Capture::for_content_type(content_type).reaching(Arc::clone(&route.compare_reach)),
             comparing,
             ctx.api(),
             Arc::clone(&route.name),

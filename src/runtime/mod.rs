@@ -26,6 +26,7 @@ use crate::rollout::stats::JudgedOutcomes;
 use crate::rollout::{Role, RolloutStats};
 use crate::routing::{BUCKETS, BucketTable, RouteIndex};
 use crate::secret::Secret;
+use crate::shadow::reach::Reach;
 use crate::shadow::{Shadow, ShadowStates};
 use crate::telemetry::{RouteMetrics, UpstreamMetrics, VersionMetrics, names};
 use crate::upstream::UpstreamState;
@@ -90,6 +91,8 @@ pub struct Route {
     pub table: BucketTable,
     pub fallbacks: Box<[Target]>,
     pub shadows: Box<[Shadow]>,
+    /// What of the primary's answer its shadows' pointers reach, together.
+    pub compare_reach: Arc<Reach>,
     /// `None`: the route does not cache.
     pub cache: Option<RouteCache>,
     /// `None`: no rollout on this route.
@@ -290,6 +293,11 @@ impl Runtime {
                 table: BucketTable::new(versions.iter().map(|v| v.weight)),
                 versions: versions.into_boxed_slice(),
                 fallbacks: fallbacks.into_boxed_slice(),
+                compare_reach: Arc::new(Reach::of(
+                    shadows
+                        .iter()
+                        .flat_map(|s| s.compare.iter().map(String::as_str)),
+                )),
                 shadows: shadows.into_boxed_slice(),
                 cache: r.cache.as_ref().map(|c| RouteCache::new(&r.name, c)),
                 judging: live.filter(|(live, _, _)| live.counted).map(

@@ -17,11 +17,13 @@
 //! a transport error is the caller's job: it should not read such a body.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::HeaderValue;
 use serde_json::Value;
 
+use super::reach::Reach;
 use crate::api::{self, Api, Document, Read, Skip, Unreadable};
 
 /// Bodies larger than this are not compared (their frames are released).
@@ -46,6 +48,8 @@ pub struct Capture {
     len: usize,
     cap: usize,
     overflowed: bool,
+    /// What a JSON body is parsed for (`None`: all of it).
+    reach: Option<Arc<Reach>>,
 }
 
 impl Capture {
@@ -75,7 +79,16 @@ impl Capture {
             len: 0,
             cap,
             overflowed: false,
+            reach: None,
         }
+    }
+
+    /// Parse a JSON body only as far as `reach` goes (see [`Reach`]): what
+    /// a compare at those pointers needs. A stream is still folded back
+    /// whole.
+    pub fn reaching(mut self, reach: Arc<Reach>) -> Self {
+        self.reach = Some(reach);
+        self
     }
 
     /// See one data frame on its way to the client. Cheap: a reference count
@@ -138,7 +151,10 @@ impl Capture {
             many => Cow::Owned(many.concat()),
         };
         match self.format {
-            Format::Json => match serde_json::from_slice::<Value>(&body) {
+            Format::Json => match self.reach.as_deref().map_or_else(
+                || serde_json::from_slice::<Value>(&body),
+                |reach| reach.parse(&body),
+            ) {
                 Ok(value) => Read {
                     api: api.unwrap_or(Api::Chat),
                     document: Ok(Document {

@@ -6,6 +6,7 @@
 //! `proxy::mirror`; [`compare`] turns both answers into comparable JSON.
 
 pub mod compare;
+pub mod reach;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -17,6 +18,7 @@ use crate::rollout::RolloutStats;
 use crate::routing::{self, split};
 use crate::runtime::target::Target;
 use crate::telemetry::{ShadowMetrics, ShadowResult};
+use reach::Reach;
 
 /// The primary's answer as one JSON document (`None`: not comparable),
 /// handed to each comparing mirror when the primary's response completes.
@@ -35,6 +37,8 @@ pub struct Shadow {
     pub timeout: Duration,
     /// JSON pointers compared with the primary's answer.
     pub compare: Box<[String]>,
+    /// What of its answer those pointers reach: all that is parsed.
+    pub reach: Arc<Reach>,
     /// Survives reloads (see [`ShadowStates`]).
     pub state: Arc<ShadowState>,
     pub metrics: ShadowMetrics,
@@ -64,6 +68,7 @@ impl Shadow {
             max_in_flight: config.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT),
             timeout: config.timeout,
             compare: config.compare.clone().into_boxed_slice(),
+            reach: Arc::new(Reach::of(config.compare.iter().map(String::as_str))),
             state,
             metrics,
             judged: None,
