@@ -2,10 +2,11 @@
 //! is reflexive and symmetric: a document matches itself everywhere, and
 //! which side is the primary never changes a verdict. A document parsed
 //! only as far as the pointer reaches (`shadow::reach`) is refused when
-//! the whole one is, and gives the same verdict.
+//! the whole one is, and gives the same verdict; `find` finds what
+//! `Value::pointer` finds.
 #![no_main]
 
-use cutover::shadow::compare::{PointerMatch, compare, compare_at, json_eq};
+use cutover::shadow::compare::{PointerMatch, compare, compare_at, find, json_eq};
 use cutover::shadow::reach::Reach;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
@@ -43,6 +44,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     for doc in [&a, &b].into_iter().flatten() {
+        assert_eq!(find(doc, pointer), doc.pointer(pointer));
         assert!(json_eq(doc, doc));
         assert_eq!(compare_at(pointer, doc, doc), PointerMatch::Match);
     }

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use http::HeaderValue;
 use serde_json::Value;
 
-use super::reach::Reach;
+use super::reach::{Reach, parse_index};
 use crate::api::{self, Api, Document, Read, Skip, Unreadable};
 
 /// Bodies larger than this are not compared (their frames are released).
@@ -208,9 +208,26 @@ pub fn compare<'a>(
     })
 }
 
+/// `doc.pointer(pointer)`, without its two string copies per token when
+/// no token is escaped (no `~`): the usual case, at two lookups per
+/// pointer per mirrored request.
+pub fn find<'v>(doc: &'v Value, pointer: &str) -> Option<&'v Value> {
+    if pointer.is_empty() || pointer.contains('~') {
+        return doc.pointer(pointer);
+    }
+    pointer
+        .strip_prefix('/')?
+        .split('/')
+        .try_fold(doc, |at, token| match at {
+            Value::Object(map) => map.get(token),
+            Value::Array(list) => parse_index(token).and_then(|i| list.get(i)),
+            _ => None,
+        })
+}
+
 /// Compare two comparable documents at one pointer.
 pub fn compare_at(pointer: &str, primary: &Value, shadow: &Value) -> PointerMatch {
-    match (primary.pointer(pointer), shadow.pointer(pointer)) {
+    match (find(primary, pointer), find(shadow, pointer)) {
         (None, None) => PointerMatch::Match,
         (Some(a), Some(b)) if json_eq(a, b) => PointerMatch::Match,
         _ => PointerMatch::Mismatch,
