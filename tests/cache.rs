@@ -497,8 +497,12 @@ async fn a_huge_answer_passes_without_growing_the_process() {
     assert_eq!(received, TOTAL);
     let grown_mib = (peak.saturating_sub(base)) as f64 / 1024.0;
     eprintln!("RSS base {base} KiB, peak {peak} KiB, grown {grown_mib:.1} MiB");
+    // The entry limit (4 MiB) plus slack for buffers in flight and for
+    // what the allocator holds for a moment after they are freed (mimalloc
+    // returns a freed page 10-100 ms later: 6-8 MiB here, glibc 2). A
+    // cache that kept the answer would grow by its 200 MiB.
     assert!(
-        grown_mib < 4.0 + 4.0,
+        grown_mib < 4.0 + 8.0,
         "RSS grew {grown_mib:.1} MiB (base {base} KiB, peak {peak} KiB)"
     );
 }

@@ -10,7 +10,7 @@ mod control;
 mod inherit;
 mod sniff;
 mod tls;
-pub mod trim;
+pub(crate) mod trim;
 
 pub use conn::{PARK_AFTER, parked_connections};
 pub use control::ControlPlane;

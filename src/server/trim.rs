@@ -63,27 +63,6 @@ pub fn release_freed_memory() {
     }
 }
 
-/// mimalloc's `mi_option_purge_delay` (its `mimalloc.h`; the crate's
-/// constants stop before it).
-#[cfg(feature = "mimalloc")]
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-/// Set before the first thread starts. mimalloc returns a freed page to
-/// the system 10 ms after it empties (100 ms for arena memory), and only
-/// when its thread next allocates: while a 256 MiB answer streamed, freed
-/// read buffers kept RSS 5-8 MiB up, against the cache's memory bound
-/// (`tests/cache.rs`). Purged at once, RSS follows what is live. The
-/// price under steady load is one `madvise` per ~20 requests and the
-/// faults that refill those pages: 0-3 % more CPU per request than the
-/// default delay (docs/performance.md, "Allocator").
-pub fn configure_allocator() {
-    #[cfg(feature = "mimalloc")]
-    // SAFETY: sets a process-wide option; takes no pointers.
-    unsafe {
-        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
