@@ -23,9 +23,9 @@ use std::fmt;
 use serde::de::{Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-/// A tree of pointer tokens. The root of a pointer set; [`Reach::whole`]
+/// A tree of pointer tokens, built by [`Reach::of`]. The empty pointer
 /// keeps everything.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct Reach {
     /// A pointer ends here: keep the whole value.
     whole: bool,
@@ -33,7 +33,7 @@ pub struct Reach {
     next: Vec<Step>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 struct Step {
     /// The unescaped token: an object key.
     key: Box<str>,
@@ -43,14 +43,6 @@ struct Step {
 }
 
 impl Reach {
-    /// Keeps the whole document.
-    pub fn whole() -> Reach {
-        Reach {
-            whole: true,
-            next: Vec::new(),
-        }
-    }
-
     /// What `pointers` reach. A pointer that does not start with `/` (and
     /// is not empty) reaches nothing, as `Value::pointer` finds nothing.
     pub fn of<'a>(pointers: impl IntoIterator<Item = &'a str>) -> Reach {
@@ -82,11 +74,6 @@ impl Reach {
             at.whole = true;
         }
         root
-    }
-
-    /// Keeps nothing: no pointer at all.
-    pub fn is_empty(&self) -> bool {
-        !self.whole && self.next.is_empty()
     }
 
     /// Parse `body` as one JSON document (trailing whitespace only),
@@ -381,10 +368,10 @@ mod tests {
         assert_eq!(pruned["choices"][0], Value::Null);
         assert_eq!(pruned["choices"][1]["message"]["content"], "b");
         assert_eq!(
-            Reach::whole().parse(doc).ok(),
+            Reach::of([""]).parse(doc).ok(),
             serde_json::from_slice(doc).ok()
         );
-        assert!(Reach::of(["no-slash"]).is_empty());
+        assert_eq!(Reach::of(["no-slash"]), Reach::default());
     }
 
     #[test]
