@@ -15,7 +15,6 @@
 
 pub mod data_plane;
 
-use crate::server::trim::release_freed_memory;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,6 +34,7 @@ use crate::rollout::Action;
 use crate::rollout::registry::{ActError, RolloutRegistry};
 use crate::rollout::route::RolloutStatus;
 use crate::runtime::{Runtime, Shared};
+use crate::server::trim::release_freed_memory;
 use crate::shadow::ShadowStates;
 use crate::telemetry::feedback_index::FeedbackIndex;
 use crate::telemetry::otlp::Exporter;

@@ -9,7 +9,7 @@
 //! It runs on the control plane's thread, at most once a period and only
 //! when connections parked since the last run: under steady keep-alive
 //! traffic nothing parks, so it never runs, and a traffic worker never
-//! calls it. While it trims an arena, that arena's lock is held, so a
+//! calls it. With glibc, an arena's lock is held while it is trimmed, so a
 //! worker allocating from it waits; the rate limit bounds that to one
 //! short pause a period, and only after connections went idle.
 
