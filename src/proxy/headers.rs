@@ -39,7 +39,7 @@ static HOP_BY_HOP: [HeaderName; 9] = [
 ];
 
 /// Remove hop-by-hop headers and every header the `Connection` header names.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -57,14 +57,65 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Remove every `x-cutover-*` header.
-pub fn strip_own(headers: &mut HeaderMap) {
-    // Usually none are present: one scan, no allocation.
+fn strip_own(headers: &mut HeaderMap) {
     while let Some(name) = headers
         .keys()
         .find(|k| k.as_str().starts_with(OWN_PREFIX))
         .cloned()
     {
         headers.remove(name);
+    }
+}
+
+/// Which of the headers the rules below act on a head carries, found in
+/// one pass over its names: a removal is a hashed lookup, and most heads
+/// carry none of the hop-by-hop or `x-cutover-*` headers, so a rule whose
+/// header is absent costs nothing.
+#[derive(Clone, Copy, Debug, Default)]
+struct Present {
+    hop_by_hop: bool,
+    own: bool,
+    content_length: bool,
+    expect: bool,
+    host: bool,
+    forwarded_for: bool,
+    traceparent: bool,
+    tracestate: bool,
+}
+
+impl Present {
+    fn scan(headers: &HeaderMap) -> Present {
+        let mut p = Present::default();
+        for name in headers.keys() {
+            if name == header::CONTENT_LENGTH {
+                p.content_length = true;
+            } else if name == header::HOST {
+                p.host = true;
+            } else if name == header::EXPECT {
+                p.expect = true;
+            } else if name == X_FORWARDED_FOR {
+                p.forwarded_for = true;
+            } else if name == TRACEPARENT {
+                p.traceparent = true;
+            } else if name == TRACESTATE {
+                p.tracestate = true;
+            } else if HOP_BY_HOP.contains(name) {
+                p.hop_by_hop = true;
+            } else if name.as_str().starts_with(OWN_PREFIX) {
+                p.own = true;
+            }
+        }
+        p
+    }
+
+    /// Strip hop-by-hop and `x-cutover-*` headers, if any.
+    fn strip(self, headers: &mut HeaderMap) {
+        if self.hop_by_hop {
+            strip_hop_by_hop(headers);
+        }
+        if self.own {
+            strip_own(headers);
+        }
     }
 }
 
@@ -106,29 +157,36 @@ pub fn prepare_forward(
     tls: bool,
     request_id: &HeaderValue,
 ) -> TraceContext {
-    strip_hop_by_hop(headers);
-    strip_own(headers);
+    let present = Present::scan(headers);
+    present.strip(headers);
     // The body is already buffered and re-framed: the upstream gets a fresh
     // Content-Length from the body, and no 100-continue dance.
-    headers.remove(header::CONTENT_LENGTH);
-    headers.remove(header::EXPECT);
+    if present.content_length {
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    if present.expect {
+        headers.remove(header::EXPECT);
+    }
 
-    append_forwarded_for(headers, peer.ip());
+    append_forwarded_for(headers, peer.ip(), present.forwarded_for);
     headers.insert(
         X_FORWARDED_PROTO.clone(),
         HeaderValue::from_static(if tls { "https" } else { "http" }),
     );
-    if let Some(host) = headers.remove(header::HOST) {
+    if present.host
+        && let Some(host) = headers.remove(header::HOST)
+    {
         headers.insert(X_FORWARDED_HOST.clone(), host);
     }
     headers.insert(X_REQUEST_ID.clone(), request_id.clone());
-    propagate_traceparent(headers)
+    propagate(headers, present)
 }
 
-fn append_forwarded_for(headers: &mut HeaderMap, ip: IpAddr) {
+fn append_forwarded_for(headers: &mut HeaderMap, ip: IpAddr, has_prior: bool) {
     use std::fmt::Write as _;
     let mut value = String::with_capacity(64);
-    for prior in headers.get_all(&X_FORWARDED_FOR) {
+    let prior = has_prior.then(|| headers.get_all(&X_FORWARDED_FOR));
+    for prior in prior.iter().flatten() {
         if let Ok(s) = prior.to_str() {
             value.push_str(s.trim());
             value.push_str(", ");
@@ -154,10 +212,11 @@ pub struct TraceContext {
 /// W3C trace context: a valid `traceparent` keeps its trace id and flags
 /// and gets cutover's own span as the new parent; an invalid or absent one
 /// starts a new trace (and an orphaned `tracestate` is dropped).
-pub fn propagate_traceparent(headers: &mut HeaderMap) -> TraceContext {
+fn propagate(headers: &mut HeaderMap, present: Present) -> TraceContext {
     let span_id = rand::random::<u64>().max(1).to_be_bytes();
-    let parsed = headers
-        .get(&TRACEPARENT)
+    let incoming = present.traceparent.then(|| headers.get(&TRACEPARENT));
+    let parsed = incoming
+        .flatten()
         .and_then(|v| parse_traceparent(v.as_bytes()))
         .and_then(|(trace, parent, flags)| {
             Some((unhex::<16>(trace)?, unhex::<8>(parent)?, unhex::<1>(flags)?))
@@ -170,7 +229,9 @@ pub fn propagate_traceparent(headers: &mut HeaderMap) -> TraceContext {
             sampled: flags[0] & 1 == 1,
         },
         None => {
-            headers.remove(&TRACESTATE);
+            if present.tracestate {
+                headers.remove(&TRACESTATE);
+            }
             TraceContext {
                 trace_id: rand::random::<u128>().max(1).to_be_bytes(),
                 span_id,
@@ -231,10 +292,18 @@ fn parse_traceparent(v: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
     ok.then_some((trace, parent, flags))
 }
 
-/// Clean an upstream's response head for the client.
-pub fn prepare_response(headers: &mut HeaderMap) {
-    strip_hop_by_hop(headers);
-    strip_own(headers);
+/// Clean an upstream's response head for the client. Returns the
+/// upstream's `x-cutover-outcome`, which goes with the rest of the
+/// `x-cutover-*` headers.
+pub fn prepare_response(headers: &mut HeaderMap) -> Option<HeaderValue> {
+    let present = Present::scan(headers);
+    let outcome = if present.own {
+        headers.remove(&X_CUTOVER_OUTCOME)
+    } else {
+        None
+    };
+    present.strip(headers);
+    outcome
 }
 
 /// Does the request frame its body ambiguously? Both `Content-Length` and
@@ -304,6 +373,101 @@ mod tests {
         assert_eq!(h["traceparent"].len(), 55);
     }
 
+    /// The one-pass scan changes only what is looked up, never the result:
+    /// every head below comes out as the unconditional rules made it.
+    #[test]
+    fn the_scan_forwards_what_the_unconditional_rules_did() {
+        fn unconditional(h: &mut HeaderMap, peer: SocketAddr, id: &HeaderValue) {
+            strip_hop_by_hop(h);
+            strip_own(h);
+            h.remove(header::CONTENT_LENGTH);
+            h.remove(header::EXPECT);
+            append_forwarded_for(h, peer.ip(), true);
+            h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+            if let Some(host) = h.remove(header::HOST) {
+                h.insert(X_FORWARDED_HOST.clone(), host);
+            }
+            h.insert(X_REQUEST_ID.clone(), id.clone());
+            let valid = h
+                .get(&TRACEPARENT)
+                .is_some_and(|v| parse_traceparent(v.as_bytes()).is_some());
+            if !valid {
+                h.remove(&TRACESTATE);
+            }
+        }
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let heads: &[&[(&str, &str)]] = &[
+            &[],
+            &[("host", "a.example"), ("content-length", "12")],
+            &[("content-type", "application/json"), ("x-user-id", "u1")],
+            &[
+                ("connection", "x-forwarded-for, host"),
+                ("x-forwarded-for", "1.2.3.4"),
+                ("host", "h"),
+            ],
+            &[
+                ("connection", "traceparent"),
+                ("traceparent", parent),
+                ("tracestate", "a=b"),
+            ],
+            &[
+                ("traceparent", parent),
+                ("tracestate", "a=b"),
+                ("expect", "100-continue"),
+            ],
+            &[("traceparent", "garbage"), ("tracestate", "a=b")],
+            &[
+                ("tracestate", "a=b"),
+                ("x-cutover-version", "forged"),
+                ("x-cutover-pin", "v"),
+            ],
+            &[
+                ("te", "trailers"),
+                ("upgrade", "h2c"),
+                ("keep-alive", "1"),
+                ("proxy-connection", "x"),
+            ],
+            &[
+                ("x-forwarded-for", "9.9.9.9"),
+                ("x-forwarded-for", " 8.8.8.8 "),
+            ],
+        ];
+        let id = HeaderValue::from_static("rid-1");
+        for head in heads {
+            let mut h = HeaderMap::new();
+            for (name, value) in *head {
+                h.append(
+                    HeaderName::from_static(name),
+                    HeaderValue::from_static(value),
+                );
+            }
+            let mut expected = h.clone();
+            unconditional(&mut expected, peer(), &id);
+            prepare_forward(&mut h, peer(), false, &id);
+            let traceparent = h.remove(&TRACEPARENT).expect("always set");
+            assert_eq!(traceparent.len(), 55, "{head:?}");
+            expected.remove(&TRACEPARENT);
+            assert_eq!(h, expected, "{head:?}");
+
+            let mut h = HeaderMap::new();
+            for (name, value) in *head {
+                h.append(
+                    HeaderName::from_static(name),
+                    HeaderValue::from_static(value),
+                );
+            }
+            let mut expected = h.clone();
+            strip_hop_by_hop(&mut expected);
+            strip_own(&mut expected);
+            let outcome = prepare_response(&mut h);
+            assert_eq!(h, expected, "{head:?}");
+            assert_eq!(
+                outcome.is_some(),
+                head.iter().any(|(n, _)| *n == "x-cutover-outcome")
+            );
+        }
+    }
+
     #[test]
     fn request_id_kept_or_generated() {
         let mut h = HeaderMap::new();
@@ -326,7 +490,8 @@ mod tests {
         let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         h.insert("traceparent", HeaderValue::from_static(incoming));
         h.insert("tracestate", HeaderValue::from_static("congo=t61rcWkgMzE"));
-        propagate_traceparent(&mut h);
+        let present = Present::scan(&h);
+        propagate(&mut h, present);
         let out = h["traceparent"].to_str().expect("ascii");
         assert_eq!(&out[..36], &incoming[..36]);
         assert_ne!(&out[36..52], &incoming[36..52]);
@@ -345,7 +510,8 @@ mod tests {
             let mut h = HeaderMap::new();
             h.insert("traceparent", HeaderValue::from_static(bad));
             h.insert("tracestate", HeaderValue::from_static("a=b"));
-            propagate_traceparent(&mut h);
+            let present = Present::scan(&h);
+            propagate(&mut h, present);
             let out = h["traceparent"].to_str().expect("ascii").to_string();
             assert!(parse_traceparent(out.as_bytes()).is_some(), "{out}");
             assert_ne!(&out[3..35], bad.get(3..35).unwrap_or(""));

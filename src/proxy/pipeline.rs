@@ -161,11 +161,10 @@ pub async fn handle(
     }
 
     // The head every upstream request starts from.
-    let had_parent = parts.headers.contains_key(&headers::TRACEPARENT);
     let trace = headers::prepare_forward(&mut parts.headers, conn.peer, conn.tls, &ctx.request_id);
     if ctx.plane().tracer.is_some() {
-        let parent_sampled =
-            (had_parent && trace.parent_span_id.is_some()).then_some(trace.sampled);
+        // A parent span means the client sent a valid `traceparent`.
+        let parent_sampled = trace.parent_span_id.is_some().then_some(trace.sampled);
         ctx.trace(trace, parent_sampled);
     }
 

@@ -39,28 +39,6 @@ pub fn upstream(
         permit,
     } = committed;
     ctx.upstream_slot = Some(permit);
-    let version = ctx.version.map(|v| &route.versions[v]);
-    if let Some(version) = version {
-        // A pinned request's outcomes are counted but not judged.
-        let metrics = match (&version.pinned_metrics, ctx.assignment) {
-            (Some(pinned), Some(Assignment::Pinned)) => pinned,
-            _ => &version.metrics,
-        };
-        // The upstream's own verdict on the task: counted, then stripped
-        // with the rest of the x-cutover-* headers.
-        if let Some(outcome) = parts
-            .headers
-            .get(&headers::X_CUTOVER_OUTCOME)
-            .and_then(|v| Outcome::parse(v.as_bytes()))
-        {
-            metrics.outcome(OutcomeSource::Header, outcome);
-        }
-        if ctx.rt.config.server.feedback_path.is_some() {
-            ctx.plane()
-                .feedback
-                .record(ctx.request_id.as_bytes(), metrics);
-        }
-    }
     let mut taps = Taps::new(ctx.start);
     let content_type = parts.headers.get(header::CONTENT_TYPE);
     taps.usage(UsageTap::new(UsageScanner::new(ctx.api(), content_type)));
@@ -76,7 +54,25 @@ pub fn upstream(
             target.upstream.name_header.clone(),
         )));
     }
-    headers::prepare_response(&mut parts.headers);
+    let outcome = headers::prepare_response(&mut parts.headers);
+    let version = ctx.version.map(|v| &route.versions[v]);
+    if let Some(version) = version {
+        // A pinned request's outcomes are counted but not judged.
+        let metrics = match (&version.pinned_metrics, ctx.assignment) {
+            (Some(pinned), Some(Assignment::Pinned)) => pinned,
+            _ => &version.metrics,
+        };
+        // The upstream's own verdict on the task, stripped with the rest
+        // of the x-cutover-* headers.
+        if let Some(outcome) = outcome.and_then(|v| Outcome::parse(v.as_bytes())) {
+            metrics.outcome(OutcomeSource::Header, outcome);
+        }
+        if ctx.rt.config.server.feedback_path.is_some() {
+            ctx.plane()
+                .feedback
+                .record(ctx.request_id.as_bytes(), metrics);
+        }
+    }
     // A session opened (or answered) by a version travels as VERSION.VALUE,
     // so its later requests find the version again (SPEC §3). A fallback
     // target outside the route's versions leaves the id as it is.
