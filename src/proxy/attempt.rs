@@ -74,9 +74,10 @@ pub async fn attempt(
     };
     let started = ctx.tracing().then(std::time::SystemTime::now);
     // One deadline covers the response head and the first body byte.
-    let deadline = tokio::time::Instant::now() + upstream.config.header_timeout;
+    let now = std::time::Instant::now();
+    let deadline = tokio::time::Instant::from_std(now) + upstream.config.header_timeout;
     let again = || spare.and_then(|h| build(h.clone()).ok());
-    ctx.clock.pause();
+    ctx.clock.pause_at(now);
     let result = until_commit(upstream, req, again, deadline).await;
     ctx.clock.resume();
     if let Some(started) = started {

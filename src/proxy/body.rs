@@ -28,12 +28,18 @@ pub struct UpstreamStream {
     first: Option<Frame<Bytes>>,
     body: UpstreamBody,
     idle: Duration,
+    /// Set on the first wait for a frame: a body that arrives whole never
+    /// reads the clock or touches the timer wheel.
+    waiting: Option<IdleWait>,
+}
+
+/// The idle timer of a stream that has waited for a frame at least once.
+struct IdleWait {
     /// When the last frame arrived: a frame costs a clock read, not a
     /// timer reset.
     last_frame: Instant,
-    /// Armed on the first wait, and moved only when it fires early: a
-    /// body that arrives whole never touches the timer wheel.
-    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Moved only when it fires early.
+    sleep: Pin<Box<tokio::time::Sleep>>,
 }
 
 impl UpstreamStream {
@@ -42,8 +48,7 @@ impl UpstreamStream {
             first,
             body,
             idle,
-            last_frame: Instant::now(),
-            sleep: None,
+            waiting: None,
         }
     }
 
@@ -51,26 +56,34 @@ impl UpstreamStream {
         self.first.is_none() && self.body.is_end_stream()
     }
 
+    /// A frame arrived.
+    fn framed(&mut self) {
+        if let Some(waiting) = &mut self.waiting {
+            waiting.last_frame = Instant::now();
+        }
+    }
+
     /// Nothing arrived: is the silence past `idle`?
     fn silent_too_long(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.sleep.is_none() {
-            // The first wait: every poll before it had a frame ready.
-            self.last_frame = Instant::now();
-        }
-        let deadline = self.last_frame + self.idle;
-        let sleep = self
-            .sleep
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        let idle = self.idle;
+        // The first wait: every poll before it had a frame ready.
+        let waiting = self.waiting.get_or_insert_with(|| {
+            let last_frame = Instant::now();
+            IdleWait {
+                last_frame,
+                sleep: Box::pin(tokio::time::sleep_until(last_frame + idle)),
+            }
+        });
         loop {
-            if sleep.as_mut().poll(cx).is_pending() {
+            if waiting.sleep.as_mut().poll(cx).is_pending() {
                 return false;
             }
             // It fired; frames that came since it was armed push it on.
-            let deadline = self.last_frame + self.idle;
+            let deadline = waiting.last_frame + idle;
             if Instant::now() >= deadline {
                 return true;
             }
-            sleep.as_mut().reset(deadline);
+            waiting.sleep.as_mut().reset(deadline);
         }
     }
 }
@@ -211,9 +224,7 @@ impl Body for ProxyBody {
                         Poll::Pending
                     }
                     Poll::Ready(Some(Ok(frame))) => {
-                        if stream.sleep.is_some() {
-                            stream.last_frame = Instant::now();
-                        }
+                        stream.framed();
                         match frame.into_data() {
                             Ok(data) => this.data(data),
                             Err(frame) => Poll::Ready(Some(Ok(frame))),

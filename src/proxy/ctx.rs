@@ -85,8 +85,13 @@ impl OverheadClock {
 
     /// A wait on the client or an upstream begins.
     pub fn pause(&mut self) {
+        self.pause_at(Instant::now());
+    }
+
+    /// A wait begins at `now`, a reading the caller needed anyway.
+    pub fn pause_at(&mut self, now: Instant) {
         if let Some(since) = self.running_since.take() {
-            self.spent += since.elapsed();
+            self.spent += now.saturating_duration_since(since);
         }
     }
 
@@ -97,9 +102,9 @@ impl OverheadClock {
         }
     }
 
-    /// Stop for good and read it.
-    pub fn stop(&mut self) -> Duration {
-        self.pause();
+    /// Stop for good at `now` and read it.
+    pub fn stop_at(&mut self, now: Instant) -> Duration {
+        self.pause_at(now);
         self.spent
     }
 }

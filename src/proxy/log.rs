@@ -4,7 +4,7 @@
 //! and the release of its slots.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::ctx::{Assignment, Ctx, End, Responder};
 use super::tap::Observed;
@@ -19,8 +19,10 @@ pub fn finish(ctx: &mut Ctx, end: End, observed: Observed) {
     if std::mem::replace(&mut ctx.logged, true) {
         return;
     }
-    let duration = ctx.start.elapsed();
-    let overhead = ctx.clock.stop();
+    // One clock reading ends both stopwatches.
+    let now = Instant::now();
+    let duration = now.saturating_duration_since(ctx.start);
+    let overhead = ctx.clock.stop_at(now);
     // A client gone before any status was sent: nginx's 499.
     let status = if ctx.status == 0 { 499 } else { ctx.status };
     let rt = Arc::clone(&ctx.rt);
