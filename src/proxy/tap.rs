@@ -191,8 +191,10 @@ pub struct Observed {
 pub struct Taps {
     meter: Meter,
     usage: Option<UsageTap>,
-    fill: Option<FillTap>,
-    compare: Option<CompareTap>,
+    /// Boxed, as only cached routes and shadowed ones have them: the body,
+    /// with its taps, is moved by `memcpy` several times on every request.
+    fill: Option<Box<FillTap>>,
+    compare: Option<Box<CompareTap>>,
 }
 
 impl Taps {
@@ -210,11 +212,11 @@ impl Taps {
     }
 
     pub fn fill(&mut self, tap: FillTap) {
-        self.fill = Some(tap);
+        self.fill = Some(Box::new(tap));
     }
 
     pub fn compare(&mut self, tap: CompareTap) {
-        self.compare = Some(tap);
+        self.compare = Some(Box::new(tap));
     }
 
     #[inline]
