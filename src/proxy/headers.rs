@@ -25,7 +25,8 @@ pub static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 const OWN_PREFIX: &str = "x-cutover-";
 
 /// RFC 9110 §7.6.1 hop-by-hop headers, plus the non-standard ones proxies
-/// conventionally drop.
+/// conventionally drop. `Connection` first: [`Present`] keeps a bit per
+/// entry.
 static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
@@ -38,20 +39,23 @@ static HOP_BY_HOP: [HeaderName; 9] = [
     header::PROXY_AUTHORIZATION,
 ];
 
-/// Remove hop-by-hop headers and every header the `Connection` header names.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-            .filter_map(|token| HeaderName::from_bytes(token.trim_ascii()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
-        }
-    }
-    for name in &HOP_BY_HOP {
+/// Remove the headers a `Connection` header names. Names of the standard
+/// hop-by-hop headers are skipped: `present` removes those that are there
+/// (so `Connection: keep-alive`, what SDK clients send, costs no lookup).
+fn strip_connection_named(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|token| {
+            !HOP_BY_HOP
+                .iter()
+                .any(|h| h.as_str().as_bytes().eq_ignore_ascii_case(token))
+        })
+        .filter_map(|token| HeaderName::from_bytes(token).ok())
+        .collect();
+    for name in named {
         headers.remove(name);
     }
 }
@@ -73,7 +77,8 @@ fn strip_own(headers: &mut HeaderMap) {
 /// header is absent costs nothing.
 #[derive(Clone, Copy, Debug, Default)]
 struct Present {
-    hop_by_hop: bool,
+    /// Bit `i`: `HOP_BY_HOP[i]` (bit 0: `Connection`).
+    hop_by_hop: u16,
     own: bool,
     content_length: bool,
     expect: bool,
@@ -99,8 +104,8 @@ impl Present {
                 p.traceparent = true;
             } else if name == TRACESTATE {
                 p.tracestate = true;
-            } else if HOP_BY_HOP.contains(name) {
-                p.hop_by_hop = true;
+            } else if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+                p.hop_by_hop |= 1 << i;
             } else if name.as_str().starts_with(OWN_PREFIX) {
                 p.own = true;
             }
@@ -110,8 +115,13 @@ impl Present {
 
     /// Strip hop-by-hop and `x-cutover-*` headers, if any.
     fn strip(self, headers: &mut HeaderMap) {
-        if self.hop_by_hop {
-            strip_hop_by_hop(headers);
+        if self.hop_by_hop & 1 != 0 {
+            strip_connection_named(headers);
+        }
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            if self.hop_by_hop & (1 << i) != 0 {
+                headers.remove(name);
+            }
         }
         if self.own {
             strip_own(headers);
@@ -373,13 +383,35 @@ mod tests {
         assert_eq!(h["traceparent"].len(), 55);
     }
 
+    fn strip_hop_by_hop(headers: &mut HeaderMap) {
+        Present::scan(headers).strip(headers);
+    }
+
+    /// The rules as they were before the scan: every removal looked up.
+    fn unconditional_strip(headers: &mut HeaderMap) {
+        if headers.contains_key(header::CONNECTION) {
+            let named: Vec<HeaderName> = headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+                .filter_map(|token| HeaderName::from_bytes(token.trim_ascii()).ok())
+                .collect();
+            for name in named {
+                headers.remove(name);
+            }
+        }
+        for name in &HOP_BY_HOP {
+            headers.remove(name);
+        }
+        strip_own(headers);
+    }
+
     /// The one-pass scan changes only what is looked up, never the result:
     /// every head below comes out as the unconditional rules made it.
     #[test]
     fn the_scan_forwards_what_the_unconditional_rules_did() {
         fn unconditional(h: &mut HeaderMap, peer: SocketAddr, id: &HeaderValue) {
-            strip_hop_by_hop(h);
-            strip_own(h);
+            unconditional_strip(h);
             h.remove(header::CONTENT_LENGTH);
             h.remove(header::EXPECT);
             append_forwarded_for(h, peer.ip(), true);
@@ -428,6 +460,27 @@ mod tests {
                 ("proxy-connection", "x"),
             ],
             &[
+                ("connection", "keep-alive"),
+                ("keep-alive", "timeout=5"),
+                ("x-user-id", "u"),
+            ],
+            &[
+                ("connection", "Keep-Alive, TE, close"),
+                ("te", "trailers"),
+                ("close", "1"),
+            ],
+            &[
+                ("connection", "x-cutover-pin, content-length, upgrade"),
+                ("content-length", "3"),
+            ],
+            &[
+                ("connection", "x-a"),
+                ("connection", "x-b"),
+                ("x-a", "1"),
+                ("x-b", "2"),
+                ("x-c", "3"),
+            ],
+            &[
                 ("x-forwarded-for", "9.9.9.9"),
                 ("x-forwarded-for", " 8.8.8.8 "),
             ],
@@ -457,8 +510,7 @@ mod tests {
                 );
             }
             let mut expected = h.clone();
-            strip_hop_by_hop(&mut expected);
-            strip_own(&mut expected);
+            unconditional_strip(&mut expected);
             let outcome = prepare_response(&mut h);
             assert_eq!(h, expected, "{head:?}");
             assert_eq!(
