@@ -454,6 +454,10 @@ mod tests {
                 ("x-cutover-pin", "v"),
             ],
             &[
+                ("x-cutover-outcome", "success"),
+                ("content-type", "application/json"),
+            ],
+            &[
                 ("te", "trailers"),
                 ("upgrade", "h2c"),
                 ("keep-alive", "1"),
