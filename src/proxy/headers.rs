@@ -193,17 +193,31 @@ pub fn prepare_forward(
 }
 
 fn append_forwarded_for(headers: &mut HeaderMap, ip: IpAddr, has_prior: bool) {
-    use std::fmt::Write as _;
-    let mut value = String::with_capacity(64);
-    let prior = has_prior.then(|| headers.get_all(&X_FORWARDED_FOR));
-    for prior in prior.iter().flatten() {
-        if let Ok(s) = prior.to_str() {
-            value.push_str(s.trim());
-            value.push_str(", ");
+    let value = if has_prior {
+        use std::fmt::Write as _;
+        let mut value = String::with_capacity(64);
+        for prior in headers.get_all(&X_FORWARDED_FOR) {
+            if let Ok(s) = prior.to_str() {
+                value.push_str(s.trim());
+                value.push_str(", ");
+            }
         }
-    }
-    let _ = write!(value, "{ip}");
-    if let Ok(v) = HeaderValue::from_str(&value) {
+        let _ = write!(value, "{ip}");
+        HeaderValue::from_str(&value)
+    } else {
+        // The usual case, the peer alone: formatted on the stack (an IPv6
+        // address is at most 45 characters), not in a String per request.
+        use std::io::Write as _;
+        const MAX: usize = 45;
+        let mut buf = [0u8; MAX];
+        let mut rest = &mut buf[..];
+        if write!(rest, "{ip}").is_err() {
+            return;
+        }
+        let len = MAX - rest.len();
+        HeaderValue::from_bytes(&buf[..len])
+    };
+    if let Ok(v) = value {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
 }
@@ -224,8 +238,9 @@ pub struct TraceContext {
 /// starts a new trace (and an orphaned `tracestate` is dropped).
 fn propagate(headers: &mut HeaderMap, present: Present) -> TraceContext {
     let span_id = rand::random::<u64>().max(1).to_be_bytes();
-    let incoming = present.traceparent.then(|| headers.get(&TRACEPARENT));
-    let parsed = incoming
+    let parsed = present
+        .traceparent
+        .then(|| headers.get(&TRACEPARENT))
         .flatten()
         .and_then(|v| parse_traceparent(v.as_bytes()))
         .and_then(|(trace, parent, flags)| {
@@ -516,6 +531,20 @@ mod tests {
                 outcome.is_some(),
                 head.iter().any(|(n, _)| *n == "x-cutover-outcome")
             );
+        }
+    }
+
+    #[test]
+    fn forwarded_for_alone_is_the_peer() {
+        for peer in [
+            "10.0.0.9:1",
+            "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:1",
+            "[::ffff:1.2.3.4]:1",
+        ] {
+            let peer: SocketAddr = peer.parse().expect("addr");
+            let mut h = HeaderMap::new();
+            append_forwarded_for(&mut h, peer.ip(), false);
+            assert_eq!(h["x-forwarded-for"], peer.ip().to_string().as_str());
         }
     }
 
