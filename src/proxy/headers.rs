@@ -5,6 +5,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use crate::routing::sticky::IpText;
+
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_CUTOVER_VERSION: HeaderName = HeaderName::from_static("x-cutover-version");
 pub static X_CUTOVER_UPSTREAM: HeaderName = HeaderName::from_static("x-cutover-upstream");
@@ -205,17 +207,8 @@ fn append_forwarded_for(headers: &mut HeaderMap, ip: IpAddr, has_prior: bool) {
         let _ = write!(value, "{ip}");
         HeaderValue::from_str(&value)
     } else {
-        // The usual case, the peer alone: formatted on the stack (an IPv6
-        // address is at most 45 characters), not in a String per request.
-        use std::io::Write as _;
-        const MAX: usize = 45;
-        let mut buf = [0u8; MAX];
-        let mut rest = &mut buf[..];
-        if write!(rest, "{ip}").is_err() {
-            return;
-        }
-        let len = MAX - rest.len();
-        HeaderValue::from_bytes(&buf[..len])
+        // The usual case, the peer alone: no String per request.
+        HeaderValue::from_bytes(IpText::new(ip).as_bytes())
     };
     if let Ok(v) = value {
         headers.insert(X_FORWARDED_FOR.clone(), v);

@@ -12,11 +12,7 @@ use crate::config::StickySource;
 #[derive(Debug)]
 pub enum StickyKey<'a> {
     Borrowed(&'a [u8]),
-    /// A client IP rendered as text ("192.0.2.1", "2001:db8::1").
-    Ip {
-        buf: [u8; 48],
-        len: usize,
-    },
+    Ip(IpText),
 }
 
 impl StickyKey<'_> {
@@ -24,8 +20,33 @@ impl StickyKey<'_> {
     pub fn as_bytes(&self) -> &[u8] {
         match self {
             StickyKey::Borrowed(b) => b,
-            StickyKey::Ip { buf, len } => &buf[..*len],
+            StickyKey::Ip(ip) => ip.as_bytes(),
         }
+    }
+}
+
+/// An IP address rendered as text ("192.0.2.1", "2001:db8::1") on the
+/// stack: a sticky key, or the peer in `X-Forwarded-For`, without a
+/// `String` per request.
+#[derive(Clone, Copy, Debug)]
+pub struct IpText {
+    buf: [u8; 48],
+    len: usize,
+}
+
+impl IpText {
+    pub fn new(ip: IpAddr) -> IpText {
+        let mut buf = [0u8; 48];
+        let mut cursor = &mut buf[..];
+        // An IPv6 address is at most 45 characters: this cannot fail.
+        let _ = write!(cursor, "{ip}");
+        let len = 48 - cursor.len();
+        IpText { buf, len }
+    }
+
+    #[inline]
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
     }
 }
 
@@ -46,16 +67,7 @@ pub fn sticky_key<'a>(
                 .filter(|v| !v.is_empty()),
             StickySource::Cookie(name) => cookie(headers, name),
             StickySource::Query(name) => query.and_then(|q| query_param(q, name)),
-            StickySource::ClientIp => {
-                let mut buf = [0u8; 48];
-                let mut cursor = &mut buf[..];
-                // An IPv6 address is at most 45 characters: this cannot fail.
-                if write!(cursor, "{client_ip}").is_ok() {
-                    let len = 48 - cursor.len();
-                    return Some(StickyKey::Ip { buf, len });
-                }
-                None
-            }
+            StickySource::ClientIp => return Some(StickyKey::Ip(IpText::new(client_ip))),
         };
         if let Some(bytes) = found {
             return Some(StickyKey::Borrowed(bytes));
