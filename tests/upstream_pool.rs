@@ -16,7 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use cutover::upstream::{ConnectError, Endpoint, Pool, PoolSettings, SendError};
+use cutover::upstream::{ConnectError, Endpoint, Pool, PoolSettings, RequestBody, SendError};
 
 fn settings(idle: Duration) -> PoolSettings {
     PoolSettings {
@@ -40,11 +40,11 @@ fn plain_pool(addr: SocketAddr, settings: PoolSettings) -> Arc<Pool> {
     ))
 }
 
-fn request(path: &str) -> http::Request<Full<Bytes>> {
+fn request(path: &str) -> http::Request<RequestBody> {
     http::Request::post(path)
         .header("host", "upstream")
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from_static(b"{\"q\":1}")))
+        .body(RequestBody::new(Bytes::from_static(b"{\"q\":1}")))
         .expect("request")
 }
 
@@ -252,6 +252,143 @@ async fn a_reused_connection_closed_by_the_upstream_is_reported_as_reused() {
         matches!(err, SendError::Failed { reused: false, .. }),
         "{err:?}"
     );
+}
+
+/// An upstream that answers each request on a connection with the next
+/// scripted answer, written in the given pieces with a pause between them,
+/// and closes the connection after an answer marked `close`.
+async fn scripted_upstream(
+    answers: Vec<(Vec<&'static [u8]>, bool)>,
+) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind(common::loopback0()).await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
+    let answers = Arc::new(answers);
+    tokio::spawn(async move {
+        let mut next = 0;
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            while next < answers.len() && read_request(&mut stream).await.is_some() {
+                let (pieces, close) = &answers[next];
+                next += 1;
+                for piece in pieces {
+                    if stream.write_all(piece).await.is_err() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                if *close {
+                    break;
+                }
+            }
+        }
+    });
+    (addr, accepted)
+}
+
+/// Every frame of a body: the data joined, the trailers, or the error.
+async fn frames(
+    resp: http::Response<cutover::upstream::UpstreamBody>,
+) -> (Vec<u8>, Option<http::HeaderMap>, Option<String>) {
+    let mut body = resp.into_body();
+    let (mut data, mut trailers) = (Vec::new(), None);
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => match frame.into_data() {
+                Ok(d) => data.extend_from_slice(&d),
+                Err(frame) => trailers = frame.into_trailers().ok(),
+            },
+            Err(e) => return (data, trailers, Some(e.to_string())),
+        }
+    }
+    (data, trailers, None)
+}
+
+#[tokio::test]
+async fn http1_bodies_are_framed_as_the_upstream_sent_them() {
+    let (addr, accepted) = scripted_upstream(vec![
+        // An interim answer, then a chunked body in awkward pieces, with
+        // trailers.
+        (
+            vec![
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Enc",
+                b"oding: chunked\r\n\r\n5\r\nhel",
+                b"lo\r\n6;x=y\r\n world\r",
+                b"\n0\r\nX-Sum: 11\r\n\r\n",
+            ],
+            false,
+        ),
+        // A Content-Length body on the same connection.
+        (
+            vec![b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab", b"cd"],
+            false,
+        ),
+        // A body that only the close ends.
+        (vec![b"HTTP/1.1 200 OK\r\n\r\nuntil ", b"the close"], true),
+        // A body cut short of its Content-Length.
+        (
+            vec![b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort"],
+            true,
+        ),
+        (
+            vec![b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"],
+            false,
+        ),
+    ])
+    .await;
+    let pool = plain_pool(addr, settings(Duration::from_secs(30)));
+
+    let resp = pool.send(request("/1")).await.expect("chunked");
+    let (data, trailers, error) = frames(resp).await;
+    assert_eq!((data.as_slice(), error), (&b"hello world"[..], None));
+    assert_eq!(trailers.expect("trailers")["x-sum"], "11");
+    assert_eq!(pool.idle(), 1, "a chunked body ends cleanly: reusable");
+
+    let resp = pool.send(request("/2")).await.expect("length");
+    assert_eq!(body_text(resp).await, "abcd");
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection so far");
+
+    let resp = pool.send(request("/3")).await.expect("close-delimited");
+    assert_eq!(body_text(resp).await, "until the close");
+    assert_eq!(
+        pool.idle(),
+        0,
+        "a close-delimited body's connection is done"
+    );
+
+    let resp = pool.send(request("/4")).await.expect("head");
+    let (data, _, error) = frames(resp).await;
+    assert_eq!(data, b"short");
+    assert!(error.is_some(), "a truncated body is an error, not an end");
+    assert_eq!(pool.idle(), 0);
+
+    let resp = pool.send(request("/5")).await.expect("after");
+    assert_eq!(body_text(resp).await, "ok");
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+}
+
+/// A malformed answer fails the exchange before any body, with the
+/// request handed back for a fallback to use.
+#[tokio::test]
+async fn a_malformed_http1_head_fails_the_exchange() {
+    let (addr, _) = scripted_upstream(vec![(
+        vec![b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc"],
+        true,
+    )])
+    .await;
+    let pool = plain_pool(addr, settings(Duration::from_secs(30)));
+    let err = pool.send(request("/")).await.expect_err("refused");
+    assert!(format!("{err:?}").contains("Content-Length"), "{err:?}");
+    match err {
+        SendError::Failed {
+            reused, request, ..
+        } => {
+            assert!(!reused);
+            assert!(request.is_some(), "the request is handed back");
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test]

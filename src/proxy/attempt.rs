@@ -27,9 +27,10 @@ pub struct Committed {
     pub permit: Permit,
 }
 
-/// A failed attempt: how it failed, and its head when the request was
-/// never sent (breaker refusal, no connection, or handed back by hyper), so
-/// the next target can re-point it instead of copying the prepared head.
+/// A failed attempt: how it failed, and its head when the pool handed the
+/// request back (breaker refusal, no connection, or a failed exchange the
+/// client still holds the request of), so the next target can re-point it
+/// instead of copying the prepared head.
 pub struct Failed {
     pub result: AttemptResult,
     /// With `target`'s header rules applied.
@@ -38,8 +39,8 @@ pub struct Failed {
 
 /// Try `target` once with `headers`, the client's head prepared for
 /// forwarding, taken by value. `spare` is the prepared head to rebuild from
-/// when `retry_reused` must resend a request already written; `None` when
-/// the upstream does not retry.
+/// when `retry_reused` must resend a request an h2 client consumed; `None`
+/// when that cannot happen.
 pub async fn attempt(
     ctx: &mut Ctx,
     route: &str,
@@ -146,7 +147,7 @@ async fn until_commit(
 /// keep-alive connection before any response byte (the upstream closed it
 /// as the request arrived) goes once more on a new connection when
 /// `retry_reused` is on (SPEC §5): counted as a retry, not a failure.
-/// `again` rebuilds the request when the first one was already written.
+/// `again` rebuilds the request when the pool did not hand it back (h2).
 pub async fn send(
     upstream: &Upstream,
     req: Request<RequestBody>,

@@ -24,10 +24,12 @@ pub struct Answered<'r> {
 /// cache phase lets coalesced followers go on their own at once).
 ///
 /// `prepared` is the client's head prepared for forwarding. An attempt
-/// takes a copy of it, or the head itself when nothing can need it again
-/// (the chain's last target, no `retry_reused`); an attempt whose request
-/// was never sent hands its head back, and the next target re-points it
-/// instead of copying again, unless the failed target added headers of its
+/// takes a copy of it, or the head itself when nothing can need it again:
+/// the chain's last target, unless a `retry_reused` retry on a shared h2
+/// connection might need to rebuild a request hyper consumed (HTTP/1 hands
+/// every failed request back). An attempt whose request the client still
+/// has hands its head back, and the next target re-points it instead of
+/// copying again, unless the failed target added headers of its
 /// own (they would leak).
 pub async fn run<'r>(
     ctx: &mut Ctx,
@@ -54,7 +56,8 @@ pub async fn run<'r>(
         let last = !route.fallbacks[next..]
             .iter()
             .any(|f| f.name != version.name);
-        let retries = target.upstream.config.retry_reused;
+        let retries =
+            target.upstream.config.retry_reused && target.upstream.state.pool.may_use_h2();
         let headers = match (unsent.take(), previous) {
             (Some(head), Some(prev)) if !prev.rewrites_headers() => head,
             _ if !retries && last => std::mem::take(&mut prepared),

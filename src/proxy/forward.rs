@@ -5,7 +5,6 @@
 use bytes::Bytes;
 use http::header::{self, HeaderMap};
 use http::{Method, Request};
-use http_body_util::Full;
 
 use super::headers::X_CUTOVER_VERSION;
 use super::json;
@@ -57,7 +56,7 @@ pub fn upstream_request(
     let uri = upstream
         .origin_uri(path_and_query)
         .map_err(|_| AttemptResult::ConnectError)?;
-    let mut req = Request::new(Full::new(body));
+    let mut req = Request::new(RequestBody::new(body));
     *req.method_mut() = method.clone();
     *req.uri_mut() = uri;
     *req.headers_mut() = headers;

@@ -12,19 +12,17 @@
 //! none ever reached `pool_idle_timeout`, and the pool kept its high-water
 //! mark for ever (found by the soak: a rollout step raised the canary's
 //! share and the descriptors never came back down). A connection goes
-//! back to the queue the moment its response body ends, and a closed one
-//! (the upstream's FIN, seen by its driver task) is skipped when taken.
-//! `https://` upstreams that negotiate h2 by ALPN share one multiplexed
-//! connection.
+//! back to the queue the moment its response body ends, and one the
+//! upstream closed while it waited (its FIN, or bytes nobody asked for) is
+//! found by a non-blocking read when taken, and skipped.
 //!
-//! Each connection is driven by a task of its own, as in hyper-util's
-//! client. Driving HTTP/1 connections inside the request's task instead was
-//! measured: every wake-up from hyper's internal channels then re-polls the
-//! whole client connection and its server-side dispatcher, and it cost more
-//! CPU per request than the task hop it saved (see docs/performance.md).
-//! What this pool saves over hyper-util's is the rest: the pool mutex at
-//! check-out and check-in, the connector cloned into a lazy connect future
-//! per request, and the checkout and pooled wrappers.
+//! HTTP/1 connections speak [`super::h1`], our own client codec, and are
+//! driven by the request's task: no task per connection, no channel and no
+//! cross-task wake-up per request. (Driving hyper's client connection in
+//! the request's task was measured first, and lost: every wake-up from its
+//! internal channels re-polled the whole connection; see
+//! docs/performance.md.) `https://` upstreams that negotiate h2 by ALPN
+//! share one multiplexed hyper connection, driven by a task of its own.
 //!
 //! Idle connections older than `pool_idle_timeout` are dropped when taken
 //! and by [`Pool::sweep`], which the control plane calls every second, so a
@@ -43,21 +41,82 @@ use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
 use super::connect::{self, ConnectError, Endpoint, Protocol};
+use super::h1::{self, Conn, Decoded, Framing};
 
-/// Request bodies are buffered before forwarding (fallbacks, shadows and
-/// the cache key all need the same bytes), so an upstream body is one chunk.
-pub type RequestBody = Full<Bytes>;
-
-type H1Send = http1::SendRequest<RequestBody>;
 type H2Send = http2::SendRequest<RequestBody>;
+
+/// A request body. Request bodies are buffered before forwarding
+/// (fallbacks, shadows and the cache key all need the same bytes), so it
+/// is one chunk, kept readable for the HTTP/1 codec to write by reference.
+#[derive(Clone, Debug, Default)]
+pub struct RequestBody {
+    bytes: Bytes,
+    /// Handed to h2 already.
+    taken: bool,
+}
+
+impl RequestBody {
+    pub fn new(bytes: Bytes) -> RequestBody {
+        RequestBody {
+            bytes,
+            taken: false,
+        }
+    }
+
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+}
+
+impl From<Bytes> for RequestBody {
+    fn from(bytes: Bytes) -> RequestBody {
+        RequestBody::new(bytes)
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if self.is_end_stream() {
+            return Poll::Ready(None);
+        }
+        self.taken = true;
+        Poll::Ready(Some(Ok(Frame::data(self.bytes.clone()))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.taken || self.bytes.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.is_end_stream() {
+            SizeHint::with_exact(0)
+        } else {
+            SizeHint::with_exact(self.bytes.len() as u64)
+        }
+    }
+}
+
+/// An upstream exchange's failure, from either protocol's client.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error(transparent)]
+    Http1(#[from] h1::Error),
+    #[error(transparent)]
+    Http2(#[from] hyper::Error),
+}
 
 /// Idle HTTP/1 connections kept per worker stack. Past it, a connection
 /// coming back is closed: a burst's connections are not all worth keeping.
@@ -75,7 +134,7 @@ impl IdleStack {
 }
 
 struct Idle {
-    send: H1Send,
+    conn: Box<Conn>,
     since: Instant,
 }
 
@@ -117,18 +176,20 @@ pub enum SendError {
         error: ConnectError,
         request: Box<Request<RequestBody>>,
     },
-    /// The connection failed before the response head. `request` is handed
-    /// back when none of it was written; `reused` says the connection had
-    /// served a request before (the case `retry_reused` covers).
+    /// The exchange failed before the response head. `request` is handed
+    /// back when the client still has it: always on HTTP/1, which writes
+    /// it by reference; on h2 only when none of it was sent. `reused` says
+    /// the connection had served a request before and the upstream closed
+    /// it without a byte of answer (the case `retry_reused` covers).
     Failed {
         reused: bool,
         request: Option<Box<Request<RequestBody>>>,
-        error: hyper::Error,
+        error: UpstreamError,
     },
 }
 
 impl SendError {
-    /// The request, when it was never written.
+    /// The request, when the client still has it.
     pub fn into_request(self) -> Option<Request<RequestBody>> {
         match self {
             SendError::Connect { request, .. } => Some(*request),
@@ -196,6 +257,12 @@ impl Pool {
         Duration::from_millis(self.idle_timeout_ms.load(Ordering::Relaxed))
     }
 
+    /// Whether requests may go over h2 (an `https://` upstream, where ALPN
+    /// decides), whose client consumes a request it has begun to send.
+    pub fn may_use_h2(&self) -> bool {
+        self.endpoint.tls.is_some()
+    }
+
     /// Connections opened so far.
     pub fn opened(&self) -> usize {
         self.opened.load(Ordering::Relaxed)
@@ -238,7 +305,7 @@ impl Pool {
         }
     }
 
-    fn checkout(&self) -> Option<H1Send> {
+    fn checkout(&self) -> Option<Box<Conn>> {
         let limit = self.idle_timeout();
         let now = Instant::now();
         let own = queue_index(self.queues.len());
@@ -246,26 +313,24 @@ impl Pool {
         // thread), then the others'.
         for i in 0..self.queues.len() {
             let mut stack = self.queues[(own + i) % self.queues.len()].lock();
-            while let Some(idle) = stack.pop() {
+            while let Some(mut idle) = stack.pop() {
                 if now.saturating_duration_since(idle.since) >= limit {
                     // Everything below it is older still.
                     stack.clear();
                     break;
                 }
-                if !idle.send.is_closed() {
-                    return Some(idle.send);
+                if idle.conn.is_usable() {
+                    return Some(idle.conn);
                 }
             }
         }
         None
     }
 
-    fn checkin(&self, send: H1Send) {
-        if send.is_closed() {
-            return;
-        }
+    fn checkin(&self, mut conn: Box<Conn>) {
+        conn.idle();
         let idle = Idle {
-            send,
+            conn,
             since: Instant::now(),
         };
         let own = queue_index(self.queues.len());
@@ -282,8 +347,8 @@ impl Pool {
         let limit = self.idle_timeout();
         let now = Instant::now();
         for stack in &self.queues {
-            stack.lock().retain(|idle| {
-                now.saturating_duration_since(idle.since) < limit && !idle.send.is_closed()
+            stack.lock().retain_mut(|idle| {
+                now.saturating_duration_since(idle.since) < limit && idle.conn.is_usable()
             });
         }
         if let Some(h2) = self.h2.load_full() {
@@ -313,19 +378,10 @@ impl Pool {
         let (io, protocol) =
             connect::connect(&self.endpoint, self.tls.as_ref(), self.connect_timeout()).await?;
         self.opened.fetch_add(1, Ordering::Relaxed);
-        let io = TokioIo::new(io);
         match protocol {
-            Protocol::Http1 => {
-                let (send, conn) = http1::Builder::new()
-                    .handshake(io)
-                    .await
-                    .map_err(ConnectError::Handshake)?;
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-                Ok(Opened::H1(send))
-            }
+            Protocol::Http1 => Ok(Opened::H1(Box::new(Conn::new(io)))),
             Protocol::Http2 => {
+                let io = TokioIo::new(io);
                 let (send, conn) = http2::Builder::new(TokioExecutor::new())
                     .timer(TokioTimer::new())
                     .handshake(io)
@@ -346,34 +402,33 @@ impl Pool {
 
     async fn send_h1(
         self: &Arc<Self>,
-        mut send: H1Send,
+        mut conn: Box<Conn>,
         reused: bool,
         req: Request<RequestBody>,
     ) -> Result<Response<UpstreamBody>, SendError> {
-        // A connection comes back the moment its body ends, which can be
-        // before its driver task has seen the end: wait for it.
-        if !send.is_ready()
-            && let Err(error) = send.ready().await
-        {
-            return Err(SendError::Failed {
-                reused,
-                request: Some(Box::new(req)),
-                error,
-            });
+        let failed = |req, reused, error: h1::Error| SendError::Failed {
+            reused,
+            request: Some(Box::new(req)),
+            error: error.into(),
+        };
+        if let Err(error) = conn.write_request(&req, req.body().bytes()).await {
+            // A write fails when the upstream has closed the connection.
+            return Err(failed(req, reused, error));
         }
-        match send.try_send_request(req).await {
-            Ok(head) => Ok(head.map(|body| {
-                UpstreamBody::H1(H1Body {
-                    body,
-                    send: Some(send),
+        match conn.read_head(req.method()).await {
+            Ok(head) => {
+                let mut body = H1Body {
+                    conn: Some(conn),
+                    framing: head.framing,
+                    keep_alive: head.keep_alive,
                     pool: Arc::clone(self),
-                })
-            })),
-            Err(mut e) => Err(SendError::Failed {
-                reused,
-                request: e.take_message().map(Box::new),
-                error: e.into_error(),
-            }),
+                };
+                if body.framing == Framing::Length(0) {
+                    body.end();
+                }
+                Ok(Response::from_parts(head.parts, UpstreamBody::H1(body)))
+            }
+            Err((error, unanswered)) => Err(failed(req, reused && unanswered, error)),
         }
     }
 
@@ -399,14 +454,14 @@ impl Pool {
             Err(mut e) => Err(SendError::Failed {
                 reused: true,
                 request: e.take_message().map(Box::new),
-                error: e.into_error(),
+                error: e.into_error().into(),
             }),
         }
     }
 }
 
 enum Opened {
-    H1(H1Send),
+    H1(Box<Conn>),
     H2(Arc<SharedH2>),
 }
 
@@ -430,66 +485,125 @@ impl std::fmt::Debug for UpstreamBody {
     }
 }
 
+/// An HTTP/1 response body, read from its connection by whoever polls it.
 pub struct H1Body {
-    body: Incoming,
-    /// `None` once the connection has gone back to the pool (or broke).
-    send: Option<H1Send>,
+    /// `None` once the body has ended: the connection went back to the
+    /// pool, or was closed. Dropped mid-body, it closes with the body.
+    conn: Option<Box<Conn>>,
+    framing: Framing,
+    keep_alive: bool,
     pool: Arc<Pool>,
 }
 
 impl H1Body {
-    fn release(&mut self) {
-        if let Some(send) = self.send.take() {
-            self.pool.checkin(send);
+    /// The body is over: the connection goes back to the pool if it may
+    /// carry another request and the upstream sent nothing past the end.
+    fn end(&mut self) {
+        self.framing = Framing::Length(0);
+        if let Some(mut conn) = self.conn.take()
+            && self.keep_alive
+            && conn.buffered().is_empty()
+        {
+            self.pool.checkin(conn);
         }
     }
-}
 
-impl Drop for H1Body {
-    fn drop(&mut self) {
-        // hyper stops polling a body that says it has ended; its connection
-        // is reusable all the same. A body cut short is not: dropping the
-        // sender with it closes the connection.
-        if self.body.is_end_stream() {
-            self.release();
+    fn fail(&mut self, error: h1::Error) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
+        self.framing = Framing::Length(0);
+        self.conn = None;
+        Poll::Ready(Some(Err(error.into())))
+    }
+
+    fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
+        loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let buf = conn.buffered();
+            match &mut self.framing {
+                Framing::Length(left) => {
+                    if !buf.is_empty() {
+                        let n = usize::try_from(*left).unwrap_or(usize::MAX).min(buf.len());
+                        let data = buf.split_to(n).freeze();
+                        *left -= n as u64;
+                        // A body of known length is over with its last
+                        // byte: the connection goes back before the client
+                        // even has it.
+                        if *left == 0 {
+                            self.end();
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                }
+                Framing::Chunked(state) => match state.decode(buf) {
+                    Ok(Some(Decoded::Data(data))) => {
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    Ok(Some(Decoded::End(trailers))) => {
+                        self.end();
+                        return Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))));
+                    }
+                    Ok(None) => {}
+                    Err(e) => return self.fail(e),
+                },
+                Framing::Close => {
+                    if !buf.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(buf.split().freeze()))));
+                    }
+                }
+            }
+            match conn.poll_fill(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return self.fail(h1::Error::Io(e)),
+                Poll::Ready(Ok(0)) if self.framing == Framing::Close => {
+                    // The close is this body's end; nothing to give back.
+                    self.framing = Framing::Length(0);
+                    self.conn = None;
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Ok(0)) => return self.fail(h1::Error::Truncated),
+                Poll::Ready(Ok(_)) => {}
+            }
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Length(n) => SizeHint::with_exact(n),
+            Framing::Chunked(_) | Framing::Close => SizeHint::default(),
         }
     }
 }
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = UpstreamError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let b = match self.get_mut() {
-            UpstreamBody::H2(body) => return Pin::new(body).poll_frame(cx),
-            UpstreamBody::H1(b) => b,
-        };
-        let polled = Pin::new(&mut b.body).poll_frame(cx);
-        match &polled {
-            // A body of known length is over with its last byte: the
-            // connection goes back before the client even has it.
-            Poll::Ready(Some(Ok(_))) if b.body.is_end_stream() => b.release(),
-            Poll::Ready(None) => b.release(),
-            Poll::Ready(Some(Err(_))) => b.send = None,
-            _ => {}
+    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
+        match self.get_mut() {
+            UpstreamBody::H1(b) => b.poll_frame(cx),
+            UpstreamBody::H2(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(UpstreamError::Http2))),
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            UpstreamBody::H1(b) => b.body.is_end_stream(),
+            UpstreamBody::H1(b) => b.framing == Framing::Length(0),
             UpstreamBody::H2(body) => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            UpstreamBody::H1(b) => b.body.size_hint(),
+            UpstreamBody::H1(b) => b.size_hint(),
             UpstreamBody::H2(body) => body.size_hint(),
         }
     }
