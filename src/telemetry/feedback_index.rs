@@ -11,13 +11,17 @@
 //! whichever comes first: every id is kept the full hour up to about 18
 //! requests a second; above that, for the last ~68 096 requests. Never
 //! beyond two hours. Generations are allocated at full size, so the index
-//! never reallocates: 38 maps of 4 096 buckets of 17 bytes (key, entry and
-//! control byte), about 2.5 MiB. Two choices keep it that small (it was
+//! never reallocates: 38 maps of 4 096 buckets of 13 bytes (key, entry and
+//! control byte), about 1.9 MiB. Three choices keep it that small (it was
 //! 6.3 MiB, a third of cutover's peak RSS in the shared bench):
 //! - a generation holds 3 584 entries, hashbrown's 7/8 load of 4 096
 //!   buckets; 4 096 entries took 8 192 buckets, half of them always empty;
-//! - an entry names its version by a 2-byte slot in its generation's table
-//!   of versions rather than by an 8-byte `Arc`.
+//! - an entry names its version by a slot in its generation's table of
+//!   versions rather than by an 8-byte `Arc`, and its time by seconds
+//!   since its generation began, with the claim in the slot's top bit: 4
+//!   bytes in all;
+//! - the key is stored 4-byte aligned, so a bucket has no padding (a `u64`
+//!   key made every bucket 16 bytes before its control byte).
 //!
 //! Keys are the ids' SipHash under a per-process random key: fixed size,
 //! not predictable by clients, and so used as the map's hash as they are.
@@ -46,17 +50,43 @@ pub const KEPT_AT_LEAST: usize = SHARDS * SHARD_GENERATION;
 /// How long feedback is accepted after the request.
 pub const FEEDBACK_WINDOW: Duration = Duration::from_secs(3600);
 
-struct Entry {
-    /// Seconds since the index was created.
-    at: u32,
-    /// The version that served it: an index into its generation's
-    /// `versions`.
-    slot: u16,
-    used: bool,
+/// A request id's keyed hash, stored as two halves so that a bucket is
+/// 4-byte aligned and carries no padding.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Key([u32; 2]);
+
+impl Key {
+    fn new(hash: u64) -> Key {
+        Key([hash as u32, (hash >> 32) as u32])
+    }
+
+    fn get(self) -> u64 {
+        u64::from(self.0[0]) | (u64::from(self.0[1]) << 32)
+    }
 }
 
-// A generation's table never holds more versions than it has entries.
-const _: () = assert!(SHARD_GENERATION <= u16::MAX as usize);
+impl std::hash::Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.get());
+    }
+}
+
+struct Entry {
+    /// Seconds between its generation's start and the request.
+    age: u16,
+    /// The version that served it (an index into its generation's
+    /// `versions`), and [`USED`] once its feedback is claimed.
+    slot: u16,
+}
+
+/// The bit of `Entry::slot` that marks an id's feedback as claimed.
+const USED: u16 = 0x8000;
+
+// A generation's table never holds more versions than it has entries, so
+// a slot leaves the claim bit free; and a generation rotates within the
+// window, so an age fits.
+const _: () = assert!(SHARD_GENERATION < USED as usize);
+const _: () = assert!(FEEDBACK_WINDOW.as_secs() < u16::MAX as u64);
 
 /// Versions a record looks for among the last added to its generation's
 /// table before it adds its own again.
@@ -64,9 +94,11 @@ const RECENT_VERSIONS: usize = 8;
 
 #[derive(Default)]
 struct Generation {
-    ids: HashMap<u64, Entry, BuildHasherDefault<KeyHasher>>,
+    ids: HashMap<Key, Entry, BuildHasherDefault<KeyHasher>>,
     /// The versions the entries point to: a handful in practice.
     versions: Vec<Arc<VersionMetrics>>,
+    /// Seconds since the index was created, when it began.
+    started: u32,
 }
 
 impl Generation {
@@ -74,6 +106,7 @@ impl Generation {
         Generation {
             ids: HashMap::with_capacity_and_hasher(SHARD_GENERATION, Default::default()),
             versions: Vec::new(),
+            started: 0,
         }
     }
 
@@ -106,7 +139,6 @@ impl Generation {
 struct Shard {
     current: Generation,
     previous: Generation,
-    rotated_at: u32,
 }
 
 /// The map's hasher: the keys are already keyed SipHash values, uniform
@@ -191,8 +223,8 @@ impl FeedbackIndex {
         u32::try_from(self.epoch.elapsed().as_secs()).unwrap_or(u32::MAX)
     }
 
-    fn shard(&self, key: u64) -> &Mutex<Shard> {
-        &self.shards[(key as usize) % SHARDS]
+    fn shard(&self, key: Key) -> &Mutex<Shard> {
+        &self.shards[(key.get() as usize) % SHARDS]
     }
 
     /// With `[cluster]`: hand every record to the fleet's index too.
@@ -222,37 +254,40 @@ impl FeedbackIndex {
     /// Remember which version served `request_id`.
     pub fn record(&self, request_id: &[u8], metrics: &Arc<VersionMetrics>) {
         self.forward(request_id, metrics, false);
-        let key = self.hasher.hash_one(request_id);
-        let now = self.now();
+        self.record_at(request_id, metrics, self.now());
+    }
+
+    /// `record`, at `now` seconds since the index was created.
+    fn record_at(&self, request_id: &[u8], metrics: &Arc<VersionMetrics>, now: u32) {
+        let key = Key::new(self.hasher.hash_one(request_id));
         let window = FEEDBACK_WINDOW.as_secs() as u32;
         let mut shard = self.shard(key).lock().unwrap_or_else(|p| p.into_inner());
         if shard.current.ids.len() >= SHARD_GENERATION
-            || now.saturating_sub(shard.rotated_at) >= window
+            || now.saturating_sub(shard.current.started) >= window
         {
             // Reuse the dropped generation's allocation for the new one:
             // maps never grow by doubling, and nothing is reallocated.
             let mut fresh = std::mem::take(&mut shard.previous);
             fresh.clear();
             fresh.ids.reserve(SHARD_GENERATION);
+            fresh.started = now;
             shard.previous = std::mem::replace(&mut shard.current, fresh);
-            shard.rotated_at = now;
         }
         let slot = shard.current.slot(metrics);
-        shard.current.ids.insert(
-            key,
-            Entry {
-                at: now,
-                slot,
-                used: false,
-            },
-        );
+        // Under the window, by the rotation just above.
+        let age = u16::try_from(now - shard.current.started).unwrap_or(u16::MAX);
+        shard.current.ids.insert(key, Entry { age, slot });
     }
 
     /// Claim the one feedback allowed for `request_id`: the version's
     /// metrics to count it on.
     pub fn claim(&self, request_id: &[u8]) -> Result<Arc<VersionMetrics>, FeedbackError> {
-        let key = self.hasher.hash_one(request_id);
-        let now = self.now();
+        self.claim_at(request_id, self.now())
+    }
+
+    /// `claim`, at `now` seconds since the index was created.
+    fn claim_at(&self, request_id: &[u8], now: u32) -> Result<Arc<VersionMetrics>, FeedbackError> {
+        let key = Key::new(self.hasher.hash_one(request_id));
         let mut shard = self.shard(key).lock().unwrap_or_else(|p| p.into_inner());
         let shard = &mut *shard;
         let generation = if shard.current.ids.contains_key(&key) {
@@ -261,15 +296,17 @@ impl FeedbackIndex {
             &mut shard.previous
         };
         let entry = generation.ids.get_mut(&key).ok_or(FeedbackError::Unknown)?;
-        if u64::from(now.saturating_sub(entry.at)) > FEEDBACK_WINDOW.as_secs() {
+        let at = generation.started.saturating_add(u32::from(entry.age));
+        if u64::from(now.saturating_sub(at)) > FEEDBACK_WINDOW.as_secs() {
             return Err(FeedbackError::Unknown);
         }
-        if std::mem::replace(&mut entry.used, true) {
+        if entry.slot & USED != 0 {
             return Err(FeedbackError::Repeat);
         }
+        entry.slot |= USED;
         generation
             .versions
-            .get(usize::from(entry.slot))
+            .get(usize::from(entry.slot & !USED))
             .cloned()
             .ok_or(FeedbackError::Unknown)
     }
@@ -333,8 +370,46 @@ mod tests {
         // hashbrown: 4 096 buckets, filled to its 7/8 load with none to
         // spare.
         assert_eq!(shard.current.ids.capacity(), SHARD_GENERATION);
-        // "buckets of 17 bytes": key and entry, and hashbrown's control byte.
-        assert_eq!(std::mem::size_of::<(u64, Entry)>() + 1, 17);
+        // "buckets of 13 bytes": key and entry, and hashbrown's control byte.
+        assert_eq!(std::mem::size_of::<(Key, Entry)>() + 1, 13);
+    }
+
+    #[test]
+    fn feedback_is_taken_for_an_hour_from_the_request() {
+        let index = FeedbackIndex::default();
+        let m = Arc::new(VersionMetrics::new("r", "v"));
+        index.record_at(b"early", &m, 0);
+        index.record_at(b"late", &m, 1_800);
+        index.record_at(b"later", &m, 1_900);
+        // The hour is counted from each request, not from its generation.
+        assert!(index.claim_at(b"late", 5_400).is_ok());
+        assert_eq!(
+            index.claim_at(b"early", 3_601).err(),
+            Some(FeedbackError::Unknown)
+        );
+        assert_eq!(
+            index.claim_at(b"later", 5_501).err(),
+            Some(FeedbackError::Unknown)
+        );
+        // An hour after its start, a generation rotates (200 ids reach
+        // every shard): its ids are still claimable, for their own hour,
+        // from the previous generation.
+        index.record_at(b"old", &m, 3_000);
+        for i in 0..200 {
+            index.record_at(format!("new-{i}").as_bytes(), &m, 3_700);
+        }
+        let started: Vec<u32> = index
+            .shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).current.started)
+            .collect();
+        assert!(started.iter().all(|&t| t == 3_700), "{started:?}");
+        assert!(index.claim_at(b"old", 6_600).is_ok());
+        assert!(index.claim_at(b"new-7", 7_300).is_ok());
+        assert_eq!(
+            index.claim_at(b"new-7", 7_300).err(),
+            Some(FeedbackError::Repeat)
+        );
     }
 
     #[test]
