@@ -487,9 +487,11 @@ impl std::fmt::Debug for UpstreamBody {
 
 /// An HTTP/1 response body, read from its connection by whoever polls it.
 pub struct H1Body {
-    /// `None` once the body has ended: the connection went back to the
-    /// pool, or was closed. Dropped mid-body, it closes with the body.
+    /// `None` once the body has ended (cleanly or not): the connection went
+    /// back to the pool, or was closed. Dropped mid-body, it closes with
+    /// the body.
     conn: Option<Box<Conn>>,
+    /// How the rest of the body is framed, while `conn` is held.
     framing: Framing,
     keep_alive: bool,
     pool: Arc<Pool>,
@@ -499,7 +501,6 @@ impl H1Body {
     /// The body is over: the connection goes back to the pool if it may
     /// carry another request and the upstream sent nothing past the end.
     fn end(&mut self) {
-        self.framing = Framing::Length(0);
         if let Some(mut conn) = self.conn.take()
             && self.keep_alive
             && conn.buffered().is_empty()
@@ -509,7 +510,6 @@ impl H1Body {
     }
 
     fn fail(&mut self, error: h1::Error) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
-        self.framing = Framing::Length(0);
         self.conn = None;
         Poll::Ready(Some(Err(error.into())))
     }
@@ -560,7 +560,6 @@ impl H1Body {
                 Poll::Ready(Err(e)) => return self.fail(h1::Error::Io(e)),
                 Poll::Ready(Ok(0)) if self.framing == Framing::Close => {
                     // The close is this body's end; nothing to give back.
-                    self.framing = Framing::Length(0);
                     self.conn = None;
                     return Poll::Ready(None);
                 }
@@ -571,9 +570,10 @@ impl H1Body {
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.framing {
-            Framing::Length(n) => SizeHint::with_exact(n),
-            Framing::Chunked(_) | Framing::Close => SizeHint::default(),
+        match (&self.conn, self.framing) {
+            (None, _) => SizeHint::with_exact(0),
+            (Some(_), Framing::Length(n)) => SizeHint::with_exact(n),
+            (Some(_), Framing::Chunked(_) | Framing::Close) => SizeHint::default(),
         }
     }
 }
@@ -596,7 +596,7 @@ impl Body for UpstreamBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            UpstreamBody::H1(b) => b.framing == Framing::Length(0),
+            UpstreamBody::H1(b) => b.conn.is_none(),
             UpstreamBody::H2(body) => body.is_end_stream(),
         }
     }
