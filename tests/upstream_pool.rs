@@ -324,6 +324,11 @@ async fn http1_bodies_are_framed_as_the_upstream_sent_them() {
             vec![b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab", b"cd"],
             false,
         ),
+        // A length body on a connection the upstream says it will close.
+        (
+            vec![b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi"],
+            true,
+        ),
         // A body that only the close ends.
         (vec![b"HTTP/1.1 200 OK\r\n\r\nuntil ", b"the close"], true),
         // A body cut short of its Content-Length.
@@ -349,6 +354,10 @@ async fn http1_bodies_are_framed_as_the_upstream_sent_them() {
     assert_eq!(body_text(resp).await, "abcd");
     assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection so far");
 
+    let resp = pool.send(request("/2c")).await.expect("connection: close");
+    assert_eq!(body_text(resp).await, "hi");
+    assert_eq!(pool.idle(), 0, "`Connection: close` is not reused");
+
     let resp = pool.send(request("/3")).await.expect("close-delimited");
     assert_eq!(body_text(resp).await, "until the close");
     assert_eq!(
@@ -365,7 +374,7 @@ async fn http1_bodies_are_framed_as_the_upstream_sent_them() {
 
     let resp = pool.send(request("/5")).await.expect("after");
     assert_eq!(body_text(resp).await, "ok");
-    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    assert_eq!(accepted.load(Ordering::SeqCst), 4);
 }
 
 /// A malformed answer fails the exchange before any body, with the
