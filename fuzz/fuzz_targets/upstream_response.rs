@@ -36,57 +36,41 @@ fn run(reads: &[&[u8]], method: &Method) -> Outcome {
     let mut framing = None;
     for read in reads {
         buf.extend_from_slice(read);
-        if framing.is_none() {
-            match parse_head(&mut buf, method) {
+        let framing = match &mut framing {
+            Some(framing) => framing,
+            None => match parse_head(&mut buf, method) {
                 Ok(Some(head)) => {
-                    framing = Some(head.framing);
                     out.head = Some((
                         head.parts.status.as_u16(),
                         fields(&head.parts.headers),
                         head.framing,
                         head.keep_alive,
                     ));
+                    framing.insert(head.framing)
                 }
                 Ok(None) => continue,
                 Err(e) => {
                     out.end = format!("head: {e}");
                     return out;
                 }
-            }
-        }
+            },
+        };
         loop {
-            match framing.as_mut() {
-                Some(Framing::Length(left)) => {
-                    let n = usize::try_from(*left).unwrap_or(usize::MAX).min(buf.len());
-                    out.body.extend_from_slice(&buf.split_to(n));
-                    *left -= n as u64;
-                    if *left == 0 {
-                        out.end = "end".into();
-                        return out;
-                    }
-                    break;
+            match framing.decode(&mut buf) {
+                Ok(Some(Decoded::Data(d))) => {
+                    assert!(!d.is_empty(), "an empty data frame");
+                    out.body.extend_from_slice(&d);
                 }
-                Some(Framing::Chunked(state)) => match state.decode(&mut buf) {
-                    Ok(Some(Decoded::Data(d))) => {
-                        assert!(!d.is_empty(), "an empty data frame");
-                        out.body.extend_from_slice(&d);
-                    }
-                    Ok(Some(Decoded::End(trailers))) => {
-                        out.trailers = trailers.as_ref().map(fields);
-                        out.end = "end".into();
-                        return out;
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        out.end = format!("chunk: {e}");
-                        return out;
-                    }
-                },
-                Some(Framing::Close) => {
-                    out.body.extend_from_slice(&buf.split());
-                    break;
+                Ok(Some(Decoded::End(trailers))) => {
+                    out.trailers = trailers.as_ref().map(fields);
+                    out.end = "end".into();
+                    return out;
                 }
-                None => break,
+                Ok(None) => break,
+                Err(e) => {
+                    out.end = format!("body: {e}");
+                    return out;
+                }
             }
         }
     }

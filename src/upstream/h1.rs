@@ -388,6 +388,36 @@ fn parse_length(digits: &[u8]) -> Option<u64> {
     })
 }
 
+impl Framing {
+    /// Take what the buffer holds of the body: data as it arrives, or the
+    /// end. `Ok(None)`: more bytes are needed. A length body is over once
+    /// it is `Length(0)`.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Decoded>, Error> {
+        match self {
+            Framing::Length(0) => Ok(Some(Decoded::End(None))),
+            Framing::Length(left) => {
+                if buf.is_empty() {
+                    return Ok(None);
+                }
+                let n = usize::try_from(*left).unwrap_or(usize::MAX).min(buf.len());
+                *left -= n as u64;
+                Ok(Some(Decoded::Data(buf.split_to(n).freeze())))
+            }
+            Framing::Chunked(state) => state.decode(buf),
+            Framing::Close => Ok((!buf.is_empty()).then(|| Decoded::Data(buf.split().freeze()))),
+        }
+    }
+
+    /// The upstream closed the connection: the end of a body that only the
+    /// close ends, the truncation of any other.
+    pub fn at_close(&self) -> Result<(), Error> {
+        match self {
+            Framing::Close | Framing::Length(0) => Ok(()),
+            Framing::Length(_) | Framing::Chunked(_) => Err(Error::Truncated),
+        }
+    }
+}
+
 impl Chunked {
     /// Take what the buffer holds of a chunked body: data as it arrives, or
     /// the end. `Ok(None)`: more bytes are needed.

@@ -75,12 +75,6 @@ impl RequestBody {
     }
 }
 
-impl From<Bytes> for RequestBody {
-    fn from(bytes: Bytes) -> RequestBody {
-        RequestBody::new(bytes)
-    }
-}
-
 impl Body for RequestBody {
     type Data = Bytes;
     type Error = std::convert::Infallible;
@@ -522,48 +516,37 @@ impl H1Body {
             let Some(conn) = self.conn.as_mut() else {
                 return Poll::Ready(None);
             };
-            let buf = conn.buffered();
-            match &mut self.framing {
-                Framing::Length(left) => {
-                    if !buf.is_empty() {
-                        let n = usize::try_from(*left).unwrap_or(usize::MAX).min(buf.len());
-                        let data = buf.split_to(n).freeze();
-                        *left -= n as u64;
-                        // A body of known length is over with its last
-                        // byte: the connection goes back before the client
-                        // even has it.
-                        if *left == 0 {
-                            self.end();
-                        }
-                        return Poll::Ready(Some(Ok(Frame::data(data))));
-                    }
-                }
-                Framing::Chunked(state) => match state.decode(buf) {
-                    Ok(Some(Decoded::Data(data))) => {
-                        return Poll::Ready(Some(Ok(Frame::data(data))));
-                    }
-                    Ok(Some(Decoded::End(trailers))) => {
+            match self.framing.decode(conn.buffered()) {
+                Ok(Some(Decoded::Data(data))) => {
+                    // A body of known length is over with its last byte:
+                    // the connection goes back before the client even has
+                    // it.
+                    if self.framing == Framing::Length(0) {
                         self.end();
-                        return Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))));
                     }
-                    Ok(None) => {}
-                    Err(e) => return self.fail(e),
-                },
-                Framing::Close => {
-                    if !buf.is_empty() {
-                        return Poll::Ready(Some(Ok(Frame::data(buf.split().freeze()))));
-                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
+                Ok(Some(Decoded::End(trailers))) => {
+                    self.end();
+                    return Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))));
+                }
+                Ok(None) => {}
+                Err(e) => return self.fail(e),
             }
             match conn.poll_fill(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => return self.fail(h1::Error::Io(e)),
-                Poll::Ready(Ok(0)) if self.framing == Framing::Close => {
-                    // The close is this body's end; nothing to give back.
-                    self.conn = None;
-                    return Poll::Ready(None);
+                Poll::Ready(Ok(0)) => {
+                    return match self.framing.at_close() {
+                        // Only a close-delimited body ends here, and its
+                        // connection is not kept.
+                        Ok(()) => {
+                            self.end();
+                            Poll::Ready(None)
+                        }
+                        Err(e) => self.fail(e),
+                    };
                 }
-                Poll::Ready(Ok(0)) => return self.fail(h1::Error::Truncated),
                 Poll::Ready(Ok(_)) => {}
             }
         }
