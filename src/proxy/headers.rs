@@ -195,20 +195,20 @@ pub fn prepare_forward(
 }
 
 fn append_forwarded_for(headers: &mut HeaderMap, ip: IpAddr, has_prior: bool) {
+    let ip = IpText::new(ip);
     let value = if has_prior {
-        use std::fmt::Write as _;
-        let mut value = String::with_capacity(64);
+        let mut value = Vec::with_capacity(64);
         for prior in headers.get_all(&X_FORWARDED_FOR) {
-            if let Ok(s) = prior.to_str() {
-                value.push_str(s.trim());
-                value.push_str(", ");
+            if prior.to_str().is_ok() {
+                value.extend_from_slice(prior.as_bytes().trim_ascii());
+                value.extend_from_slice(b", ");
             }
         }
-        let _ = write!(value, "{ip}");
-        HeaderValue::from_str(&value)
+        value.extend_from_slice(ip.as_bytes());
+        HeaderValue::from_bytes(&value)
     } else {
-        // The usual case, the peer alone: no String per request.
-        HeaderValue::from_bytes(IpText::new(ip).as_bytes())
+        // The usual case, the peer alone: no allocation per request.
+        HeaderValue::from_bytes(ip.as_bytes())
     };
     if let Ok(v) = value {
         headers.insert(X_FORWARDED_FOR.clone(), v);
