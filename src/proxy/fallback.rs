@@ -56,14 +56,15 @@ pub async fn run<'r>(
         let last = !route.fallbacks[next..]
             .iter()
             .any(|f| f.name != version.name);
-        let retries =
+        // Only a `retry_reused` retry on h2 rebuilds from the prepared head.
+        let rebuilds =
             target.upstream.config.retry_reused && target.upstream.state.pool.may_use_h2();
         let headers = match (unsent.take(), previous) {
             (Some(head), Some(prev)) if !prev.rewrites_headers() => head,
-            _ if !retries && last => std::mem::take(&mut prepared),
+            _ if !rebuilds && last => std::mem::take(&mut prepared),
             _ => prepared.clone(),
         };
-        let spare = retries.then_some(&prepared);
+        let spare = rebuilds.then_some(&prepared);
         match attempt(ctx, &route.name, target, parts, headers, spare, body).await {
             Ok(committed) => {
                 return Some(Answered {
