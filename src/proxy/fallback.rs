@@ -57,8 +57,7 @@ pub async fn run<'r>(
             .iter()
             .any(|f| f.name != version.name);
         // Only a `retry_reused` retry on h2 rebuilds from the prepared head.
-        let rebuilds =
-            target.upstream.config.retry_reused && target.upstream.state.pool.may_use_h2();
+        let rebuilds = target.upstream.retry_rebuilds();
         let headers = match (unsent.take(), previous) {
             (Some(head), Some(prev)) if !prev.rewrites_headers() => head,
             _ if !rebuilds && last => std::mem::take(&mut prepared),

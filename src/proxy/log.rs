@@ -11,7 +11,7 @@ use super::tap::Observed;
 use crate::rollout::Observation;
 use crate::runtime::Route;
 use crate::telemetry::otlp::Span;
-use crate::telemetry::{AccessRecord, AttemptResult, CacheResult, SkipUse, api_skipped};
+use crate::telemetry::{AccessRecord, AttemptResult, CacheResult, SkipUse};
 
 /// Write the request up. Called by the response body when it ends; a
 /// second call does nothing.
@@ -39,7 +39,7 @@ pub fn finish(ctx: &mut Ctx, end: End, observed: Observed) {
         });
     }
     if let (Some(skip), Some(route)) = (observed.usage_skip, route) {
-        api_skipped(&route.name, SkipUse::Usage, skip, 1);
+        route.metrics.skipped(SkipUse::Usage, skip, 1);
     }
     let mut cost_usd = None;
     if let Some(route) = route {

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Uri};
+use http::{Method, Request, Uri};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -22,12 +22,11 @@ use super::tap::Comparing;
 use crate::api::Api;
 use crate::gateway::data_plane::DataPlane;
 use crate::rollout::{Observation, Role};
-use crate::runtime::Runtime;
+use crate::runtime::{Route, Runtime};
 use crate::shadow::compare::{self, Capture, PointerMatch};
 use crate::shadow::{MirrorSlot, PrimaryAnswer, Shadow};
-use crate::telemetry::{
-    AccessRecord, AttemptResult, ShadowResult, SkipUse, Usage, UsageScanner, api_skipped,
-};
+use crate::telemetry::{AccessRecord, AttemptResult, ShadowResult, SkipUse, Usage, UsageScanner};
+use crate::upstream::RequestBody;
 
 pub static X_CUTOVER_SHADOW: http::HeaderName = http::HeaderName::from_static("x-cutover-shadow");
 
@@ -118,7 +117,7 @@ async fn run(mut job: Job) {
     let shadow = &route.shadows[job.shadow];
     let start = Instant::now();
     let deadline = tokio::time::Instant::now() + shadow.timeout;
-    let outcome = send(shadow, &route.name, &mut job, deadline).await;
+    let outcome = send(shadow, route, &mut job, deadline).await;
     let duration = start.elapsed();
     // The slot bounds requests in flight to the shadow, not the wait for
     // the primary below.
@@ -200,7 +199,7 @@ async fn run(mut job: Job) {
 /// its upstream as much as a version does.
 async fn send(
     shadow: &Shadow,
-    route: &str,
+    route: &Route,
     job: &mut Job,
     deadline: tokio::time::Instant,
 ) -> Result<Answer, AttemptResult> {
@@ -208,41 +207,58 @@ async fn send(
     let upstream = &target.upstream;
     let mut headers = std::mem::take(&mut job.headers);
     headers.insert(X_CUTOVER_SHADOW.clone(), HeaderValue::from_static("1"));
-    let build = || {
+    // The head is the mirror's own copy already; a second one only where
+    // a retry may have to rebuild the request.
+    let spare = upstream.retry_rebuilds().then(|| headers.clone());
+    let job = &*job;
+    let build = |headers| {
         upstream_request(
             target,
-            route,
+            &route.name,
             &job.method,
             job.uri.path_and_query(),
-            headers.clone(),
+            headers,
             &job.body,
         )
     };
-    let req = build()?;
+    let req = build(headers)?;
     let Some(permit) = upstream.admit() else {
         return Err(AttemptResult::Rejected);
     };
-    let fail = |permit: crate::upstream::Permit, result: AttemptResult| {
-        permit.failure();
-        upstream.metrics.attempt(result);
-        Err(result)
-    };
-    let response = match tokio::time::timeout_at(
-        deadline,
-        attempt::send(upstream, req, || build().ok()),
-    )
-    .await
-    {
-        Ok(Ok(r)) => r,
-        Ok(Err(_)) => return fail(permit, AttemptResult::ConnectError),
-        Err(_) => return fail(permit, AttemptResult::Timeout),
+    // One timer for the whole exchange: the send and every frame.
+    let again = || spare.and_then(|h| build(h).ok());
+    let result = tokio::time::timeout_at(deadline, exchange(shadow, route, job, req, again))
+        .await
+        .unwrap_or(Err(AttemptResult::Timeout));
+    match result {
+        // A shadow is judged on its whole answer: it has no commit point.
+        Ok(_) => permit.success(),
+        Err(_) => permit.failure(),
+    }
+    upstream
+        .metrics
+        .attempt(result.as_ref().map_or_else(|r| *r, |_| AttemptResult::Ok));
+    result
+}
+
+/// The mirror's exchange with its upstream, without a deadline of its own.
+async fn exchange(
+    shadow: &Shadow,
+    route: &Route,
+    job: &Job,
+    req: Request<RequestBody>,
+    again: impl FnOnce() -> Option<Request<RequestBody>>,
+) -> Result<Answer, AttemptResult> {
+    let upstream = &shadow.target.upstream;
+    let Ok(response) = attempt::send(upstream, req, again).await else {
+        return Err(AttemptResult::ConnectError);
     };
     if upstream
         .config
         .failure_statuses
         .contains(&response.status())
     {
-        return fail(permit, AttemptResult::FailureStatus);
+        return Err(AttemptResult::FailureStatus);
     }
     let status = response.status().as_u16();
     let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
@@ -254,30 +270,20 @@ async fn send(
     let mut body = response.into_body();
     // Read to the end, frame by frame, keeping nothing past the capture's
     // cap: the answer is measured, then dropped.
-    loop {
-        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
-            Ok(Some(frame)) => frame,
-            Ok(None) => break,
-            Err(_) => return fail(permit, AttemptResult::Timeout),
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return Err(AttemptResult::StreamError);
         };
-        match frame {
-            Ok(frame) => {
-                if let Some(data) = frame.data_ref() {
-                    usage.observe(data);
-                    if let Some(c) = &mut capture {
-                        c.observe(data);
-                    }
-                }
+        if let Some(data) = frame.data_ref() {
+            usage.observe(data);
+            if let Some(c) = &mut capture {
+                c.observe(data);
             }
-            Err(_) => return fail(permit, AttemptResult::StreamError),
         }
     }
-    // A shadow is judged on its whole answer: it has no commit point.
-    permit.success();
-    upstream.metrics.attempt(AttemptResult::Ok);
     let found = usage.finish();
     if let Some(skip) = usage.skipped() {
-        api_skipped(route, SkipUse::Usage, skip, 1);
+        route.metrics.skipped(SkipUse::Usage, skip, 1);
     }
     // Only a whole answer can match: a stream cut before its API's final
     // event, or one that cannot be read, is compared as `None` (every
@@ -285,7 +291,7 @@ async fn send(
     let document = capture.and_then(|c| {
         let read = c.read(api);
         for (skip, n) in read.skips() {
-            api_skipped(route, SkipUse::Compare, skip, n);
+            route.metrics.skipped(SkipUse::Compare, skip, n);
         }
         match read.document {
             Ok(doc) if doc.complete => Some(doc.value),

@@ -120,7 +120,7 @@ fn compare_with(
             Capture::for_content_type(content_type).reaching(Arc::clone(&route.compare_reach)),
             comparing,
             ctx.api(),
-            Arc::clone(&route.name),
+            route.metrics.skips(),
         ));
     }
 }

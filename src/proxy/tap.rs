@@ -20,7 +20,7 @@ use crate::api::{Api, Skip};
 use crate::cache::Fill;
 use crate::shadow::PrimaryAnswer;
 use crate::shadow::compare::Capture;
-use crate::telemetry::{SkipUse, Usage, UsageScanner, api_skipped};
+use crate::telemetry::{ApiSkips, SkipUse, Usage, UsageScanner};
 
 /// Shadows waiting for the primary's answer to compare with.
 pub type Comparing = Vec<oneshot::Sender<PrimaryAnswer>>;
@@ -122,7 +122,7 @@ pub struct CompareTap {
     capture: Option<Capture>,
     senders: Comparing,
     api: Option<Api>,
-    route: Arc<str>,
+    skips: ApiSkips,
 }
 
 impl CompareTap {
@@ -130,13 +130,13 @@ impl CompareTap {
         capture: Capture,
         senders: Comparing,
         api: Option<Api>,
-        route: Arc<str>,
+        skips: ApiSkips,
     ) -> CompareTap {
         CompareTap {
             capture: Some(capture),
             senders,
             api,
-            route,
+            skips,
         }
     }
 }
@@ -159,7 +159,7 @@ impl Tap for CompareTap {
         }
         let read = capture.read(self.api);
         for (skip, n) in read.skips() {
-            api_skipped(&self.route, SkipUse::Compare, skip, n);
+            self.skips.add(SkipUse::Compare, skip, n);
         }
         let answer = match read.document {
             Ok(doc) if doc.complete => Some(Arc::new(doc.value)),

@@ -32,6 +32,14 @@ pub struct Upstream {
 }
 
 impl Upstream {
+    /// Whether a `retry_reused` retry may have to rebuild its request from
+    /// the prepared head: only an h2 client consumes a request it began to
+    /// send (HTTP/1 hands every failed one back), so only then is a copy
+    /// of the head worth keeping.
+    pub fn retry_rebuilds(&self) -> bool {
+        self.config.retry_reused && self.state.pool.may_use_h2()
+    }
+
     /// Admit one attempt through the breaker, or count it `Rejected` and
     /// say no (open, probes taken, `max_in_flight`): a refusal never
     /// touches the upstream and is not reported back to the breaker.

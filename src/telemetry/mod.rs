@@ -17,9 +17,9 @@ pub mod usage;
 
 pub use access_log::{AccessLog, AccessRecord};
 pub use metrics::{
-    AssignmentKind, AttemptResult, CacheMetrics, CacheResult, Outcome, OutcomeSink, OutcomeSource,
-    RefusalReason, RouteMetrics, ShadowMetrics, ShadowResult, SkipUse, StatusClass,
-    UpstreamMetrics, VersionMetrics, api_skipped, install_recorder,
+    ApiSkips, AssignmentKind, AttemptResult, CacheMetrics, CacheResult, Outcome, OutcomeSink,
+    OutcomeSource, RefusalReason, RouteMetrics, ShadowMetrics, ShadowResult, SkipUse, StatusClass,
+    UpstreamMetrics, VersionMetrics, install_recorder,
 };
 pub use usage::{Usage, UsageScanner};
 
