@@ -14,7 +14,9 @@
 # run, never absolute figures: these machines are shared and noisy.
 #
 # Settings: BENCH_KIND (chat | sse, default chat), BENCH_CONNECTIONS (32),
-# BENCH_DURATION (8), BENCH_ROUNDS (3), BENCH_HARNESS (../shared/bench).
+# BENCH_DURATION (8), BENCH_ROUNDS (3), BENCH_HARNESS (../shared/bench),
+# BENCH_CUTOVER_TEMPLATE (cutover's config template, default the harness's;
+# bench/shadow.toml.tmpl, say, to A/B a feature's cost).
 set -euo pipefail
 ((${#@})) || { echo "usage: bench/ab.sh BIN_A [BIN_B ...]" >&2; exit 2; }
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

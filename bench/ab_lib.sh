@@ -32,8 +32,9 @@ mkdir -p "$work/upstream-body" "$work/nginx-body" "$work/nginx-proxy" "$work/sta
 render() { sed -e "s#@WORK@#$work#g" -e "s#@UPSTREAM_PORT@#$up_port#g" -e "s#@NGINX_PORT@#$px_port#g" \
   -e "s#@CUTOVER_PORT@#$px_port#g" -e "s#@CUTOVER_ADMIN_PORT@#$admin_port#g" "$1"; }
 render "$harness/upstream.nginx.conf.tmpl" >"$work/up.conf"
+"$(dirname "${BASH_SOURCE[0]}")/typed-answers.sh" "$work/up.conf"
 render "$harness/nginx.conf.tmpl" >"$work/px.conf"
-render "$harness/cutover.toml.tmpl" >"$work/cutover.toml"
+render "${BENCH_CUTOVER_TEMPLATE:-$harness/cutover.toml.tmpl}" >"$work/cutover.toml"
 taskset -c "$load_cpus" nginx -c "$work/up.conf" -p "$work" >/dev/null 2>&1 &
 pids+=($!)
 

@@ -12,7 +12,9 @@
 #            them per second at idle and under load.
 # Each variant is one harness run beside nginx, so its ratios come from the
 # same interleaved rounds. The harness itself is copied, never edited: the
-# copy gets the variant's cutover template, (for cache) a wrk script whose
+# copy gets the variant's cutover template, an upstream whose answers carry
+# their content types (typed-answers.sh: without it a shadow compares
+# nothing), (for cache) a wrk script whose
 # every tenth request is a question never asked before, and a metrics
 # summary that also counts shadow and cache results.
 #
@@ -51,6 +53,7 @@ for variant in "${variants[@]}"; do
   copy=$(mktemp -d "${TMPDIR:-/tmp}/cutover-bench-$variant.XXXXXX")
   cp -r "$harness"/. "$copy"/
   cp "$here/$variant.toml.tmpl" "$copy/cutover.toml.tmpl"
+  "$here/typed-answers.sh" "$copy/upstream.nginx.conf.tmpl"
   if [[ $variant == cache ]]; then cp "$here/chat-miss-10.lua" "$copy/chat.lua"; fi
   if [[ $variant == cluster ]]; then
     start_redis
