@@ -2,7 +2,8 @@
 //! captured body, split into frames anywhere, gives the same document as in
 //! one piece and as `api::reassemble` of the whole (the API read from the
 //! first event: Chat Completions, Responses or Anthropic Messages), and the
-//! document compares equal to itself at any pointer. (The name predates the
+//! document compares equal to itself at any pointer; and the chat reader
+//! reads what its `Value`-based reference reads. (The name predates the
 //! other two APIs; the corpus keeps it.)
 #![no_main]
 
@@ -16,6 +17,12 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let (frames, whole) = pieces(data);
     let direct = api::reassemble(None, whole).document.ok().map(|d| d.value);
+    // The chat reader, which skips what it does not keep, reads what a
+    // parse of every chunk into a `Value` reads.
+    assert_eq!(
+        api::chat::reassemble(whole),
+        api::chat::by_value::reassemble(whole)
+    );
     for ct in ["text/event-stream", "application/json"] {
         let ct = HeaderValue::from_static(ct);
         let mut one = Capture::with_cap(Some(&ct), 1 << 20);

@@ -29,15 +29,18 @@
 //! **Refusal** (`openai-chat`): a `chat.completion` whose assistant message
 //! is the refusal text, or the same as chunks ending in `[DONE]`.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 
 use bytes::Bytes;
 use serde::Deserialize;
+use serde::de::MapAccess;
 use serde_json::{Map, Value, json};
 
+use super::lenient::{Checked, Key, Lenient, Shape};
 use super::tokens::{Usage, classify};
-use super::{Api, Document, Read, Skip, Unreadable, index_of, sse};
+use super::{Api, Document, Read, Skip, Unreadable, sse};
 
 // ---- usage ----
 
@@ -160,37 +163,39 @@ impl Completion {
         if data.trim_ascii() == b"[DONE]" {
             return Ok(Flow::Done);
         }
-        let Ok(Value::Object(chunk)) = serde_json::from_slice::<Value>(data) else {
+        let Ok(Lenient(Some(chunk))) = serde_json::from_slice::<Lenient<Chunk<'_>>>(data) else {
             return Err(NOT_JSON);
         };
-        if chunk.get("error").is_some_and(|e| !e.is_null()) {
+        if chunk.error.as_ref().is_some_and(|e| !e.is_null()) {
             return Err(ERROR_CHUNK);
         }
-        self.chunk(&chunk);
+        self.chunk(chunk);
         Ok(Flow::More)
     }
 
-    fn chunk(&mut self, chunk: &Map<String, Value>) {
+    fn chunk(&mut self, chunk: Chunk<'_>) {
         self.chunks += 1;
-        first_non_null(&mut self.id, chunk.get("id"));
-        first_non_null(&mut self.created, chunk.get("created"));
-        first_non_null(&mut self.model, chunk.get("model"));
-        if let Some(usage) = chunk.get("usage").filter(|u| !u.is_null()) {
-            self.usage = Some(usage.clone());
+        first_non_null(&mut self.id, chunk.id);
+        first_non_null(&mut self.created, chunk.created);
+        first_non_null(&mut self.model, chunk.model);
+        if let Some(usage) = chunk.usage.filter(|u| !u.is_null()) {
+            self.usage = Some(usage);
         }
-        let Some(choices) = chunk.get("choices").and_then(Value::as_array) else {
+        let Some(choices) = chunk.choices else {
             return;
         };
-        for (position, choice) in choices.iter().enumerate() {
-            let Some(choice) = choice.as_object() else {
+        for (position, choice) in choices.into_iter().enumerate() {
+            let Some(choice) = choice else {
                 continue;
             };
-            let index = index_or(choice, position);
-            let acc = self.choices.entry(index).or_default();
-            if let Some(reason) = choice.get("finish_reason").filter(|r| !r.is_null()) {
-                acc.finish_reason = Some(reason.clone());
+            let acc = self
+                .choices
+                .entry(choice.index.unwrap_or(position as u64))
+                .or_default();
+            if let Some(reason) = choice.finish_reason.filter(|r| !r.is_null()) {
+                acc.finish_reason = Some(reason);
             }
-            if let Some(delta) = choice.get("delta").and_then(Value::as_object) {
+            if let Some(delta) = choice.delta {
                 acc.delta(delta);
             }
         }
@@ -227,31 +232,40 @@ impl Completion {
 }
 
 impl ChoiceAcc {
-    fn delta(&mut self, delta: &Map<String, Value>) {
+    fn delta(&mut self, delta: Delta<'_>) {
         if self.role.is_none()
-            && let Some(role) = delta.get("role").and_then(Value::as_str)
+            && let Some(role) = delta.role
         {
-            self.role = Some(role.to_owned());
+            self.role = Some(role.into_owned());
         }
-        if let Some(piece) = delta.get("content").and_then(Value::as_str) {
-            self.content.get_or_insert_with(String::new).push_str(piece);
+        if let Some(piece) = delta.content {
+            self.content
+                .get_or_insert_with(String::new)
+                .push_str(&piece);
         }
-        let Some(calls) = delta.get("tool_calls").and_then(Value::as_array) else {
+        let Some(calls) = delta.tool_calls else {
             return;
         };
-        for (position, call) in calls.iter().enumerate() {
-            let Some(call) = call.as_object() else {
+        for (position, call) in calls.into_iter().enumerate() {
+            let Some(call) = call else {
                 continue;
             };
-            let acc = self.tool_calls.entry(index_or(call, position)).or_default();
-            first_str(&mut acc.id, call.get("id"));
-            first_str(&mut acc.kind, call.get("type"));
-            if let Some(function) = call.get("function").and_then(Value::as_object) {
-                if let Some(name) = function.get("name").and_then(Value::as_str) {
-                    acc.name.push_str(name);
+            let acc = self
+                .tool_calls
+                .entry(call.index.unwrap_or(position as u64))
+                .or_default();
+            if acc.id.is_none() {
+                acc.id = call.id.map(Cow::into_owned);
+            }
+            if acc.kind.is_none() {
+                acc.kind = call.kind.map(Cow::into_owned);
+            }
+            if let Some(function) = call.function {
+                if let Some(name) = function.name {
+                    acc.name.push_str(&name);
                 }
-                if let Some(arguments) = function.get("arguments").and_then(Value::as_str) {
-                    acc.arguments.push_str(arguments);
+                if let Some(arguments) = function.arguments {
+                    acc.arguments.push_str(&arguments);
                 }
             }
         }
@@ -301,23 +315,254 @@ impl ToolCallAcc {
 }
 
 /// The `index` field, or the element's position when a server omits it.
-fn index_or(obj: &Map<String, Value>, position: usize) -> u64 {
-    index_of(obj, "index").unwrap_or(position as u64)
-}
-
-fn first_non_null(slot: &mut Option<Value>, value: Option<&Value>) {
-    if slot.is_none()
-        && let Some(value) = value.filter(|v| !v.is_null())
-    {
-        *slot = Some(value.clone());
+fn first_non_null(slot: &mut Option<Value>, value: Option<Value>) {
+    if slot.is_none() {
+        *slot = value.filter(|v| !v.is_null());
     }
 }
 
-fn first_str(slot: &mut Option<String>, value: Option<&Value>) {
-    if slot.is_none()
-        && let Some(s) = value.and_then(Value::as_str)
-    {
-        *slot = Some(s.to_owned());
+// ---- a chunk, read as `Value`'s accessors read it (see `api::lenient`) ----
+
+/// The fields of a chunk the completion takes.
+#[derive(Default)]
+struct Chunk<'a> {
+    id: Option<Value>,
+    created: Option<Value>,
+    model: Option<Value>,
+    usage: Option<Value>,
+    error: Option<Value>,
+    /// `as_array`, each choice `as_object`.
+    choices: Option<Vec<Option<Choice<'a>>>>,
+}
+
+impl<'de> Shape<'de> for Chunk<'de> {
+    fn object<A: MapAccess<'de>>(mut map: A) -> Result<Option<Self>, A::Error> {
+        let mut chunk = Chunk::default();
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            match key.as_str() {
+                "id" => chunk.id = Some(map.next_value()?),
+                "created" => chunk.created = Some(map.next_value()?),
+                "model" => chunk.model = Some(map.next_value()?),
+                "usage" => chunk.usage = Some(map.next_value()?),
+                "error" => chunk.error = Some(map.next_value()?),
+                "choices" => chunk.choices = map.next_value::<Lenient<_>>()?.0,
+                _ => {
+                    map.next_value::<Checked>()?;
+                }
+            }
+        }
+        Ok(Some(chunk))
+    }
+}
+
+#[derive(Default)]
+struct Choice<'a> {
+    index: Option<u64>,
+    finish_reason: Option<Value>,
+    delta: Option<Delta<'a>>,
+}
+
+impl<'de> Shape<'de> for Choice<'de> {
+    fn object<A: MapAccess<'de>>(mut map: A) -> Result<Option<Self>, A::Error> {
+        let mut choice = Choice::default();
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            match key.as_str() {
+                "index" => choice.index = map.next_value::<Lenient<_>>()?.0,
+                "finish_reason" => choice.finish_reason = Some(map.next_value()?),
+                "delta" => choice.delta = map.next_value::<Lenient<_>>()?.0,
+                _ => {
+                    map.next_value::<Checked>()?;
+                }
+            }
+        }
+        Ok(Some(choice))
+    }
+}
+
+#[derive(Default)]
+struct Delta<'a> {
+    role: Option<Cow<'a, str>>,
+    content: Option<Cow<'a, str>>,
+    tool_calls: Option<Vec<Option<CallDelta<'a>>>>,
+}
+
+impl<'de> Shape<'de> for Delta<'de> {
+    fn object<A: MapAccess<'de>>(mut map: A) -> Result<Option<Self>, A::Error> {
+        let mut delta = Delta::default();
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            match key.as_str() {
+                "role" => delta.role = map.next_value::<Lenient<_>>()?.0,
+                "content" => delta.content = map.next_value::<Lenient<_>>()?.0,
+                "tool_calls" => delta.tool_calls = map.next_value::<Lenient<_>>()?.0,
+                _ => {
+                    map.next_value::<Checked>()?;
+                }
+            }
+        }
+        Ok(Some(delta))
+    }
+}
+
+#[derive(Default)]
+struct CallDelta<'a> {
+    index: Option<u64>,
+    id: Option<Cow<'a, str>>,
+    kind: Option<Cow<'a, str>>,
+    function: Option<FunctionDelta<'a>>,
+}
+
+impl<'de> Shape<'de> for CallDelta<'de> {
+    fn object<A: MapAccess<'de>>(mut map: A) -> Result<Option<Self>, A::Error> {
+        let mut call = CallDelta::default();
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            match key.as_str() {
+                "index" => call.index = map.next_value::<Lenient<_>>()?.0,
+                "id" => call.id = map.next_value::<Lenient<_>>()?.0,
+                "type" => call.kind = map.next_value::<Lenient<_>>()?.0,
+                "function" => call.function = map.next_value::<Lenient<_>>()?.0,
+                _ => {
+                    map.next_value::<Checked>()?;
+                }
+            }
+        }
+        Ok(Some(call))
+    }
+}
+
+#[derive(Default)]
+struct FunctionDelta<'a> {
+    name: Option<Cow<'a, str>>,
+    arguments: Option<Cow<'a, str>>,
+}
+
+impl<'de> Shape<'de> for FunctionDelta<'de> {
+    fn object<A: MapAccess<'de>>(mut map: A) -> Result<Option<Self>, A::Error> {
+        let mut function = FunctionDelta::default();
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            match key.as_str() {
+                "name" => function.name = map.next_value::<Lenient<_>>()?.0,
+                "arguments" => function.arguments = map.next_value::<Lenient<_>>()?.0,
+                _ => {
+                    map.next_value::<Checked>()?;
+                }
+            }
+        }
+        Ok(Some(function))
+    }
+}
+
+/// The reassembly as it was before `api::lenient`: each chunk parsed into a
+/// `Value` and read through its accessors. The tests and the
+/// `reassemble_chat` fuzz target hold [`reassemble`] to it.
+#[cfg(any(test, fuzzing))]
+pub mod by_value {
+    use super::*;
+
+    pub fn reassemble(body: &[u8]) -> Read {
+        let mut completion = Completion::default();
+        let mut failed = None;
+        sse::for_each_event(body, |_, data| match event(&mut completion, data) {
+            Ok(Flow::More) => ControlFlow::Continue(()),
+            Ok(Flow::Done) => {
+                completion.done = true;
+                ControlFlow::Break(())
+            }
+            Err(e) => {
+                failed = Some(e);
+                ControlFlow::Break(())
+            }
+        });
+        Read {
+            api: Api::Chat,
+            document: match failed {
+                Some(e) => Err(e),
+                None => completion.finish(),
+            },
+            unknown_events: 0,
+        }
+    }
+
+    fn event(c: &mut Completion, data: &[u8]) -> Result<Flow, Unreadable> {
+        if data.trim_ascii() == b"[DONE]" {
+            return Ok(Flow::Done);
+        }
+        let Ok(Value::Object(chunk)) = serde_json::from_slice::<Value>(data) else {
+            return Err(NOT_JSON);
+        };
+        if chunk.get("error").is_some_and(|e| !e.is_null()) {
+            return Err(ERROR_CHUNK);
+        }
+        c.chunks += 1;
+        first(&mut c.id, chunk.get("id"));
+        first(&mut c.created, chunk.get("created"));
+        first(&mut c.model, chunk.get("model"));
+        if let Some(usage) = chunk.get("usage").filter(|u| !u.is_null()) {
+            c.usage = Some(usage.clone());
+        }
+        let Some(choices) = chunk.get("choices").and_then(Value::as_array) else {
+            return Ok(Flow::More);
+        };
+        for (position, choice) in choices.iter().enumerate() {
+            let Some(choice) = choice.as_object() else {
+                continue;
+            };
+            let acc = c.choices.entry(index_or(choice, position)).or_default();
+            if let Some(reason) = choice.get("finish_reason").filter(|r| !r.is_null()) {
+                acc.finish_reason = Some(reason.clone());
+            }
+            if let Some(delta) = choice.get("delta").and_then(Value::as_object) {
+                delta_into(acc, delta);
+            }
+        }
+        Ok(Flow::More)
+    }
+
+    fn delta_into(acc: &mut ChoiceAcc, delta: &Map<String, Value>) {
+        if acc.role.is_none()
+            && let Some(role) = delta.get("role").and_then(Value::as_str)
+        {
+            acc.role = Some(role.to_owned());
+        }
+        if let Some(piece) = delta.get("content").and_then(Value::as_str) {
+            acc.content.get_or_insert_with(String::new).push_str(piece);
+        }
+        let Some(calls) = delta.get("tool_calls").and_then(Value::as_array) else {
+            return;
+        };
+        for (position, call) in calls.iter().enumerate() {
+            let Some(call) = call.as_object() else {
+                continue;
+            };
+            let acc = acc.tool_calls.entry(index_or(call, position)).or_default();
+            first_str(&mut acc.id, call.get("id"));
+            first_str(&mut acc.kind, call.get("type"));
+            if let Some(function) = call.get("function").and_then(Value::as_object) {
+                if let Some(name) = function.get("name").and_then(Value::as_str) {
+                    acc.name.push_str(name);
+                }
+                if let Some(arguments) = function.get("arguments").and_then(Value::as_str) {
+                    acc.arguments.push_str(arguments);
+                }
+            }
+        }
+    }
+
+    fn index_or(obj: &Map<String, Value>, position: usize) -> u64 {
+        obj.get("index")
+            .and_then(Value::as_u64)
+            .unwrap_or(position as u64)
+    }
+
+    fn first(slot: &mut Option<Value>, value: Option<&Value>) {
+        if slot.is_none() {
+            *slot = value.filter(|v| !v.is_null()).cloned();
+        }
+    }
+
+    fn first_str(slot: &mut Option<String>, value: Option<&Value>) {
+        if slot.is_none() {
+            *slot = value.and_then(Value::as_str).map(str::to_owned);
+        }
     }
 }
 
@@ -357,6 +602,49 @@ pub fn refusal(message: &str, created: u64) -> (Bytes, Bytes) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The lenient reader reads what the `Value` reader reads, for streams
+    /// of chunks with every shape a field can take: wrong types, keys given
+    /// twice, escapes, nulls, nested values it skips, an error chunk, JSON
+    /// that is not an object, and JSON that is not JSON.
+    #[test]
+    fn the_lenient_reader_reads_as_the_value_reader() {
+        let chunks = [
+            r#"{"id":"c1","created":7,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":"He"}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"llo \"q\" \u00e9"},"finish_reason":null}]}"#,
+            r#"{"choices":[{"delta":{"content":5,"role":7}},"x",null,{"index":-1,"delta":[]}]}"#,
+            r#"{"choices":{"0":{}},"id":null,"id":"late","usage":null,"model":1.5}"#,
+            r#"{"choices":[{"index":1,"index":"2","delta":{"tool_calls":[{"index":0,"id":"t1","type":"function","function":{"name":"get_","arguments":"{\"a\""}},5,{"function":{"name":"x","arguments":7}}]}}]}"#,
+            r#"{"choices":[{"index":1,"delta":{"tool_calls":[{"index":0,"id":"t2","function":{"name":"weather","arguments":":1}"}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":3}}"#,
+            r#"{"choices":[{"index":0,"finish_reason":"stop","delta":{"content":"a","content":null}}],"usage":{"prompt_tokens":1,"completion_tokens":2},"extra":{"deep":[[[{"a":[1,2.5,-3e10,true,null]}]]]}}"#,
+            r#"{"error":null,"choices":[{"index":18446744073709551615,"delta":{"content":"big"}}],"choices":[{"index":2,"delta":{"role":"tool","content":""}}]}"#,
+            r#"{"error":{"message":"boom"}}"#,
+            r#"[1,2]"#,
+            r#""str""#,
+            r#"{"choices":[{"delta":{"content":"cut"#,
+            r#"{"a":1}x"#,
+            r#"{"n":1e400}"#,
+            "[DONE]",
+        ];
+        for a in chunks {
+            for b in chunks {
+                for c in chunks {
+                    let body = format!("data: {a}\n\ndata: {b}\n\ndata: {c}\n\n");
+                    let body = body.as_bytes();
+                    assert_eq!(reassemble(body), by_value::reassemble(body), "{a} {b} {c}");
+                }
+            }
+        }
+        // Invalid UTF-8 in a field neither reader keeps, and in a key.
+        for body in [
+            &b"data: {\"x\":\"\xff\",\"choices\":[]}\n\n"[..],
+            b"data: {\"\xff\":1}\n\n",
+            b"data: {\"choices\":[{\"logprobs\":{\"t\":\"\xc3\"}}]}\n\n",
+        ] {
+            assert_eq!(reassemble(body).document, Err(NOT_JSON));
+            assert_eq!(by_value::reassemble(body).document, Err(NOT_JSON));
+        }
+    }
 
     fn read(body: &str) -> Read {
         reassemble(body.as_bytes())

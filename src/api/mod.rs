@@ -24,6 +24,7 @@
 //! wrong shape) is skipped and reported as a [`Skip`], never an error.
 
 pub mod chat;
+pub mod lenient;
 pub mod messages;
 pub mod responses;
 pub mod sse;

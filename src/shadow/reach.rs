@@ -20,8 +20,10 @@
 
 use std::fmt;
 
-use serde::de::{Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
+
+use crate::api::lenient::Checked;
 
 /// A tree of pointer tokens, built by [`Reach::of`]. The empty pointer
 /// keeps everything.
@@ -195,11 +197,11 @@ impl<'de> Visitor<'de> for Prune<'_> {
             if i < keep {
                 let element = match self.0.index(i) {
                     Some(reach) => seq.next_element_seed(Prune(reach))?,
-                    None => seq.next_element::<Skip>()?.map(|_| Value::Null),
+                    None => seq.next_element::<Checked>()?.map(|_| Value::Null),
                 };
                 let Some(element) = element else { break };
                 list.push(element);
-            } else if seq.next_element::<Skip>()?.is_none() {
+            } else if seq.next_element::<Checked>()?.is_none() {
                 break;
             }
             i += 1;
@@ -217,65 +219,11 @@ impl<'de> Visitor<'de> for Prune<'_> {
                     kept.insert(String::from(&*step.key), value);
                 }
                 None => {
-                    map.next_value::<Skip>()?;
+                    map.next_value::<Checked>()?;
                 }
             }
         }
         Ok(Value::Object(kept))
-    }
-}
-
-/// A value read and checked as a `Value` would be, then dropped. Not
-/// serde's `IgnoredAny`: `serde_json` skips that without validating it (a
-/// string's UTF-8 and escapes, a number's range), and a document the whole
-/// parse refuses must be refused here too.
-struct Skip;
-
-impl<'de> Deserialize<'de> for Skip {
-    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Skip, D::Error> {
-        de.deserialize_any(Skip)
-    }
-}
-
-impl<'de> Visitor<'de> for Skip {
-    type Value = Skip;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<Skip, E> {
-        Ok(Skip)
-    }
-
-    fn visit_i64<E>(self, _: i64) -> Result<Skip, E> {
-        Ok(Skip)
-    }
-
-    fn visit_u64<E>(self, _: u64) -> Result<Skip, E> {
-        Ok(Skip)
-    }
-
-    fn visit_f64<E>(self, _: f64) -> Result<Skip, E> {
-        Ok(Skip)
-    }
-
-    fn visit_str<E>(self, _: &str) -> Result<Skip, E> {
-        Ok(Skip)
-    }
-
-    fn visit_unit<E>(self) -> Result<Skip, E> {
-        Ok(Skip)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skip, A::Error> {
-        while seq.next_element::<Skip>()?.is_some() {}
-        Ok(Skip)
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
-        while map.next_entry::<Skip, Skip>()?.is_some() {}
-        Ok(Skip)
     }
 }
 
