@@ -13,18 +13,25 @@ use std::ops::ControlFlow;
 /// Call `f(name, data)` for each event that has data, in order, until it
 /// breaks. `name` is the event's `event:` field, if any.
 pub fn for_each_event(body: &[u8], mut f: impl FnMut(Option<&[u8]>, &[u8]) -> ControlFlow<()>) {
-    let mut data: Vec<u8> = Vec::new();
-    let mut has_data = false;
+    // An event's one `data:` line (the usual case) is handed over where it
+    // lies; only an event of several is joined, in `joined`.
+    let mut first: &[u8] = &[];
+    let mut joined: Vec<u8> = Vec::new();
+    let mut data_lines = 0usize;
     let mut name: Option<&[u8]> = None;
-    for raw in body.split(|&b| b == b'\n') {
+    let mut start = 0;
+    let ends = memchr::memchr_iter(b'\n', body).chain(std::iter::once(body.len()));
+    for end in ends {
+        let raw = &body[start..end];
+        start = end + 1;
         let line = raw.strip_suffix(b"\r").unwrap_or(raw);
         if line.is_empty() {
-            if has_data {
-                if f(name, &data).is_break() {
+            if data_lines > 0 {
+                let data = if data_lines == 1 { first } else { &joined[..] };
+                if f(name, data).is_break() {
                     return;
                 }
-                data.clear();
-                has_data = false;
+                data_lines = 0;
             }
             name = None;
             continue;
@@ -41,18 +48,28 @@ pub fn for_each_event(body: &[u8], mut f: impl FnMut(Option<&[u8]>, &[u8]) -> Co
         };
         match field {
             b"data" => {
-                if has_data {
-                    data.push(b'\n');
+                match data_lines {
+                    0 => first = value,
+                    1 => {
+                        joined.clear();
+                        joined.extend_from_slice(first);
+                        joined.push(b'\n');
+                        joined.extend_from_slice(value);
+                    }
+                    _ => {
+                        joined.push(b'\n');
+                        joined.extend_from_slice(value);
+                    }
                 }
-                data.extend_from_slice(value);
-                has_data = true;
+                data_lines += 1;
             }
             b"event" => name = Some(value),
             _ => {}
         }
     }
-    if has_data {
-        let _ = f(name, &data);
+    if data_lines > 0 {
+        let data = if data_lines == 1 { first } else { &joined[..] };
+        let _ = f(name, data);
     }
 }
 
@@ -92,6 +109,15 @@ mod tests {
                 (None, "three".to_owned()),
             ]
         );
+    }
+
+    /// One line is handed over in place, several are joined: the buffer
+    /// for joining is reused between events without leaking into them.
+    #[test]
+    fn one_line_or_many() {
+        let got = events("data: a\ndata: b\ndata: c\n\ndata: d\n\ndata: e\ndata\n\ndata:\n\n");
+        let data: Vec<&str> = got.iter().map(|(_, d)| d.as_str()).collect();
+        assert_eq!(data, ["a\nb\nc", "d", "e\n", ""]);
     }
 
     #[test]
