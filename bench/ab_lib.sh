@@ -16,6 +16,9 @@ for tool in "${needs[@]}"; do
 done
 
 work=$(mktemp -d)
+# nginx's workers run as nobody when started by root: they must be able to
+# read the answers (a 700 directory made every answer a 404).
+chmod 755 "$work"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
@@ -44,13 +47,16 @@ path=/v1/chat/completions stream=0
 ticks() { local t=0 p; for p in $1 $(pgrep -P "$1"); do t=$((t + $(awk -v f="$2" '{print f=="user" ? $14 : $14+$15}' /proc/"$p"/stat))); done; echo "$t"; }
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
 measure() { # name pid
-  local all0 user0 out all1 user1 req p99 hz
+  local all0 user0 out all1 user1 req bad p99 hz
   hz=$(getconf CLK_TCK)
   all0=$(ticks "$2" all) user0=$(ticks "$2" user)
   out=$(BENCH_PATH=$path BENCH_STREAM=$stream taskset -c "$load_cpus" wrk -t1 -c"$conns" -d"${duration}s" \
     -s "$harness/chat.lua" "http://127.0.0.1:$px_port" | grep BENCH_RESULT)
   all1=$(ticks "$2" all) user1=$(ticks "$2" user)
   req=$(sed 's/.*"requests":\([0-9]*\).*/\1/' <<<"$out")
+  # Answers other than 2xx/3xx are not what is being measured.
+  bad=$(sed 's/.*"status":\([0-9]*\).*/\1/' <<<"$out")
+  ((bad == 0)) || { echo "$1: $bad of $req answers were not 2xx/3xx" >&2; exit 1; }
   p99=$(sed 's/.*"p99":\([0-9]*\).*/\1/' <<<"$out")
   python3 -c "import sys; n,r,a,u,p,hz=sys.argv[1],int(sys.argv[2]),int(sys.argv[3]),int(sys.argv[4]),sys.argv[5],int(sys.argv[6]); \
 print(f'{n:<40} requests={r:<8} cpu_us_per_req={a*1e6/hz/r:7.2f} user_us={u*1e6/hz/r:6.2f} p99_us={p}')" \
