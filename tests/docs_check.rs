@@ -419,7 +419,7 @@ fn architecture_paths(text: &str) -> Vec<(usize, String)> {
 /// The names of [`architecture_paths`] that no file or directory under
 /// `root/src` has: a path with a `/` is taken from `src/` (or from the
 /// checkout for `tests/`, `benches/`, `examples/`, `fuzz/`), a bare file
-/// name may be in any directory of `src/`.
+/// name may be in any directory of `src/` or at the checkout's root.
 fn missing_sources(root: &Path, text: &str) -> Vec<String> {
     fn file_names(dir: &Path, out: &mut BTreeSet<String>) {
         for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
@@ -446,7 +446,8 @@ fn missing_sources(root: &Path, text: &str) -> Vec<String> {
             } else if here.contains('/') || p.ends_with('/') {
                 src.join(here).exists()
             } else {
-                names.contains(here)
+                // Or the checkout's own: build.rs.
+                names.contains(here) || root.join(here).is_file()
             };
             !exists
         })
