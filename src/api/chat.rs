@@ -38,7 +38,7 @@ use serde::Deserialize;
 use serde::de::MapAccess;
 use serde_json::{Map, Value, json};
 
-use super::lenient::{Checked, Key, Lenient, Shape};
+use super::lenient::{self, Lenient, Shape};
 use super::tokens::{Usage, classify};
 use super::{Api, Document, Read, Skip, Unreadable, sse};
 
@@ -336,22 +336,19 @@ struct Chunk<'a> {
 }
 
 impl<'de> Shape<'de> for Chunk<'de> {
-    fn object<A: MapAccess<'de>>(mut map: A) -> Result<Option<Self>, A::Error> {
-        let mut chunk = Chunk::default();
-        while let Some(key) = map.next_key::<Key<'de>>()? {
-            match key.as_str() {
+    fn object<A: MapAccess<'de>>(map: A) -> Result<Option<Self>, A::Error> {
+        lenient::fields(map, |chunk: &mut Self, key, map| {
+            match key {
                 "id" => chunk.id = Some(map.next_value()?),
                 "created" => chunk.created = Some(map.next_value()?),
                 "model" => chunk.model = Some(map.next_value()?),
                 "usage" => chunk.usage = Some(map.next_value()?),
                 "error" => chunk.error = Some(map.next_value()?),
-                "choices" => chunk.choices = map.next_value::<Lenient<_>>()?.0,
-                _ => {
-                    map.next_value::<Checked>()?;
-                }
+                "choices" => chunk.choices = lenient::value(map)?,
+                _ => return Ok(false),
             }
-        }
-        Ok(Some(chunk))
+            Ok(true)
+        })
     }
 }
 
@@ -363,19 +360,16 @@ struct Choice<'a> {
 }
 
 impl<'de> Shape<'de> for Choice<'de> {
-    fn object<A: MapAccess<'de>>(mut map: A) -> Result<Option<Self>, A::Error> {
-        let mut choice = Choice::default();
-        while let Some(key) = map.next_key::<Key<'de>>()? {
-            match key.as_str() {
-                "index" => choice.index = map.next_value::<Lenient<_>>()?.0,
+    fn object<A: MapAccess<'de>>(map: A) -> Result<Option<Self>, A::Error> {
+        lenient::fields(map, |choice: &mut Self, key, map| {
+            match key {
+                "index" => choice.index = lenient::value(map)?,
                 "finish_reason" => choice.finish_reason = Some(map.next_value()?),
-                "delta" => choice.delta = map.next_value::<Lenient<_>>()?.0,
-                _ => {
-                    map.next_value::<Checked>()?;
-                }
+                "delta" => choice.delta = lenient::value(map)?,
+                _ => return Ok(false),
             }
-        }
-        Ok(Some(choice))
+            Ok(true)
+        })
     }
 }
 
@@ -387,19 +381,16 @@ struct Delta<'a> {
 }
 
 impl<'de> Shape<'de> for Delta<'de> {
-    fn object<A: MapAccess<'de>>(mut map: A) -> Result<Option<Self>, A::Error> {
-        let mut delta = Delta::default();
-        while let Some(key) = map.next_key::<Key<'de>>()? {
-            match key.as_str() {
-                "role" => delta.role = map.next_value::<Lenient<_>>()?.0,
-                "content" => delta.content = map.next_value::<Lenient<_>>()?.0,
-                "tool_calls" => delta.tool_calls = map.next_value::<Lenient<_>>()?.0,
-                _ => {
-                    map.next_value::<Checked>()?;
-                }
+    fn object<A: MapAccess<'de>>(map: A) -> Result<Option<Self>, A::Error> {
+        lenient::fields(map, |delta: &mut Self, key, map| {
+            match key {
+                "role" => delta.role = lenient::value(map)?,
+                "content" => delta.content = lenient::value(map)?,
+                "tool_calls" => delta.tool_calls = lenient::value(map)?,
+                _ => return Ok(false),
             }
-        }
-        Ok(Some(delta))
+            Ok(true)
+        })
     }
 }
 
@@ -412,20 +403,17 @@ struct CallDelta<'a> {
 }
 
 impl<'de> Shape<'de> for CallDelta<'de> {
-    fn object<A: MapAccess<'de>>(mut map: A) -> Result<Option<Self>, A::Error> {
-        let mut call = CallDelta::default();
-        while let Some(key) = map.next_key::<Key<'de>>()? {
-            match key.as_str() {
-                "index" => call.index = map.next_value::<Lenient<_>>()?.0,
-                "id" => call.id = map.next_value::<Lenient<_>>()?.0,
-                "type" => call.kind = map.next_value::<Lenient<_>>()?.0,
-                "function" => call.function = map.next_value::<Lenient<_>>()?.0,
-                _ => {
-                    map.next_value::<Checked>()?;
-                }
+    fn object<A: MapAccess<'de>>(map: A) -> Result<Option<Self>, A::Error> {
+        lenient::fields(map, |call: &mut Self, key, map| {
+            match key {
+                "index" => call.index = lenient::value(map)?,
+                "id" => call.id = lenient::value(map)?,
+                "type" => call.kind = lenient::value(map)?,
+                "function" => call.function = lenient::value(map)?,
+                _ => return Ok(false),
             }
-        }
-        Ok(Some(call))
+            Ok(true)
+        })
     }
 }
 
@@ -436,18 +424,15 @@ struct FunctionDelta<'a> {
 }
 
 impl<'de> Shape<'de> for FunctionDelta<'de> {
-    fn object<A: MapAccess<'de>>(mut map: A) -> Result<Option<Self>, A::Error> {
-        let mut function = FunctionDelta::default();
-        while let Some(key) = map.next_key::<Key<'de>>()? {
-            match key.as_str() {
-                "name" => function.name = map.next_value::<Lenient<_>>()?.0,
-                "arguments" => function.arguments = map.next_value::<Lenient<_>>()?.0,
-                _ => {
-                    map.next_value::<Checked>()?;
-                }
+    fn object<A: MapAccess<'de>>(map: A) -> Result<Option<Self>, A::Error> {
+        lenient::fields(map, |function: &mut Self, key, map| {
+            match key {
+                "name" => function.name = lenient::value(map)?,
+                "arguments" => function.arguments = lenient::value(map)?,
+                _ => return Ok(false),
             }
-        }
-        Ok(Some(function))
+            Ok(true)
+        })
     }
 }
 

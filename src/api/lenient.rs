@@ -131,6 +131,32 @@ impl<'de, T: Shape<'de>> Shape<'de> for Vec<Option<T>> {
     }
 }
 
+/// Read an object into a `T` field by field: `field` takes the keys it
+/// knows (reading their values from the map) and says so; any other key's
+/// value is checked and dropped. A key given twice is read twice, so the
+/// last value stays, as in a `Map`.
+pub fn fields<'de, A, T>(
+    mut map: A,
+    mut field: impl FnMut(&mut T, &str, &mut A) -> Result<bool, A::Error>,
+) -> Result<Option<T>, A::Error>
+where
+    A: MapAccess<'de>,
+    T: Default,
+{
+    let mut out = T::default();
+    while let Some(key) = map.next_key::<Key<'de>>()? {
+        if !field(&mut out, key.as_str(), &mut map)? {
+            map.next_value::<Checked>()?;
+        }
+    }
+    Ok(Some(out))
+}
+
+/// The next value of `map`, if it has `T`'s shape.
+pub fn value<'de, A: MapAccess<'de>, T: Shape<'de>>(map: &mut A) -> Result<Option<T>, A::Error> {
+    Ok(map.next_value::<Lenient<T>>()?.0)
+}
+
 /// An object's key, borrowed where it has no escapes.
 pub struct Key<'de>(Cow<'de, str>);
 
