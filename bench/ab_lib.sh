@@ -45,7 +45,8 @@ path=/v1/chat/completions stream=0
 [[ $kind == sse ]] && { path=/sse/v1/chat/completions; stream=1; }
 # CPU ticks (user+system, or user only) of a process and its children.
 ticks() { local t=0 p; for p in $1 $(pgrep -P "$1"); do t=$((t + $(awk -v f="$2" '{print f=="user" ? $14 : $14+$15}' /proc/"$p"/stat))); done; echo "$t"; }
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+# wait_port PORT [TRIES]: every 50 ms, 100 tries (5 s) unless told more.
+wait_port() { for _ in $(seq "${2:-100}"); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
 measure() { # name pid
   local all0 user0 out all1 user1 req bad p99 hz
   hz=$(getconf CLK_TCK)

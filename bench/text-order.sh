@@ -29,7 +29,7 @@ profile() { # template callgrind-out
     --compress-strings=no --compress-pos=no --demangle=no --callgrind-out-file="$2" \
     "$bin" serve --config "$work/run.toml" >"$work/run.log" 2>&1 &
   local pid=$!
-  for _ in $(seq 600); do (exec 3<>/dev/tcp/127.0.0.1/"$admin_port") 2>/dev/null && break; sleep 0.1; done
+  wait_port "$admin_port" 1200 # valgrind starts it slowly
   local url=http://127.0.0.1:$px_port
   for c in 4 1; do
     wrk -t1 -c$c -d3s -s "$harness/chat.lua" "$url" >/dev/null
