@@ -314,7 +314,8 @@ impl ToolCallAcc {
     }
 }
 
-/// The `index` field, or the element's position when a server omits it.
+/// `value` into an empty `slot`, unless it is `null`: the first chunk that
+/// has the field gives it.
 fn first_non_null(slot: &mut Option<Value>, value: Option<Value>) {
     if slot.is_none() {
         *slot = value.filter(|v| !v.is_null());

@@ -158,10 +158,10 @@ pub fn value<'de, A: MapAccess<'de>, T: Shape<'de>>(map: &mut A) -> Result<Optio
 }
 
 /// An object's key, borrowed where it has no escapes.
-pub struct Key<'de>(Cow<'de, str>);
+struct Key<'de>(Cow<'de, str>);
 
 impl Key<'_> {
-    pub fn as_str(&self) -> &str {
+    fn as_str(&self) -> &str {
         &self.0
     }
 }
