@@ -23,8 +23,11 @@
 //! counts are not non-negative integers, is skipped and reported by
 //! [`UsageScanner::skipped`] (counted in `cutover_api_skipped_total`).
 
+use std::sync::LazyLock;
+
 use bytes::Bytes;
 use http::HeaderValue;
+use memchr::memmem::{Finder, FinderRev};
 use serde::Deserialize;
 
 pub use super::tokens::Usage;
@@ -37,6 +40,10 @@ const MAX_JSON: usize = 1024 * 1024;
 const MAX_LINE: usize = 256 * 1024;
 
 const USAGE_KEY: &[u8] = b"\"usage\"";
+/// Built once: building a searcher costs more than running it over a
+/// typical event, and a stream is searched frame by frame.
+static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(USAGE_KEY));
+static USAGE_REV: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(USAGE_KEY));
 
 /// Usage of a path that names no API: any of the three shapes.
 mod generic {
@@ -207,7 +214,7 @@ impl UsageScanner {
             }
             Mode::Sse { carry } => {
                 // A last event without a trailing newline.
-                if !carry.is_empty() && memchr::memmem::find(&carry, USAGE_KEY).is_some() {
+                if !carry.is_empty() && USAGE.find(&carry).is_some() {
                     let mut lines = Lines {
                         api: self.api,
                         usage: &mut self.usage,
@@ -233,7 +240,7 @@ impl UsageScanner {
     fn find_json_usage(&mut self, body: &[u8]) {
         let mut end = body.len();
         let mut wrong = None;
-        while let Some(at) = memchr::memmem::rfind(&body[..end], USAGE_KEY) {
+        while let Some(at) = USAGE_REV.rfind(&body[..end]) {
             end = at;
             if at > 0 && body[at - 1] == b'\\' {
                 continue;
@@ -293,14 +300,15 @@ impl Lines<'_> {
     }
 
     fn scan_lines(&mut self, text: &[u8]) {
-        // Most frames carry no usage at all: one SIMD search decides.
-        if memchr::memmem::find(text, USAGE_KEY).is_none() {
-            return;
-        }
-        for line in text.split(|&b| b == b'\n') {
-            if memchr::memmem::find(line, USAGE_KEY).is_some() {
-                self.parse_line(line);
-            }
+        // Most frames carry no usage at all: one SIMD search decides, and
+        // only the line around each hit is parsed, once.
+        let mut from = 0;
+        while let Some(hit) = USAGE.find(&text[from..]) {
+            let at = from + hit;
+            let start = memchr::memrchr(b'\n', &text[from..at]).map_or(from, |i| from + i + 1);
+            let end = memchr::memchr(b'\n', &text[at..]).map_or(text.len(), |i| at + i);
+            self.parse_line(&text[start..end]);
+            from = end;
         }
     }
 
@@ -414,6 +422,36 @@ mod tests {
                 output: Some(15)
             }
         );
+    }
+
+    /// One frame holding a whole stream: each line that mentions usage is
+    /// read once, however often it mentions it, in order, and the lines
+    /// around it are not.
+    #[test]
+    fn one_frame_reads_every_usage_line_once() {
+        let whole: &[u8] = b": a comment on \"usage\"\n\
+event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\n\n\
+data: {\"type\":\"content_block_delta\",\"delta\":{\"text\":\"no usage here\"}}\n\n\
+event: message_delta\ndata: {\"type\":\"message_delta\",\"note\":\"\\\"usage\\\"\",\"usage\":{\"output_tokens\":15}}\n\n\
+data: {\"usage\":{\"output_tokens\":16}}";
+        let (u, skip) = scan_api(Api::Messages, "text/event-stream", &[whole]);
+        assert_eq!(skip, None);
+        assert_eq!(
+            u,
+            Usage {
+                input: Some(25),
+                output: Some(16)
+            }
+        );
+        // The same bytes split at every offset read the same.
+        for at in 0..whole.len() {
+            let (split, skip) = scan_api(
+                Api::Messages,
+                "text/event-stream",
+                &[&whole[..at], &whole[at..]],
+            );
+            assert_eq!((split, skip), (u, None), "split at {at}");
+        }
     }
 
     #[test]
