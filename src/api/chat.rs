@@ -38,7 +38,7 @@ use serde::Deserialize;
 use serde::de::MapAccess;
 use serde_json::{Map, Value, json};
 
-use super::lenient::{self, Lenient, Shape};
+use super::lenient::{self, Shape};
 use super::tokens::{Usage, classify};
 use super::{Api, Document, Read, Skip, Unreadable, sse};
 
@@ -163,7 +163,14 @@ impl Completion {
         if data.trim_ascii() == b"[DONE]" {
             return Ok(Flow::Done);
         }
-        let Ok(Lenient(Some(chunk))) = serde_json::from_slice::<Lenient<Chunk<'_>>>(data) else {
+        let mut chunk: Option<Chunk<'_>> = None;
+        // One UTF-8 check of the whole event, not one per string.
+        let Ok(data) = std::str::from_utf8(data) else {
+            return Err(NOT_JSON);
+        };
+        let mut de = serde_json::Deserializer::from_str(data);
+        let read = lenient::fill(&mut de, &mut chunk).and_then(|()| de.end());
+        let (Ok(()), Some(chunk)) = (read, chunk) else {
             return Err(NOT_JSON);
         };
         if chunk.error.as_ref().is_some_and(|e| !e.is_null()) {
@@ -316,9 +323,9 @@ impl ToolCallAcc {
 
 /// `value` into an empty `slot`, unless it is `null`: the first chunk that
 /// has the field gives it.
-fn first_non_null(slot: &mut Option<Value>, value: Option<Value>) {
+fn first_non_null(slot: &mut Option<Value>, value: Option<lenient::Any<'_>>) {
     if slot.is_none() {
-        *slot = value.filter(|v| !v.is_null());
+        *slot = value.filter(|v| !v.is_null()).map(lenient::Any::into_value);
     }
 }
 
@@ -327,9 +334,9 @@ fn first_non_null(slot: &mut Option<Value>, value: Option<Value>) {
 /// The fields of a chunk the completion takes.
 #[derive(Default)]
 struct Chunk<'a> {
-    id: Option<Value>,
-    created: Option<Value>,
-    model: Option<Value>,
+    id: Option<lenient::Any<'a>>,
+    created: Option<lenient::Any<'a>>,
+    model: Option<lenient::Any<'a>>,
     usage: Option<Value>,
     error: Option<Value>,
     /// `as_array`, each choice `as_object`.
@@ -337,15 +344,15 @@ struct Chunk<'a> {
 }
 
 impl<'de> Shape<'de> for Chunk<'de> {
-    fn object<A: MapAccess<'de>>(map: A) -> Result<Option<Self>, A::Error> {
-        lenient::fields(map, |chunk: &mut Self, key, map| {
+    fn object<A: MapAccess<'de>>(&mut self, map: A) -> Result<bool, A::Error> {
+        lenient::fields(self, map, |chunk: &mut Self, key, map| {
             match key {
                 "id" => chunk.id = Some(map.next_value()?),
                 "created" => chunk.created = Some(map.next_value()?),
                 "model" => chunk.model = Some(map.next_value()?),
                 "usage" => chunk.usage = Some(map.next_value()?),
                 "error" => chunk.error = Some(map.next_value()?),
-                "choices" => chunk.choices = lenient::value(map)?,
+                "choices" => lenient::value(map, &mut chunk.choices)?,
                 _ => return Ok(false),
             }
             Ok(true)
@@ -361,12 +368,12 @@ struct Choice<'a> {
 }
 
 impl<'de> Shape<'de> for Choice<'de> {
-    fn object<A: MapAccess<'de>>(map: A) -> Result<Option<Self>, A::Error> {
-        lenient::fields(map, |choice: &mut Self, key, map| {
+    fn object<A: MapAccess<'de>>(&mut self, map: A) -> Result<bool, A::Error> {
+        lenient::fields(self, map, |choice: &mut Self, key, map| {
             match key {
-                "index" => choice.index = lenient::value(map)?,
+                "index" => lenient::value(map, &mut choice.index)?,
                 "finish_reason" => choice.finish_reason = Some(map.next_value()?),
-                "delta" => choice.delta = lenient::value(map)?,
+                "delta" => lenient::value(map, &mut choice.delta)?,
                 _ => return Ok(false),
             }
             Ok(true)
@@ -382,12 +389,12 @@ struct Delta<'a> {
 }
 
 impl<'de> Shape<'de> for Delta<'de> {
-    fn object<A: MapAccess<'de>>(map: A) -> Result<Option<Self>, A::Error> {
-        lenient::fields(map, |delta: &mut Self, key, map| {
+    fn object<A: MapAccess<'de>>(&mut self, map: A) -> Result<bool, A::Error> {
+        lenient::fields(self, map, |delta: &mut Self, key, map| {
             match key {
-                "role" => delta.role = lenient::value(map)?,
-                "content" => delta.content = lenient::value(map)?,
-                "tool_calls" => delta.tool_calls = lenient::value(map)?,
+                "role" => lenient::value(map, &mut delta.role)?,
+                "content" => lenient::value(map, &mut delta.content)?,
+                "tool_calls" => lenient::value(map, &mut delta.tool_calls)?,
                 _ => return Ok(false),
             }
             Ok(true)
@@ -404,13 +411,13 @@ struct CallDelta<'a> {
 }
 
 impl<'de> Shape<'de> for CallDelta<'de> {
-    fn object<A: MapAccess<'de>>(map: A) -> Result<Option<Self>, A::Error> {
-        lenient::fields(map, |call: &mut Self, key, map| {
+    fn object<A: MapAccess<'de>>(&mut self, map: A) -> Result<bool, A::Error> {
+        lenient::fields(self, map, |call: &mut Self, key, map| {
             match key {
-                "index" => call.index = lenient::value(map)?,
-                "id" => call.id = lenient::value(map)?,
-                "type" => call.kind = lenient::value(map)?,
-                "function" => call.function = lenient::value(map)?,
+                "index" => lenient::value(map, &mut call.index)?,
+                "id" => lenient::value(map, &mut call.id)?,
+                "type" => lenient::value(map, &mut call.kind)?,
+                "function" => lenient::value(map, &mut call.function)?,
                 _ => return Ok(false),
             }
             Ok(true)
@@ -425,11 +432,11 @@ struct FunctionDelta<'a> {
 }
 
 impl<'de> Shape<'de> for FunctionDelta<'de> {
-    fn object<A: MapAccess<'de>>(map: A) -> Result<Option<Self>, A::Error> {
-        lenient::fields(map, |function: &mut Self, key, map| {
+    fn object<A: MapAccess<'de>>(&mut self, map: A) -> Result<bool, A::Error> {
+        lenient::fields(self, map, |function: &mut Self, key, map| {
             match key {
-                "name" => function.name = lenient::value(map)?,
-                "arguments" => function.arguments = lenient::value(map)?,
+                "name" => lenient::value(map, &mut function.name)?,
+                "arguments" => lenient::value(map, &mut function.arguments)?,
                 _ => return Ok(false),
             }
             Ok(true)
