@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
 # cutover's own features through the side-by-side harness (../shared/bench):
+#   plain    the harness's own cutover, with the typed answers below: the
+#            base a feature's cost is read against (`features.sh plain
+#            shadow`), since the plain harness serves text/plain and so
+#            skips usage reading
 #   shadow   cutover with one 100 % shadow (with compare) to the same upstream
 #   cache    cutover with the response cache on, at a 90 % hit ratio
 #   rollout  cutover with a rollout held at its first step (10 %: the same
@@ -49,10 +53,10 @@ start_redis() {
 redis_calls() { redis-cli -p "$redis_port" info commandstats | tr -d '\r' | sed -n 's/^cmdstat_\([^:]*\):calls=\([0-9]*\),.*/\1 \2/p' | sort; }
 
 for variant in "${variants[@]}"; do
-  [[ -f $here/$variant.toml.tmpl ]] || { echo "unknown variant $variant (shadow, cache, rollout, cluster)" >&2; exit 2; }
+  [[ $variant == plain || -f $here/$variant.toml.tmpl ]] || { echo "unknown variant $variant (plain, shadow, cache, rollout, cluster)" >&2; exit 2; }
   copy=$(mktemp -d "${TMPDIR:-/tmp}/cutover-bench-$variant.XXXXXX")
   cp -r "$harness"/. "$copy"/
-  cp "$here/$variant.toml.tmpl" "$copy/cutover.toml.tmpl"
+  if [[ $variant != plain ]]; then cp "$here/$variant.toml.tmpl" "$copy/cutover.toml.tmpl"; fi
   "$here/typed-answers.sh" "$copy/upstream.nginx.conf.tmpl"
   if [[ $variant == cache ]]; then cp "$here/chat-miss-10.lua" "$copy/chat.lua"; fi
   if [[ $variant == cluster ]]; then

@@ -216,7 +216,12 @@ fn typed_event(
     not_json: Unreadable,
     no_type: Unreadable,
 ) -> Result<(String, serde_json::Map<String, Value>), Unreadable> {
-    let Ok(Value::Object(event)) = serde_json::from_slice::<Value>(data) else {
+    // One UTF-8 check of the whole event, then a str parse that does not
+    // check each string again (a slice parse refuses the same events).
+    let Some(Value::Object(event)) = std::str::from_utf8(data)
+        .ok()
+        .and_then(|text| serde_json::from_str::<Value>(text).ok())
+    else {
         return Err(not_json);
     };
     let kind = match event.get("type").and_then(Value::as_str) {
