@@ -26,12 +26,15 @@
 //! the refusal text, or the same as its event stream ending in
 //! `message_stop`.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use serde::Deserialize;
+use serde::de::MapAccess;
 use serde_json::{Map, Value, json};
 
+use super::lenient::{self, Shape};
 use super::tokens::{InputOutput, Usage, classify};
 use super::{
     Api, Document, EventFold, Read, Skip, Unreadable, append, fold_events, index_of, typed_event,
@@ -189,6 +192,89 @@ impl Acc {
 impl EventFold for Acc {
     /// One event; `Ok(false)` once `message_stop` has arrived.
     fn event(&mut self, name: Option<&[u8]>, data: &[u8]) -> Result<bool, Unreadable> {
+        match self.in_place(name, data)? {
+            Some(more) => Ok(more),
+            None => self.whole(name, data),
+        }
+    }
+
+    fn unknown_events(&self) -> u32 {
+        self.unknown
+    }
+
+    fn finish(self) -> Result<Document, Unreadable> {
+        self.finish_message()
+    }
+}
+
+impl Acc {
+    /// The events a stream is mostly made of (text deltas, block stops,
+    /// pings, the stop) read in place, through `api::lenient`, without
+    /// building a `Value`; `None` for any other event, which
+    /// [`Acc::whole`] reads. Fields read as `Value`'s accessors read them,
+    /// so both give the same answer (`in_place_reads_as_whole` holds them
+    /// to it).
+    fn in_place(&mut self, name: Option<&[u8]>, data: &[u8]) -> Result<Option<bool>, Unreadable> {
+        // One UTF-8 check of the whole event, then a str parse that does
+        // not check each string again.
+        let Ok(text) = std::str::from_utf8(data) else {
+            return Err(NOT_JSON);
+        };
+        let mut head: Option<Head<'_>> = None;
+        let mut de = serde_json::Deserializer::from_str(text);
+        let read = lenient::fill(&mut de, &mut head).and_then(|()| de.end());
+        let (Ok(()), Some(head)) = (read, head) else {
+            return Err(NOT_JSON);
+        };
+        let kind = match head.kind.as_deref() {
+            Some(kind) => kind,
+            None => name
+                .and_then(|n| std::str::from_utf8(n).ok())
+                .ok_or(NO_TYPE)?,
+        };
+        match kind {
+            "content_block_delta" => {
+                let index = head.index.ok_or(BAD_EVENT)?;
+                let delta = head.delta.ok_or(BAD_EVENT)?;
+                match delta.kind.as_deref() {
+                    Some("text_delta") => {
+                        let piece = delta.text.ok_or(BAD_EVENT)?;
+                        append(self.block(index, "text"), "text", &piece);
+                    }
+                    Some("input_json_delta") => {
+                        let piece = delta.partial_json.ok_or(BAD_EVENT)?;
+                        self.json.entry(index).or_default().push_str(&piece);
+                    }
+                    Some("thinking_delta") => {
+                        let piece = delta.thinking.ok_or(BAD_EVENT)?;
+                        append(self.block(index, "thinking"), "thinking", &piece);
+                    }
+                    Some("signature_delta") => {
+                        let signature = delta.signature.ok_or(BAD_EVENT)?;
+                        self.block(index, "thinking")
+                            .insert("signature".into(), Value::from(signature));
+                    }
+                    // Its citation is kept whole, as a `Value`.
+                    Some("citations_delta") => return Ok(None),
+                    _ => self.unknown += 1,
+                }
+            }
+            "content_block_stop" => {
+                let index = head.index.ok_or(BAD_EVENT)?;
+                self.close_input(index, true)?;
+            }
+            "message_stop" => {
+                self.stopped = true;
+                return Ok(Some(false));
+            }
+            "ping" => {}
+            _ => return Ok(None),
+        }
+        Ok(Some(true))
+    }
+
+    /// One event read whole into a `Value`.
+    fn whole(&mut self, name: Option<&[u8]>, data: &[u8]) -> Result<bool, Unreadable> {
         let (kind, mut event) = typed_event(name, data, NOT_JSON, NO_TYPE)?;
         match kind.as_str() {
             "message_start" => match event.remove("message") {
@@ -239,11 +325,7 @@ impl EventFold for Acc {
         Ok(true)
     }
 
-    fn unknown_events(&self) -> u32 {
-        self.unknown
-    }
-
-    fn finish(mut self) -> Result<Document, Unreadable> {
+    fn finish_message(mut self) -> Result<Document, Unreadable> {
         let pending: Vec<u64> = self.json.keys().copied().collect();
         for index in pending {
             self.close_input(index, self.stopped)?;
@@ -258,6 +340,56 @@ impl EventFold for Acc {
         Ok(Document {
             value: Value::Object(message),
             complete: self.stopped,
+        })
+    }
+}
+
+// ---- an event's head, read as `Value`'s accessors read it (see `api::lenient`) ----
+
+/// The fields of an event that the in-place events use.
+#[derive(Default)]
+struct Head<'a> {
+    kind: Option<Cow<'a, str>>,
+    index: Option<u64>,
+    /// `as_object`.
+    delta: Option<DeltaHead<'a>>,
+}
+
+impl<'de> Shape<'de> for Head<'de> {
+    fn object<A: MapAccess<'de>>(&mut self, map: A) -> Result<bool, A::Error> {
+        lenient::fields(self, map, |head: &mut Self, key, map| {
+            match key {
+                "type" => lenient::value(map, &mut head.kind)?,
+                "index" => lenient::value(map, &mut head.index)?,
+                "delta" => lenient::value(map, &mut head.delta)?,
+                _ => return Ok(false),
+            }
+            Ok(true)
+        })
+    }
+}
+
+#[derive(Default)]
+struct DeltaHead<'a> {
+    kind: Option<Cow<'a, str>>,
+    text: Option<Cow<'a, str>>,
+    partial_json: Option<Cow<'a, str>>,
+    thinking: Option<Cow<'a, str>>,
+    signature: Option<Cow<'a, str>>,
+}
+
+impl<'de> Shape<'de> for DeltaHead<'de> {
+    fn object<A: MapAccess<'de>>(&mut self, map: A) -> Result<bool, A::Error> {
+        lenient::fields(self, map, |delta: &mut Self, key, map| {
+            match key {
+                "type" => lenient::value(map, &mut delta.kind)?,
+                "text" => lenient::value(map, &mut delta.text)?,
+                "partial_json" => lenient::value(map, &mut delta.partial_json)?,
+                "thinking" => lenient::value(map, &mut delta.thinking)?,
+                "signature" => lenient::value(map, &mut delta.signature)?,
+                _ => return Ok(false),
+            }
+            Ok(true)
         })
     }
 }
@@ -379,6 +511,74 @@ mod tests {
         let doc = read.document.expect("readable");
         assert_eq!(doc.value["content"][1]["input"], json!({}));
         assert_eq!(doc.value["content"][0]["text"], "Let me check.");
+    }
+
+    /// The fold with every event read whole, as before the in-place path.
+    #[derive(Default)]
+    struct Whole(Acc);
+
+    impl EventFold for Whole {
+        fn event(&mut self, name: Option<&[u8]>, data: &[u8]) -> Result<bool, Unreadable> {
+            self.0.whole(name, data)
+        }
+
+        fn unknown_events(&self) -> u32 {
+            self.0.unknown
+        }
+
+        fn finish(self) -> Result<Document, Unreadable> {
+            self.0.finish_message()
+        }
+    }
+
+    /// Every ordered triple of awkward events, after a start, reads the
+    /// same in place as whole: wrong types, duplicate keys, a missing or
+    /// non-string `type` beside an SSE name, escapes, bytes that are not
+    /// UTF-8, and the events the in-place path hands over.
+    #[test]
+    fn in_place_reads_as_whole() {
+        let start = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"role\":\"assistant\",\"content\":[],\"usage\":{\"input_tokens\":3}}}\n\n";
+        let events: [&[u8]; 18] = [
+            b"event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+            b"data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"a \\\"q\\\" \\u00e9\"}}\n\n",
+            b"data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"a\\\":\"}}\n\n",
+            b"data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"1}\"}}\n\n",
+            b"data: {\"type\":\"content_block_delta\",\"index\":2,\"delta\":{\"type\":\"thinking_delta\",\"thinking\":\"hm\"}}\n\n",
+            b"data: {\"type\":\"content_block_delta\",\"index\":2,\"delta\":{\"type\":\"signature_delta\",\"signature\":\"sig\",\"text\":5}}\n\n",
+            b"data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"citations_delta\",\"citation\":{\"cited_text\":\"c\"}}}\n\n",
+            b"data: {\"type\":\"content_block_delta\",\"index\":-1,\"delta\":{\"type\":\"text_delta\",\"text\":\"x\"}}\n\n",
+            b"data: {\"type\":\"content_block_delta\",\"index\":1.0,\"delta\":{\"type\":\"text_delta\",\"text\":\"x\"}}\n\n",
+            b"data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"y\"},\"delta\":[]}\n\n",
+            b"data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":7}}\n\n",
+            b"data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":9,\"text\":\"z\"}}\n\n",
+            b"event: content_block_delta\ndata: {\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"n\"}}\n\n",
+            b"event: ping\ndata: {\"type\":5}\n\n",
+            b"data: {\"type\":\"content_block_stop\",\"index\":1}\n\n",
+            b"data: {\"type\":\"content_block_stop\",\"index\":\"1\"}\n\n",
+            b"data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":4}}\n\n",
+            b"data: {\"type\":\"text_delta\",\"text\":\"\xff\"}\n\n",
+        ];
+        let tails: [&[u8]; 4] = [
+            b"",
+            b"data: {\"type\":\"message_stop\"}\n\n",
+            b"data: [1]\n\n",
+            b"data: {\"type\":\"ping\"} x\n\n",
+        ];
+        for a in events {
+            for b in events {
+                for c in events {
+                    for tail in tails {
+                        let body = [start.as_bytes(), a, b, c, tail].concat();
+                        assert_eq!(
+                            fold_events::<Acc>(Api::Messages, &body),
+                            fold_events::<Whole>(Api::Messages, &body),
+                            "{}",
+                            String::from_utf8_lossy(&body)
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -29,12 +29,15 @@
 //! stream the official SDK's `responses.stream()` helper accumulates,
 //! ending in `response.completed`.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use serde::Deserialize;
+use serde::de::MapAccess;
 use serde_json::{Map, Value, json};
 
+use super::lenient::{self, Shape};
 use super::messages::render_events;
 use super::tokens::{InputOutput, Usage, classify};
 use super::{
@@ -98,17 +101,18 @@ struct Acc {
 }
 
 impl Acc {
-    /// Output item `index`, created as a `kind` item if no added event came.
+    /// Output item `index`, created as a `kind` item if no added event came
+    /// (with the event's `item_id`, asked for only then).
     fn item(
         &mut self,
-        event: &Map<String, Value>,
+        item_id: impl FnOnce() -> Option<Value>,
         index: u64,
         kind: &str,
     ) -> &mut Map<String, Value> {
         self.items.entry(index).or_insert_with(|| {
             let mut fresh = Map::new();
-            if let Some(id) = event.get("item_id") {
-                fresh.insert("id".into(), id.clone());
+            if let Some(id) = item_id() {
+                fresh.insert("id".into(), id);
             }
             fresh.insert("type".into(), Value::from(kind));
             match kind {
@@ -128,12 +132,12 @@ impl Acc {
     /// `kind` part (and the parts before it) when no part event came.
     fn part(
         &mut self,
-        event: &Map<String, Value>,
+        item_id: impl FnOnce() -> Option<Value>,
         index: u64,
         part_index: u64,
         kind: &str,
     ) -> Result<&mut Map<String, Value>, Unreadable> {
-        let item = self.item(event, index, "message");
+        let item = self.item(item_id, index, "message");
         let content = item
             .entry("content")
             .or_insert_with(|| Value::Array(Vec::new()));
@@ -166,6 +170,73 @@ impl EventFold for Acc {
         if data.trim_ascii() == b"[DONE]" {
             return Ok(false);
         }
+        match self.in_place(name, data)? {
+            Some(more) => Ok(more),
+            None => self.whole(name, data),
+        }
+    }
+
+    fn unknown_events(&self) -> u32 {
+        self.unknown
+    }
+
+    fn finish(self) -> Result<Document, Unreadable> {
+        self.finish_response()
+    }
+}
+
+impl Acc {
+    /// The events a stream is mostly made of (text, refusal and argument
+    /// deltas) read in place, through `api::lenient`, without building a
+    /// `Value`; `None` for any other event, which [`Acc::whole`] reads.
+    /// Fields read as `Value`'s accessors read them, so both give the same
+    /// answer (`in_place_reads_as_whole` holds them to it).
+    fn in_place(&mut self, name: Option<&[u8]>, data: &[u8]) -> Result<Option<bool>, Unreadable> {
+        // One UTF-8 check of the whole event, then a str parse that does
+        // not check each string again.
+        let Ok(text) = std::str::from_utf8(data) else {
+            return Err(NOT_JSON);
+        };
+        let mut head: Option<Head<'_>> = None;
+        let mut de = serde_json::Deserializer::from_str(text);
+        let read = lenient::fill(&mut de, &mut head).and_then(|()| de.end());
+        let (Ok(()), Some(head)) = (read, head) else {
+            return Err(NOT_JSON);
+        };
+        let kind = match head.kind.as_deref() {
+            Some(kind) => kind,
+            None => name
+                .and_then(|n| std::str::from_utf8(n).ok())
+                .ok_or(NO_TYPE)?,
+        };
+        let item_id = || head.item_id.map(lenient::Any::into_value);
+        match kind {
+            "response.output_text.delta" | "response.refusal.delta" => {
+                let (Some(index), Some(part_index)) = (head.output_index, head.content_index)
+                else {
+                    return Err(BAD_EVENT);
+                };
+                let delta = head.delta.ok_or(BAD_EVENT)?;
+                let (kind, field) = text_part(kind);
+                let part = self.part(item_id, index, part_index, kind)?;
+                append(part, field, &delta);
+            }
+            "response.function_call_arguments.delta" => {
+                let index = head.output_index.ok_or(BAD_EVENT)?;
+                let delta = head.delta.ok_or(BAD_EVENT)?;
+                append(
+                    self.item(item_id, index, "function_call"),
+                    "arguments",
+                    &delta,
+                );
+            }
+            _ => return Ok(None),
+        }
+        Ok(Some(true))
+    }
+
+    /// One event read whole into a `Value`.
+    fn whole(&mut self, name: Option<&[u8]>, data: &[u8]) -> Result<bool, Unreadable> {
         let (kind, mut event) = typed_event(name, data, NOT_JSON, NO_TYPE)?;
         let str_field = |event: &Map<String, Value>, key: &str| -> Result<String, Unreadable> {
             event
@@ -190,27 +261,27 @@ impl EventFold for Acc {
             "response.content_part.added" | "response.content_part.done" => {
                 let (index, part_index) = indexes(&event)?;
                 let part = take_object(&mut event, "part")?;
-                *self.part(&event, index, part_index, "output_text")? = part;
+                *self.part(item_id(&event), index, part_index, "output_text")? = part;
             }
             "response.output_text.delta" | "response.refusal.delta" => {
                 let (index, part_index) = indexes(&event)?;
                 let delta = str_field(&event, "delta")?;
                 let (kind, field) = text_part(&kind);
-                let part = self.part(&event, index, part_index, kind)?;
+                let part = self.part(item_id(&event), index, part_index, kind)?;
                 append(part, field, &delta);
             }
             "response.output_text.done" | "response.refusal.done" => {
                 let (index, part_index) = indexes(&event)?;
                 let (kind, field) = text_part(&kind);
                 let whole = str_field(&event, field)?;
-                let part = self.part(&event, index, part_index, kind)?;
+                let part = self.part(item_id(&event), index, part_index, kind)?;
                 part.insert(field.into(), Value::from(whole));
             }
             "response.function_call_arguments.delta" => {
                 let index = index_of(&event, "output_index").ok_or(BAD_EVENT)?;
                 let delta = str_field(&event, "delta")?;
                 append(
-                    self.item(&event, index, "function_call"),
+                    self.item(item_id(&event), index, "function_call"),
                     "arguments",
                     &delta,
                 );
@@ -218,7 +289,7 @@ impl EventFold for Acc {
             "response.function_call_arguments.done" => {
                 let index = index_of(&event, "output_index").ok_or(BAD_EVENT)?;
                 let whole = str_field(&event, "arguments")?;
-                self.item(&event, index, "function_call")
+                self.item(item_id(&event), index, "function_call")
                     .insert("arguments".into(), Value::from(whole));
             }
             "error" => return Err(ERROR_EVENT),
@@ -229,11 +300,7 @@ impl EventFold for Acc {
         Ok(true)
     }
 
-    fn unknown_events(&self) -> u32 {
-        self.unknown
-    }
-
-    fn finish(self) -> Result<Document, Unreadable> {
+    fn finish_response(self) -> Result<Document, Unreadable> {
         let (mut response, complete) = match (self.terminal, self.base) {
             (Some(terminal), _) => (terminal, true),
             (None, Some(base)) => (base, false),
@@ -254,6 +321,39 @@ impl EventFold for Acc {
         Ok(Document {
             value: Value::Object(response),
             complete,
+        })
+    }
+}
+
+/// The `item_id` of a whole event, for an item it creates.
+fn item_id(event: &Map<String, Value>) -> impl FnOnce() -> Option<Value> + '_ {
+    || event.get("item_id").cloned()
+}
+
+/// The fields of an event that the in-place events use, read as
+/// `Value`'s accessors read them (see `api::lenient`).
+#[derive(Default)]
+struct Head<'a> {
+    kind: Option<Cow<'a, str>>,
+    output_index: Option<u64>,
+    content_index: Option<u64>,
+    delta: Option<Cow<'a, str>>,
+    /// Any JSON value: a created item takes it as its `id`.
+    item_id: Option<lenient::Any<'a>>,
+}
+
+impl<'de> Shape<'de> for Head<'de> {
+    fn object<A: MapAccess<'de>>(&mut self, map: A) -> Result<bool, A::Error> {
+        lenient::fields(self, map, |head: &mut Self, key, map| {
+            match key {
+                "type" => lenient::value(map, &mut head.kind)?,
+                "output_index" => lenient::value(map, &mut head.output_index)?,
+                "content_index" => lenient::value(map, &mut head.content_index)?,
+                "delta" => lenient::value(map, &mut head.delta)?,
+                "item_id" => head.item_id = Some(map.next_value()?),
+                _ => return Ok(false),
+            }
+            Ok(true)
         })
     }
 }
@@ -473,6 +573,78 @@ mod tests {
         for cut in 0..events.len() {
             let read = reassemble(stream(&events[..cut]).as_bytes());
             assert!(read.complete().is_none(), "cut after {cut} events");
+        }
+    }
+
+    /// The fold with every event read whole, as before the in-place path.
+    #[derive(Default)]
+    struct Whole(Acc);
+
+    impl EventFold for Whole {
+        fn event(&mut self, name: Option<&[u8]>, data: &[u8]) -> Result<bool, Unreadable> {
+            if data.trim_ascii() == b"[DONE]" {
+                return Ok(false);
+            }
+            self.0.whole(name, data)
+        }
+
+        fn unknown_events(&self) -> u32 {
+            self.0.unknown
+        }
+
+        fn finish(self) -> Result<Document, Unreadable> {
+            self.0.finish_response()
+        }
+    }
+
+    /// Every ordered triple of awkward events, after a start, reads the
+    /// same in place as whole: items created by a delta with every kind of
+    /// `item_id`, wrong types, duplicate keys, a missing or non-string
+    /// `type` beside an SSE name, escapes, bytes that are not UTF-8, and
+    /// the events the in-place path hands over.
+    #[test]
+    fn in_place_reads_as_whole() {
+        let start = "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"id\":\"r\",\"output\":[]}}\n\n";
+        let events: [&[u8]; 18] = [
+            b"data: {\"type\":\"response.output_item.added\",\"output_index\":0,\"item\":{\"id\":\"m\",\"type\":\"message\",\"content\":[]}}\n\n",
+            b"data: {\"type\":\"response.content_part.added\",\"output_index\":0,\"content_index\":0,\"part\":{\"type\":\"output_text\",\"text\":\"\"}}\n\n",
+            b"data: {\"type\":\"response.output_text.delta\",\"item_id\":\"m\",\"output_index\":0,\"content_index\":0,\"delta\":\"a \\\"q\\\" \\u00e9\"}\n\n",
+            b"data: {\"type\":\"response.output_text.delta\",\"item_id\":7,\"output_index\":1,\"content_index\":2,\"delta\":\"b\"}\n\n",
+            b"data: {\"type\":\"response.refusal.delta\",\"item_id\":null,\"output_index\":2,\"content_index\":0,\"delta\":\"no\"}\n\n",
+            b"data: {\"type\":\"response.output_text.delta\",\"item_id\":{\"k\":[1,2.5]},\"output_index\":3,\"content_index\":0,\"delta\":\"c\",\"delta\":\"d\"}\n\n",
+            b"data: {\"type\":\"response.function_call_arguments.delta\",\"item_id\":\"f\\n\",\"output_index\":4,\"delta\":\"{\\\"x\\\":\"}\n\n",
+            b"data: {\"type\":\"response.function_call_arguments.delta\",\"output_index\":0,\"delta\":\"1}\"}\n\n",
+            b"data: {\"type\":\"response.output_text.delta\",\"output_index\":-1,\"content_index\":0,\"delta\":\"x\"}\n\n",
+            b"data: {\"type\":\"response.output_text.delta\",\"output_index\":0,\"content_index\":1.5,\"delta\":\"x\"}\n\n",
+            b"data: {\"type\":\"response.output_text.delta\",\"output_index\":0,\"content_index\":100,\"delta\":\"x\"}\n\n",
+            b"data: {\"type\":\"response.output_text.delta\",\"output_index\":0,\"content_index\":0,\"delta\":5}\n\n",
+            b"event: response.output_text.delta\ndata: {\"output_index\":0,\"content_index\":0,\"delta\":\"n\"}\n\n",
+            b"event: response.refusal.delta\ndata: {\"type\":3,\"output_index\":0,\"content_index\":0,\"delta\":\"m\"}\n\n",
+            b"data: {\"type\":\"response.output_text.done\",\"output_index\":0,\"content_index\":0,\"text\":\"whole\"}\n\n",
+            b"data: {\"type\":\"response.reasoning.delta\",\"delta\":\"r\"}\n\n",
+            b"data: {\"type\":\"mystery\"}\n\n",
+            b"data: {\"type\":\"response.output_text.delta\",\"delta\":\"\xff\"}\n\n",
+        ];
+        let tails: [&[u8]; 4] = [
+            b"",
+            b"data: {\"type\":\"response.completed\",\"response\":{\"id\":\"r\",\"output\":[]}}\n\n",
+            b"data: [DONE]\n\n",
+            b"data: {\"type\":\"error\"}\n\n",
+        ];
+        for a in events {
+            for b in events {
+                for c in events {
+                    for tail in tails {
+                        let body = [start.as_bytes(), a, b, c, tail].concat();
+                        assert_eq!(
+                            fold_events::<Acc>(Api::Responses, &body),
+                            fold_events::<Whole>(Api::Responses, &body),
+                            "{}",
+                            String::from_utf8_lossy(&body)
+                        );
+                    }
+                }
+            }
         }
     }
 
