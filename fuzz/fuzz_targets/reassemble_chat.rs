@@ -2,7 +2,7 @@
 //! captured body, split into frames anywhere, gives the same document as in
 //! one piece and as `api::reassemble` of the whole (the API read from the
 //! first event: Chat Completions, Responses or Anthropic Messages), and the
-//! document compares equal to itself at any pointer; and the chat reader
+//! document compares equal to itself at any pointer; and each API's reader
 //! reads what its `Value`-based reference reads. (The name predates the
 //! other two APIs; the corpus keeps it.)
 #![no_main]
@@ -22,6 +22,16 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(
         api::chat::reassemble(whole),
         api::chat::by_value::reassemble(whole)
+    );
+    // The Responses and Messages readers, which read deltas in place, read
+    // what a parse of every event into a `Value` reads.
+    assert_eq!(
+        api::responses::reassemble(whole),
+        api::responses::whole::reassemble(whole)
+    );
+    assert_eq!(
+        api::messages::reassemble(whole),
+        api::messages::whole::reassemble(whole)
     );
     for ct in ["text/event-stream", "application/json"] {
         let ct = HeaderValue::from_static(ct);

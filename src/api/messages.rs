@@ -394,6 +394,35 @@ impl<'de> Shape<'de> for DeltaHead<'de> {
     }
 }
 
+/// The fold with every event read whole into a `Value`, as before the
+/// in-place path. The tests and the `reassemble_chat` fuzz target hold
+/// [`reassemble`] to it.
+#[cfg(any(test, fuzzing))]
+pub mod whole {
+    use super::*;
+
+    pub fn reassemble(body: &[u8]) -> Read {
+        fold_events::<Whole>(Api::Messages, body)
+    }
+
+    #[derive(Default)]
+    struct Whole(Acc);
+
+    impl EventFold for Whole {
+        fn event(&mut self, name: Option<&[u8]>, data: &[u8]) -> Result<bool, Unreadable> {
+            self.0.whole(name, data)
+        }
+
+        fn unknown_events(&self) -> u32 {
+            self.0.unknown
+        }
+
+        fn finish(self) -> Result<Document, Unreadable> {
+            self.0.finish_message()
+        }
+    }
+}
+
 // ---- refusal ----
 
 /// The `anthropic-messages` refusal: a `message` whose one text block is
@@ -513,24 +542,6 @@ mod tests {
         assert_eq!(doc.value["content"][0]["text"], "Let me check.");
     }
 
-    /// The fold with every event read whole, as before the in-place path.
-    #[derive(Default)]
-    struct Whole(Acc);
-
-    impl EventFold for Whole {
-        fn event(&mut self, name: Option<&[u8]>, data: &[u8]) -> Result<bool, Unreadable> {
-            self.0.whole(name, data)
-        }
-
-        fn unknown_events(&self) -> u32 {
-            self.0.unknown
-        }
-
-        fn finish(self) -> Result<Document, Unreadable> {
-            self.0.finish_message()
-        }
-    }
-
     /// Every ordered triple of awkward events, after a start, reads the
     /// same in place as whole: wrong types, duplicate keys, a missing or
     /// non-string `type` beside an SSE name, escapes, bytes that are not
@@ -570,8 +581,8 @@ mod tests {
                     for tail in tails {
                         let body = [start.as_bytes(), a, b, c, tail].concat();
                         assert_eq!(
-                            fold_events::<Acc>(Api::Messages, &body),
-                            fold_events::<Whole>(Api::Messages, &body),
+                            reassemble(&body),
+                            whole::reassemble(&body),
                             "{}",
                             String::from_utf8_lossy(&body)
                         );

@@ -396,6 +396,38 @@ fn take_object(
     }
 }
 
+/// The fold with every event read whole into a `Value`, as before the
+/// in-place path. The tests and the `reassemble_chat` fuzz target hold
+/// [`reassemble`] to it.
+#[cfg(any(test, fuzzing))]
+pub mod whole {
+    use super::*;
+
+    pub fn reassemble(body: &[u8]) -> Read {
+        fold_events::<Whole>(Api::Responses, body)
+    }
+
+    #[derive(Default)]
+    struct Whole(Acc);
+
+    impl EventFold for Whole {
+        fn event(&mut self, name: Option<&[u8]>, data: &[u8]) -> Result<bool, Unreadable> {
+            if data.trim_ascii() == b"[DONE]" {
+                return Ok(false);
+            }
+            self.0.whole(name, data)
+        }
+
+        fn unknown_events(&self) -> u32 {
+            self.0.unknown
+        }
+
+        fn finish(self) -> Result<Document, Unreadable> {
+            self.0.finish_response()
+        }
+    }
+}
+
 // ---- refusal ----
 
 /// The `openai-responses` refusal: a completed `response` whose output
@@ -576,27 +608,6 @@ mod tests {
         }
     }
 
-    /// The fold with every event read whole, as before the in-place path.
-    #[derive(Default)]
-    struct Whole(Acc);
-
-    impl EventFold for Whole {
-        fn event(&mut self, name: Option<&[u8]>, data: &[u8]) -> Result<bool, Unreadable> {
-            if data.trim_ascii() == b"[DONE]" {
-                return Ok(false);
-            }
-            self.0.whole(name, data)
-        }
-
-        fn unknown_events(&self) -> u32 {
-            self.0.unknown
-        }
-
-        fn finish(self) -> Result<Document, Unreadable> {
-            self.0.finish_response()
-        }
-    }
-
     /// Every ordered triple of awkward events, after a start, reads the
     /// same in place as whole: items created by a delta with every kind of
     /// `item_id`, wrong types, duplicate keys, a missing or non-string
@@ -637,8 +648,8 @@ mod tests {
                     for tail in tails {
                         let body = [start.as_bytes(), a, b, c, tail].concat();
                         assert_eq!(
-                            fold_events::<Acc>(Api::Responses, &body),
-                            fold_events::<Whole>(Api::Responses, &body),
+                            reassemble(&body),
+                            whole::reassemble(&body),
                             "{}",
                             String::from_utf8_lossy(&body)
                         );
