@@ -163,16 +163,7 @@ impl Completion {
         if data.trim_ascii() == b"[DONE]" {
             return Ok(Flow::Done);
         }
-        let mut chunk: Option<Chunk<'_>> = None;
-        // One UTF-8 check of the whole event, not one per string.
-        let Ok(data) = std::str::from_utf8(data) else {
-            return Err(NOT_JSON);
-        };
-        let mut de = serde_json::Deserializer::from_str(data);
-        let read = lenient::fill(&mut de, &mut chunk).and_then(|()| de.end());
-        let (Ok(()), Some(chunk)) = (read, chunk) else {
-            return Err(NOT_JSON);
-        };
+        let chunk: Chunk<'_> = super::event_head(data, NOT_JSON)?;
         if chunk.error.as_ref().is_some_and(|e| !e.is_null()) {
             return Err(ERROR_CHUNK);
         }

@@ -224,14 +224,41 @@ fn typed_event(
     else {
         return Err(not_json);
     };
-    let kind = match event.get("type").and_then(Value::as_str) {
-        Some(kind) => kind.to_owned(),
+    let kind = event_kind(event.get("type").and_then(Value::as_str), name, no_type)?.to_owned();
+    Ok((kind, event))
+}
+
+/// An event read in place into `H` (see [`lenient`]): `not_json` when the
+/// data is not a JSON object, as [`typed_event`] refuses it.
+fn event_head<'a, H: lenient::Shape<'a>>(
+    data: &'a [u8],
+    not_json: Unreadable,
+) -> Result<H, Unreadable> {
+    // One UTF-8 check of the whole event, then a str parse that does not
+    // check each string again (a slice parse refuses the same events).
+    let text = std::str::from_utf8(data).map_err(|_| not_json)?;
+    let mut head = None;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let read = lenient::fill(&mut de, &mut head).and_then(|()| de.end());
+    match (read, head) {
+        (Ok(()), Some(head)) => Ok(head),
+        _ => Err(not_json),
+    }
+}
+
+/// An event's type: its `type` field when that is a string, else the SSE
+/// `event:` name; `no_type` when neither names it.
+fn event_kind<'a>(
+    field: Option<&'a str>,
+    name: Option<&'a [u8]>,
+    no_type: Unreadable,
+) -> Result<&'a str, Unreadable> {
+    match field {
+        Some(kind) => Ok(kind),
         None => name
             .and_then(|n| std::str::from_utf8(n).ok())
-            .map(str::to_owned)
-            .ok_or(no_type)?,
-    };
-    Ok((kind, event))
+            .ok_or(no_type),
+    }
 }
 
 /// Append `piece` to the string at `key`, starting it when absent.

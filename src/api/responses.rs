@@ -41,7 +41,8 @@ use super::lenient::{self, Shape};
 use super::messages::render_events;
 use super::tokens::{InputOutput, Usage, classify};
 use super::{
-    Api, Document, EventFold, Read, Skip, Unreadable, append, fold_events, index_of, typed_event,
+    Api, Document, EventFold, Read, Skip, Unreadable, append, event_head, event_kind, fold_events,
+    index_of, typed_event,
 };
 
 // ---- usage ----
@@ -192,23 +193,8 @@ impl Acc {
     /// Fields read as `Value`'s accessors read them, so both give the same
     /// answer (`in_place_reads_as_whole` holds them to it).
     fn in_place(&mut self, name: Option<&[u8]>, data: &[u8]) -> Result<Option<bool>, Unreadable> {
-        // One UTF-8 check of the whole event, then a str parse that does
-        // not check each string again.
-        let Ok(text) = std::str::from_utf8(data) else {
-            return Err(NOT_JSON);
-        };
-        let mut head: Option<Head<'_>> = None;
-        let mut de = serde_json::Deserializer::from_str(text);
-        let read = lenient::fill(&mut de, &mut head).and_then(|()| de.end());
-        let (Ok(()), Some(head)) = (read, head) else {
-            return Err(NOT_JSON);
-        };
-        let kind = match head.kind.as_deref() {
-            Some(kind) => kind,
-            None => name
-                .and_then(|n| std::str::from_utf8(n).ok())
-                .ok_or(NO_TYPE)?,
-        };
+        let head: Head<'_> = event_head(data, NOT_JSON)?;
+        let kind = event_kind(head.kind.as_deref(), name, NO_TYPE)?;
         let item_id = || head.item_id.map(lenient::Any::into_value);
         match kind {
             "response.output_text.delta" | "response.refusal.delta" => {
