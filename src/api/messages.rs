@@ -191,30 +191,8 @@ impl Acc {
 }
 
 impl EventFold for Acc {
-    /// One event; `Ok(false)` once `message_stop` has arrived.
-    fn event(&mut self, name: Option<&[u8]>, data: &[u8]) -> Result<bool, Unreadable> {
-        match self.in_place(name, data)? {
-            Some(more) => Ok(more),
-            None => self.whole(name, data),
-        }
-    }
-
-    fn unknown_events(&self) -> u32 {
-        self.unknown
-    }
-
-    fn finish(self) -> Result<Document, Unreadable> {
-        self.finish_message()
-    }
-}
-
-impl Acc {
-    /// The events a stream is mostly made of (text deltas, block stops,
-    /// pings, the stop) read in place, through `api::lenient`, without
-    /// building a `Value`; `None` for any other event, which
-    /// [`Acc::whole`] reads. Fields read as `Value`'s accessors read them,
-    /// so both give the same answer (`in_place_reads_as_whole` holds them
-    /// to it).
+    /// Deltas, block stops, pings and the stop, which a stream is mostly
+    /// made of (`in_place_reads_as_whole` holds them to the whole read).
     fn in_place(&mut self, name: Option<&[u8]>, data: &[u8]) -> Result<Option<bool>, Unreadable> {
         let head: Head<'_> = event_head(data, NOT_JSON)?;
         let kind = event_kind(head.kind.as_deref(), name, NO_TYPE)?;
@@ -311,7 +289,11 @@ impl Acc {
         Ok(true)
     }
 
-    fn finish_message(mut self) -> Result<Document, Unreadable> {
+    fn unknown_events(&self) -> u32 {
+        self.unknown
+    }
+
+    fn finish(mut self) -> Result<Document, Unreadable> {
         let pending: Vec<u64> = self.json.keys().copied().collect();
         for index in pending {
             self.close_input(index, self.stopped)?;
@@ -383,29 +365,11 @@ impl<'de> Shape<'de> for DeltaHead<'de> {
 /// The fold with every event read whole into a `Value`, as before the
 /// in-place path. The tests and the `reassemble_chat` fuzz target hold
 /// [`reassemble`] to it.
+/// The fold with every event read whole, as before the in-place path.
 #[cfg(any(test, fuzzing))]
 pub mod whole {
-    use super::*;
-
-    pub fn reassemble(body: &[u8]) -> Read {
-        fold_events::<Whole>(Api::Messages, body)
-    }
-
-    #[derive(Default)]
-    struct Whole(Acc);
-
-    impl EventFold for Whole {
-        fn event(&mut self, name: Option<&[u8]>, data: &[u8]) -> Result<bool, Unreadable> {
-            self.0.whole(name, data)
-        }
-
-        fn unknown_events(&self) -> u32 {
-            self.0.unknown
-        }
-
-        fn finish(self) -> Result<Document, Unreadable> {
-            self.0.finish_message()
-        }
+    pub fn reassemble(body: &[u8]) -> super::Read {
+        super::super::fold_whole::<super::Acc>(super::Api::Messages, body)
     }
 }
 
@@ -561,21 +525,13 @@ mod tests {
             b"data: [1]\n\n",
             b"data: {\"type\":\"ping\"} x\n\n",
         ];
-        for a in events {
-            for b in events {
-                for c in events {
-                    for tail in tails {
-                        let body = [start.as_bytes(), a, b, c, tail].concat();
-                        assert_eq!(
-                            reassemble(&body),
-                            whole::reassemble(&body),
-                            "{}",
-                            String::from_utf8_lossy(&body)
-                        );
-                    }
-                }
-            }
-        }
+        crate::api::assert_triples_agree(
+            start.as_bytes(),
+            &events,
+            &tails,
+            reassemble,
+            whole::reassemble,
+        );
     }
 
     #[test]

@@ -181,7 +181,16 @@ pub fn reassemble(api: Option<Api>, body: &[u8]) -> Read {
 /// How a named-event stream (Responses, Messages) folds back into its
 /// document: each event in turn, `Ok(false)` at the stream's last one.
 trait EventFold: Default {
-    fn event(&mut self, name: Option<&[u8]>, data: &[u8]) -> Result<bool, Unreadable>;
+    /// An event that ends the stream without being JSON (`[DONE]`).
+    fn is_end(_data: &[u8]) -> bool {
+        false
+    }
+    /// The frequent events read in place, without building a `Value` (see
+    /// [`lenient`]); `None` hands the event to [`EventFold::whole`]. Both
+    /// read a field as `Value`'s accessors do, so they agree.
+    fn in_place(&mut self, name: Option<&[u8]>, data: &[u8]) -> Result<Option<bool>, Unreadable>;
+    /// One event read whole into a `Value`.
+    fn whole(&mut self, name: Option<&[u8]>, data: &[u8]) -> Result<bool, Unreadable>;
     /// Events of a type the API does not define, skipped so far.
     fn unknown_events(&self) -> u32;
     fn finish(self) -> Result<Document, Unreadable>;
@@ -189,14 +198,36 @@ trait EventFold: Default {
 
 /// Read a whole event stream with `F`: the first unreadable event ends it.
 fn fold_events<F: EventFold>(api: Api, body: &[u8]) -> Read {
+    fold_with::<F, true>(api, body)
+}
+
+/// [`fold_events`] with every event read whole, as before the in-place
+/// path. The tests and the `reassemble_chat` fuzz target hold each API's
+/// reader to it.
+#[cfg(any(test, fuzzing))]
+fn fold_whole<F: EventFold>(api: Api, body: &[u8]) -> Read {
+    fold_with::<F, false>(api, body)
+}
+
+fn fold_with<F: EventFold, const IN_PLACE: bool>(api: Api, body: &[u8]) -> Read {
     let mut fold = F::default();
     let mut failed = None;
-    sse::for_each_event(body, |name, data| match fold.event(name, data) {
-        Ok(true) => ControlFlow::Continue(()),
-        Ok(false) => ControlFlow::Break(()),
-        Err(e) => {
-            failed = Some(e);
-            ControlFlow::Break(())
+    sse::for_each_event(body, |name, data| {
+        let step = if F::is_end(data) {
+            Ok(false)
+        } else if IN_PLACE {
+            fold.in_place(name, data)
+                .and_then(|read| read.map_or_else(|| fold.whole(name, data), Ok))
+        } else {
+            fold.whole(name, data)
+        };
+        match step {
+            Ok(true) => ControlFlow::Continue(()),
+            Ok(false) => ControlFlow::Break(()),
+            Err(e) => {
+                failed = Some(e);
+                ControlFlow::Break(())
+            }
         }
     });
     let unknown_events = fold.unknown_events();
@@ -312,6 +343,34 @@ fn stream(events: &[Value]) -> String {
         .iter()
         .map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap_or("")))
         .collect()
+}
+
+/// Every body of `start`, three of `events` in every order, and one of
+/// `tails` reads the same through `read` as through `whole` (for the
+/// in-place readers' tests).
+#[cfg(test)]
+fn assert_triples_agree(
+    start: &[u8],
+    events: &[&[u8]],
+    tails: &[&[u8]],
+    read: fn(&[u8]) -> Read,
+    whole: fn(&[u8]) -> Read,
+) {
+    for a in events {
+        for b in events {
+            for c in events {
+                for tail in tails {
+                    let body = [start, a, b, c, tail].concat();
+                    assert_eq!(
+                        read(&body),
+                        whole(&body),
+                        "{}",
+                        String::from_utf8_lossy(&body)
+                    );
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -166,32 +166,12 @@ impl Acc {
 }
 
 impl EventFold for Acc {
-    /// One event; `Ok(false)` once the stream has ended.
-    fn event(&mut self, name: Option<&[u8]>, data: &[u8]) -> Result<bool, Unreadable> {
-        if data.trim_ascii() == b"[DONE]" {
-            return Ok(false);
-        }
-        match self.in_place(name, data)? {
-            Some(more) => Ok(more),
-            None => self.whole(name, data),
-        }
+    fn is_end(data: &[u8]) -> bool {
+        data.trim_ascii() == b"[DONE]"
     }
 
-    fn unknown_events(&self) -> u32 {
-        self.unknown
-    }
-
-    fn finish(self) -> Result<Document, Unreadable> {
-        self.finish_response()
-    }
-}
-
-impl Acc {
-    /// The events a stream is mostly made of (text, refusal and argument
-    /// deltas) read in place, through `api::lenient`, without building a
-    /// `Value`; `None` for any other event, which [`Acc::whole`] reads.
-    /// Fields read as `Value`'s accessors read them, so both give the same
-    /// answer (`in_place_reads_as_whole` holds them to it).
+    /// Text, refusal and argument deltas, which a stream is mostly made of
+    /// (`in_place_reads_as_whole` holds them to the whole read).
     fn in_place(&mut self, name: Option<&[u8]>, data: &[u8]) -> Result<Option<bool>, Unreadable> {
         let head: Head<'_> = event_head(data, NOT_JSON)?;
         let kind = event_kind(head.kind.as_deref(), name, NO_TYPE)?;
@@ -286,7 +266,11 @@ impl Acc {
         Ok(true)
     }
 
-    fn finish_response(self) -> Result<Document, Unreadable> {
+    fn unknown_events(&self) -> u32 {
+        self.unknown
+    }
+
+    fn finish(self) -> Result<Document, Unreadable> {
         let (mut response, complete) = match (self.terminal, self.base) {
             (Some(terminal), _) => (terminal, true),
             (None, Some(base)) => (base, false),
@@ -385,32 +369,11 @@ fn take_object(
 /// The fold with every event read whole into a `Value`, as before the
 /// in-place path. The tests and the `reassemble_chat` fuzz target hold
 /// [`reassemble`] to it.
+/// The fold with every event read whole, as before the in-place path.
 #[cfg(any(test, fuzzing))]
 pub mod whole {
-    use super::*;
-
-    pub fn reassemble(body: &[u8]) -> Read {
-        fold_events::<Whole>(Api::Responses, body)
-    }
-
-    #[derive(Default)]
-    struct Whole(Acc);
-
-    impl EventFold for Whole {
-        fn event(&mut self, name: Option<&[u8]>, data: &[u8]) -> Result<bool, Unreadable> {
-            if data.trim_ascii() == b"[DONE]" {
-                return Ok(false);
-            }
-            self.0.whole(name, data)
-        }
-
-        fn unknown_events(&self) -> u32 {
-            self.0.unknown
-        }
-
-        fn finish(self) -> Result<Document, Unreadable> {
-            self.0.finish_response()
-        }
+    pub fn reassemble(body: &[u8]) -> super::Read {
+        super::super::fold_whole::<super::Acc>(super::Api::Responses, body)
     }
 }
 
@@ -628,21 +591,13 @@ mod tests {
             b"data: [DONE]\n\n",
             b"data: {\"type\":\"error\"}\n\n",
         ];
-        for a in events {
-            for b in events {
-                for c in events {
-                    for tail in tails {
-                        let body = [start.as_bytes(), a, b, c, tail].concat();
-                        assert_eq!(
-                            reassemble(&body),
-                            whole::reassemble(&body),
-                            "{}",
-                            String::from_utf8_lossy(&body)
-                        );
-                    }
-                }
-            }
-        }
+        crate::api::assert_triples_agree(
+            start.as_bytes(),
+            &events,
+            &tails,
+            reassemble,
+            whole::reassemble,
+        );
     }
 
     #[test]
