@@ -3,11 +3,13 @@
 //! bytes are split into reads. Cross-checked with the service's own
 //! second line of defence (`proxy::headers::ambiguous_framing`): a first
 //! head that the service would call ambiguous is always refused by the
-//! sniffer first, at the end of that head.
+//! sniffer first, at the end of that head. And the quick look at a head
+//! (`classify_quick`) agrees with the full parse wherever httparse accepts
+//! the head.
 #![no_main]
 
 use cutover::proxy::headers::ambiguous_framing;
-use cutover::server::{Ambiguous, Framing};
+use cutover::server::{Ambiguous, Framing, quick_classify_agrees};
 use cutover_fuzz::pieces;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
@@ -29,6 +31,10 @@ fuzz_target!(|data: &[u8]| {
         offset += read.len();
     }
     assert_eq!(one, many, "the verdict depends on how the bytes were read");
+    assert!(
+        quick_classify_agrees(whole),
+        "the quick look and the full parse disagree on the first head"
+    );
     if let Err(e) = one {
         assert_eq!(
             whole[e.at], b'\n',

@@ -16,6 +16,8 @@ pub use conn::{PARK_AFTER, parked_connections};
 pub use control::ControlPlane;
 pub use inherit::Inherited;
 
+#[cfg(fuzzing)]
+pub use sniff::quick_classify_agrees;
 pub use sniff::{Ambiguous, Framing, Sniffed};
 
 pub use tls::server_tls_config;

@@ -42,7 +42,7 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 /// and answers 400.
 const POISON_TAIL: &[u8] = b"\n\n";
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 enum State {
     /// Collecting a request head.
     Head,
@@ -53,7 +53,7 @@ enum State {
     Off,
 }
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 enum Chunk {
     /// Reading a hex chunk size (and ignoring extensions) up to CRLF.
     Size {
@@ -219,10 +219,11 @@ impl Framing {
                         // A head whole in this read (the common case) is
                         // classified where it lies, without a copy.
                         if let Some(end) = find_head_end(bytes) {
-                            let next = classify(&bytes[..end]).map_err(|reason| Ambiguous {
-                                at: total - bytes.len() + end - 1,
-                                reason,
-                            })?;
+                            let next =
+                                classify_head(&bytes[..end]).map_err(|reason| Ambiguous {
+                                    at: total - bytes.len() + end - 1,
+                                    reason,
+                                })?;
                             self.state = next;
                             bytes = &bytes[end..];
                             continue;
@@ -239,7 +240,7 @@ impl Framing {
                         return Ok(());
                     };
                     let consumed_here = end - (self.head.len() - bytes.len());
-                    let next = classify(&self.head[..end]).map_err(|reason| Ambiguous {
+                    let next = classify_head(&self.head[..end]).map_err(|reason| Ambiguous {
                         at: total - bytes.len() + consumed_here - 1,
                         reason,
                     })?;
@@ -333,6 +334,96 @@ fn find_head_end(b: &[u8]) -> Option<usize> {
         }
     }
     None
+}
+
+/// What follows a complete head: [`classify_quick`] when it can tell,
+/// [`classify`] otherwise.
+fn classify_head(head: &[u8]) -> Result<State, &'static str> {
+    match classify_quick(head) {
+        Some(state) => Ok(state),
+        None => classify(head),
+    }
+}
+
+/// [`classify`] without a full parse, for the heads nearly every request
+/// has: at most one `Content-Length` line, and no `Transfer-Encoding` or
+/// `Upgrade`. `None` for anything else, and for `CONNECT`.
+///
+/// Each header line is looked at by its first byte only, unless that could
+/// open one of those three names. On a head `httparse` accepts this gives
+/// [`classify`]'s answer (a test and the `http1_framing` fuzz target hold
+/// it to that): a name is all of a line up to its `:`, and a value is
+/// trimmed of spaces and tabs. On a head it refuses, the answer does not
+/// matter: hyper answers 400 and closes the connection. The full parse
+/// was a second `httparse` run over every head, a tenth of hyper's own
+/// work per request.
+fn classify_quick(head: &[u8]) -> Option<State> {
+    if head.starts_with(b"CONNECT ") || head.starts_with(H2_PREFACE) {
+        return None;
+    }
+    let mut length: Option<&[u8]> = None;
+    let mut ends = memchr::memchr_iter(b'\n', head);
+    let mut start = ends.next()? + 1;
+    for end in ends {
+        let line = &head[start..end];
+        start = end + 1;
+        match line.first().map(|b| b | 0x20) {
+            Some(b'c') if starts_with_ignore_case(line, b"content-length:") => {
+                if length.is_some() {
+                    return None;
+                }
+                length = Some(&line[b"content-length:".len()..]);
+            }
+            Some(b't') if starts_with_ignore_case(line, b"transfer-encoding:") => return None,
+            Some(b'u') if starts_with_ignore_case(line, b"upgrade:") => return None,
+            _ => {}
+        }
+    }
+    let Some(value) = length else {
+        return Some(State::Head);
+    };
+    // httparse's value: spaces and tabs trimmed, and the line's `\r`.
+    let from = value.iter().position(|&b| b != b' ' && b != b'\t')?;
+    let to = value
+        .iter()
+        .rposition(|&b| !matches!(b, b' ' | b'\t' | b'\r'))?;
+    let value = &value[from..=to];
+    if value.contains(&b',') {
+        return None;
+    }
+    match std::str::from_utf8(value).ok()?.parse::<u64>().ok()? {
+        0 => Some(State::Head),
+        n => Some(State::Body(n)),
+    }
+}
+
+fn starts_with_ignore_case(line: &[u8], prefix: &[u8]) -> bool {
+    line.get(..prefix.len())
+        .is_some_and(|start| start.eq_ignore_ascii_case(prefix))
+}
+
+/// Whether [`classify_quick`] agrees with [`classify`] on the head that
+/// `bytes` open with, where `httparse` accepts it (hyper refuses the
+/// rest): what the `http1_framing` fuzz target asserts.
+#[cfg(any(test, fuzzing))]
+pub fn quick_classify_agrees(bytes: &[u8]) -> bool {
+    let skip = bytes
+        .iter()
+        .take_while(|&&b| b == b'\r' || b == b'\n')
+        .count();
+    let bytes = &bytes[skip..];
+    let Some(end) = find_head_end(bytes) else {
+        return true;
+    };
+    let head = &bytes[..end];
+    let mut headers = [httparse::EMPTY_HEADER; 128];
+    if !matches!(
+        httparse::Request::new(&mut headers).parse(head),
+        Ok(httparse::Status::Complete(_))
+    ) {
+        return true;
+    }
+    classify_quick(head).is_none_or(|quick| classify(head) == Ok(quick))
 }
 
 /// What follows a complete head. `Err` (with why) for an ambiguous one.
@@ -506,6 +597,58 @@ mod tests {
             s.feed(c)?;
         }
         Ok(())
+    }
+
+    #[test]
+    fn the_quick_look_agrees_with_the_full_parse() {
+        let starts: [&[u8]; 4] = [
+            b"POST /v1/chat HTTP/1.1\r\n",
+            b"GET / HTTP/1.0\n",
+            b"CONNECT h:443 HTTP/1.1\r\n",
+            b"\r\nPOST / HTTP/1.1\r\n",
+        ];
+        let lines: [&[u8]; 22] = [
+            b"Host: a\r\n",
+            b"Content-Length: 5\r\n",
+            b"content-length:5\n",
+            b"CONTENT-LENGTH: \t 12 \t\r\n",
+            b"Content-Length: 0\r\n",
+            b"Content-Length: 5, 5\r\n",
+            b"Content-Length: 4, 5\r\n",
+            b"Content-Length: +5\r\n",
+            b"Content-Length: x\r\n",
+            b"Content-Length:\r\n",
+            b"Content-Length : 5\r\n",
+            b"Content-Lengthy: 5\r\n",
+            b"X-Content-Length: 5\r\n",
+            b"Transfer-Encoding: chunked\r\n",
+            b"transfer-encoding: gzip\r\n",
+            b"Upgrade: websocket\r\n",
+            b"upgradeable: no\r\n",
+            b"x-note: content-length: 9\r\n",
+            b"Content-Length: 99999999999999999999999\r\n",
+            b" folded\r\n",
+            b"Cookie: c\r\n",
+            b"T: u\r\n",
+        ];
+        let mut checked = 0;
+        for start in starts {
+            for a in lines {
+                for b in lines {
+                    for end in [&b"\r\n"[..], b"\n"] {
+                        let head = [start, a, b, end].concat();
+                        assert!(
+                            quick_classify_agrees(&head),
+                            "{:?}",
+                            String::from_utf8_lossy(&head)
+                        );
+                        checked += usize::from(classify_quick(&head).is_some());
+                    }
+                }
+            }
+        }
+        // The quick look settles most of them.
+        assert!(checked > 1000, "only {checked} settled");
     }
 
     #[test]
