@@ -316,12 +316,13 @@ async fn serve_h1<T>(
             let first = activity.started();
             let mut seen = first;
             let mut ending: Option<Ended> = None;
+            let mut tick_registered = false;
             let result = poll_fn(|cx| {
                 if ending.is_none() && cancelled.as_mut().poll(cx).is_ready() {
                     ending = Some(Ended::Done);
                     Pin::new(&mut *conn).graceful_shutdown();
                 }
-                while ending.is_none() && tick.as_mut().poll(cx).is_ready() {
+                while ending.is_none() && tick_fired(tick.as_mut(), &mut tick_registered, cx) {
                     let now = activity.started();
                     if now == seen && now != first && activity.quiet() {
                         ending = Some(Ended::Parked);
@@ -330,6 +331,7 @@ async fn serve_h1<T>(
                         seen = now;
                         tick.as_mut()
                             .reset(tokio::time::Instant::now() + PARK_AFTER);
+                        tick_registered = false;
                     }
                 }
                 conn.poll_without_shutdown(cx)
@@ -366,6 +368,23 @@ async fn serve_h1<T>(
             return;
         }
     }
+}
+
+/// Whether `tick` has fired. It is polled once per deadline, which hands
+/// the timer this task's waker; after that its state is only read. A
+/// connection is polled about three times per request, and each poll of a
+/// `Sleep` cost ~120 instructions (its cooperative budget, its waker).
+fn tick_fired(
+    tick: Pin<&mut tokio::time::Sleep>,
+    registered: &mut bool,
+    cx: &mut Context<'_>,
+) -> bool {
+    if *registered {
+        return tick.is_elapsed();
+    }
+    let fired = tick.poll(cx).is_ready();
+    *registered = !fired;
+    fired
 }
 
 #[cfg(test)]
