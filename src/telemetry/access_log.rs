@@ -416,7 +416,7 @@ fn push_time(s: &mut String, now: SystemTime) {
 pub fn json_str(s: &mut String, v: &str) {
     s.push('"');
     // Fast path: ids, names and paths rarely need escaping.
-    if !v.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+    if !needs_escape(v.as_bytes()) {
         s.push_str(v);
         s.push('"');
         return;
@@ -437,9 +437,34 @@ pub fn json_str(s: &mut String, v: &str) {
     s.push('"');
 }
 
+/// Whether `bytes` hold a control character, `"` or `\\`, eight bytes at
+/// a time (the last word padded): a line holds a dozen strings, and a
+/// byte loop cost ~7 instructions a byte.
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Bit 7 set in some byte iff some byte of `v` is below `n` (n <= 128):
+    // a borrow only crosses from a byte that is itself below `n`.
+    let below = |v: u64, n: u8| v.wrapping_sub(ONES * u64::from(n)) & !v & HIGH;
+    let flags = |w: u64| below(w, 0x20) | below(w ^ (ONES * 0x22), 1) | below(w ^ (ONES * 0x5c), 1);
+    let mut found = 0;
+    let mut rest = bytes;
+    while let Some((word, tail)) = rest.split_first_chunk::<8>() {
+        found |= flags(u64::from_le_bytes(*word));
+        rest = tail;
+    }
+    if !rest.is_empty() {
+        let mut last = [b'a'; 8];
+        last[..rest.len()].copy_from_slice(rest);
+        found |= flags(u64::from_le_bytes(last));
+    }
+    found != 0
+}
+
 /// Milliseconds with microsecond precision, without float formatting.
 fn push_ms(s: &mut String, d: Duration) {
-    let micros = d.as_micros();
+    // In u64, not `as_micros`'s u128: its divisions are library calls.
+    let micros = d.as_secs().saturating_mul(1_000_000) + u64::from(d.subsec_micros());
     push_int(s, micros / 1000);
     let frac = (micros % 1000) as u32;
     s.push('.');
@@ -451,6 +476,27 @@ fn push_ms(s: &mut String, d: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn needs_escape_finds_each_byte_anywhere() {
+        for len in 0..20 {
+            let clean = vec![b'a'; len];
+            assert!(!needs_escape(&clean));
+            assert!(!needs_escape("é€ abc~\x7f".as_bytes()));
+            for at in 0..len {
+                for b in (0..0x20).chain([b'"', b'\\']) {
+                    let mut bytes = clean.clone();
+                    bytes[at] = b;
+                    assert!(needs_escape(&bytes), "{bytes:?}");
+                }
+                for b in [0x20, 0x21, 0x23, 0x5b, 0x5d, 0x80, 0xa2, 0xdc, 0xff] {
+                    let mut bytes = clean.clone();
+                    bytes[at] = b;
+                    assert!(!needs_escape(&bytes), "{bytes:?}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn json_line_is_valid_json() {
