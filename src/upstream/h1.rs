@@ -64,6 +64,38 @@ pub struct Conn {
     read: BytesMut,
     /// The request head being written; its capacity is kept for the next.
     write: Vec<u8>,
+    /// The last response's field names, for the next one.
+    names: Names,
+}
+
+/// The field names of the last response head read on a connection, by
+/// position, as sent and as parsed. An upstream sends the same names, in
+/// the same order and case, in answer after answer, and
+/// `HeaderName::from_bytes` (a lower-casing copy and a match against the
+/// standard names) cost ~200 instructions a field: a name sent as the
+/// last head sent the one at its position is that name again, cloned.
+#[derive(Default)]
+pub struct Names(Vec<(Box<[u8]>, HeaderName)>);
+
+impl Names {
+    /// Longest list kept: a head is rarely longer.
+    const KEEP: usize = 32;
+
+    fn name(&mut self, at: usize, raw: &[u8]) -> Result<HeaderName, Error> {
+        if let Some((sent, name)) = self.0.get(at)
+            && **sent == *raw
+        {
+            return Ok(name.clone());
+        }
+        let name = HeaderName::from_bytes(raw).map_err(|_| Error::Head("bad field name"))?;
+        let known = (Box::from(raw), name.clone());
+        if at < self.0.len() {
+            self.0[at] = known;
+        } else if at == self.0.len() && at < Names::KEEP {
+            self.0.push(known);
+        }
+        Ok(name)
+    }
 }
 
 /// A parsed response head and how its body is framed.
@@ -108,6 +140,7 @@ impl Conn {
             io,
             read: BytesMut::new(),
             write: Vec::new(),
+            names: Names::default(),
         }
     }
 
@@ -162,7 +195,7 @@ impl Conn {
         loop {
             if !self.read.is_empty() {
                 answered = true;
-                match parse_head(&mut self.read, method) {
+                match parse_head(&mut self.read, method, &mut self.names) {
                     Ok(Some(head)) => return Ok(head),
                     Ok(None) if self.read.len() >= MAX_HEAD => {
                         return Err((Error::HeadTooLarge, false));
@@ -232,7 +265,12 @@ struct Span {
 
 /// Parse the response head at the start of `buf`, consuming it (and any
 /// interim responses before it); `Ok(None)` until the head is complete.
-pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Error> {
+/// `names` are the connection's last field names, and become this head's.
+pub fn parse_head(
+    buf: &mut BytesMut,
+    method: &Method,
+    names: &mut Names,
+) -> Result<Option<Head>, Error> {
     loop {
         let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut spans = [Span::default(); MAX_HEADERS];
@@ -278,9 +316,8 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, E
 
         let head = buf.split_to(len).freeze();
         let mut headers = HeaderMap::with_capacity(fields);
-        for span in &spans[..fields] {
-            let name = &head[span.name.0 as usize..span.name.1 as usize];
-            let name = HeaderName::from_bytes(name).map_err(|_| Error::Head("bad field name"))?;
+        for (at, span) in spans[..fields].iter().enumerate() {
+            let name = names.name(at, &head[span.name.0 as usize..span.name.1 as usize])?;
             let value = head.slice(span.value.0 as usize..span.value.1 as usize);
             let value = HeaderValue::from_maybe_shared(value)
                 .map_err(|_| Error::Head("bad field value"))?;
@@ -539,7 +576,38 @@ mod tests {
     use super::*;
 
     fn parse(bytes: &[u8], method: &Method) -> Result<Option<Head>, Error> {
-        parse_head(&mut BytesMut::from(bytes), method)
+        parse_head(&mut BytesMut::from(bytes), method, &mut Names::default())
+    }
+
+    #[test]
+    fn names_from_the_last_head_read_as_parsed_afresh() {
+        let heads: [&[u8]; 5] = [
+            b"HTTP/1.1 200 OK\r\nServer: a\r\nDate: b\r\nX-Trace: c\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nSERVER: a\r\nx-trace: c\r\nDate: b\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nServer: a\r\nDate: b\r\nX-Tracf: c\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nServe: a\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nServer: a\r\nD@te: b\r\n\r\n",
+        ];
+        let fields = |bytes: &[u8], names: &mut Names| {
+            parse_head(&mut BytesMut::from(bytes), &Method::POST, names).map(|head| {
+                head.map(|h| {
+                    h.parts
+                        .headers
+                        .iter()
+                        .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+                        .collect::<Vec<_>>()
+                })
+            })
+        };
+        for first in heads {
+            for then in heads {
+                let mut names = Names::default();
+                let _ = fields(first, &mut names);
+                let warm = fields(then, &mut names);
+                let cold = fields(then, &mut Names::default());
+                assert_eq!(format!("{warm:?}"), format!("{cold:?}"));
+            }
+        }
     }
 
     fn head(bytes: &[u8]) -> Head {
@@ -563,7 +631,8 @@ mod tests {
         let mut buf = BytesMut::new();
         for (i, &b) in whole.iter().enumerate() {
             buf.extend_from_slice(&[b]);
-            let parsed = parse_head(&mut buf, &Method::POST).expect("no error");
+            let parsed =
+                parse_head(&mut buf, &Method::POST, &mut Names::default()).expect("no error");
             let end = whole.len() - 5;
             if i + 1 < end {
                 assert!(parsed.is_none(), "complete after {} bytes", i + 1);
@@ -591,14 +660,18 @@ mod tests {
         let mut buf = BytesMut::from(
             &b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"[..],
         );
-        let head = parse_head(&mut buf, &Method::POST)
+        let head = parse_head(&mut buf, &Method::POST, &mut Names::default())
             .expect("parsed")
             .expect("complete");
         assert_eq!(head.parts.status, StatusCode::OK);
         assert!(!head.parts.headers.contains_key("link"));
         // An interim answer alone consumes itself and waits for the final.
         let mut buf = BytesMut::from(&b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 2"[..]);
-        assert!(parse_head(&mut buf, &Method::POST).expect("ok").is_none());
+        assert!(
+            parse_head(&mut buf, &Method::POST, &mut Names::default())
+                .expect("ok")
+                .is_none()
+        );
         assert_eq!(&buf[..], b"HTTP/1.1 2");
         assert!(matches!(
             refused(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n"),
