@@ -355,8 +355,8 @@ fn classify_head(head: &[u8]) -> Result<State, &'static str> {
 /// it to that): a name is all of a line up to its `:`, and a value is
 /// trimmed of spaces and tabs. On a head it refuses, the answer does not
 /// matter: hyper answers 400 and closes the connection. The full parse
-/// was a second `httparse` run over every head, a tenth of hyper's own
-/// work per request.
+/// was a second `httparse` run over every head, ~1,900 instructions of a
+/// request's ~57,000 (callgrind).
 fn classify_quick(head: &[u8]) -> Option<State> {
     if head.starts_with(b"CONNECT ") || head.starts_with(H2_PREFACE) {
         return None;
