@@ -365,7 +365,6 @@ impl<'de> Shape<'de> for DeltaHead<'de> {
 /// The fold with every event read whole into a `Value`, as before the
 /// in-place path. The tests and the `reassemble_chat` fuzz target hold
 /// [`reassemble`] to it.
-/// The fold with every event read whole, as before the in-place path.
 #[cfg(any(test, fuzzing))]
 pub mod whole {
     pub fn reassemble(body: &[u8]) -> super::Read {

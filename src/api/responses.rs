@@ -369,7 +369,6 @@ fn take_object(
 /// The fold with every event read whole into a `Value`, as before the
 /// in-place path. The tests and the `reassemble_chat` fuzz target hold
 /// [`reassemble`] to it.
-/// The fold with every event read whole, as before the in-place path.
 #[cfg(any(test, fuzzing))]
 pub mod whole {
     pub fn reassemble(body: &[u8]) -> super::Read {

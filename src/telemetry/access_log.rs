@@ -437,13 +437,13 @@ pub fn json_str(s: &mut String, v: &str) {
     s.push('"');
 }
 
-/// Whether `bytes` hold a control character, `"` or `\\`, eight bytes at
+/// Whether `bytes` hold a control character, `"` or `\`, eight bytes at
 /// a time (the last word padded): a line holds a dozen strings, and a
 /// byte loop cost ~7 instructions a byte.
 fn needs_escape(bytes: &[u8]) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
-    // Bit 7 set in some byte iff some byte of `v` is below `n` (n <= 128):
+    // Bit 7 is set in some byte iff a byte of `v` is below `n` (n <= 128):
     // a borrow only crosses from a byte that is itself below `n`.
     let below = |v: u64, n: u8| v.wrapping_sub(ONES * u64::from(n)) & !v & HIGH;
     let flags = |w: u64| below(w, 0x20) | below(w ^ (ONES * 0x22), 1) | below(w ^ (ONES * 0x5c), 1);
