@@ -21,6 +21,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod ascii;
 pub mod cache;
 pub mod cli;
 pub mod clock;

@@ -33,6 +33,7 @@ use serde::Deserialize;
 pub use super::tokens::Usage;
 use super::tokens::{InputOutput, classify};
 use super::{Api, Skip};
+use crate::ascii::starts_with_ignore_case;
 
 /// A JSON body larger than this is not searched (its frames are released).
 const MAX_JSON: usize = 1024 * 1024;
@@ -324,10 +325,6 @@ impl Lines<'_> {
             }
         }
     }
-}
-
-fn starts_with_ignore_case(haystack: &[u8], prefix: &[u8]) -> bool {
-    haystack.len() >= prefix.len() && haystack[..prefix.len()].eq_ignore_ascii_case(prefix)
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

@@ -30,6 +30,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::activity::Activity;
+use crate::ascii::starts_with_ignore_case;
 
 /// Heads larger than this are left to hyper's own limit (it is lower).
 const MAX_HEAD: usize = 512 * 1024;
@@ -207,12 +208,7 @@ impl Framing {
                 }
                 State::Head => {
                     if self.head.is_empty() {
-                        // Empty lines before a request line are allowed.
-                        let skip = bytes
-                            .iter()
-                            .take_while(|&&b| b == b'\r' || b == b'\n')
-                            .count();
-                        bytes = &bytes[skip..];
+                        bytes = skip_empty_lines(bytes);
                         if bytes.is_empty() {
                             return Ok(());
                         }
@@ -322,6 +318,16 @@ impl Framing {
     }
 }
 
+/// `bytes` after the empty lines a request line may follow (RFC 9112
+/// §2.2), as httparse skips them.
+fn skip_empty_lines(bytes: &[u8]) -> &[u8] {
+    let skip = bytes
+        .iter()
+        .take_while(|&&b| b == b'\r' || b == b'\n')
+        .count();
+    &bytes[skip..]
+}
+
 /// Index just past the empty line that ends a head. Like httparse (and so
 /// hyper), a bare `\n` ends a line as well as `\r\n`.
 fn find_head_end(b: &[u8]) -> Option<usize> {
@@ -397,21 +403,12 @@ fn classify_quick(head: &[u8]) -> Option<State> {
     }
 }
 
-fn starts_with_ignore_case(line: &[u8], prefix: &[u8]) -> bool {
-    line.get(..prefix.len())
-        .is_some_and(|start| start.eq_ignore_ascii_case(prefix))
-}
-
 /// Whether [`classify_quick`] agrees with [`classify`] on the head that
 /// `bytes` open with, where `httparse` accepts it (hyper refuses the
 /// rest): what the `http1_framing` fuzz target asserts.
 #[cfg(any(test, fuzzing))]
 pub fn quick_classify_agrees(bytes: &[u8]) -> bool {
-    let skip = bytes
-        .iter()
-        .take_while(|&&b| b == b'\r' || b == b'\n')
-        .count();
-    let bytes = &bytes[skip..];
+    let bytes = skip_empty_lines(bytes);
     let Some(end) = find_head_end(bytes) else {
         return true;
     };

@@ -25,6 +25,7 @@ use serde_json::Value;
 
 use super::reach::{Reach, parse_index};
 use crate::api::{self, Api, Document, Read, Skip, Unreadable};
+use crate::ascii::starts_with_ignore_case;
 
 /// Bodies larger than this are not compared (their frames are released).
 pub const DEFAULT_CAP: usize = 1024 * 1024;
@@ -266,10 +267,6 @@ fn numbers_eq(x: &serde_json::Number, y: &serde_json::Number) -> bool {
     }
     // A negative integer against one above i64::MAX.
     false
-}
-
-fn starts_with_ignore_case(haystack: &[u8], prefix: &[u8]) -> bool {
-    haystack.len() >= prefix.len() && haystack[..prefix.len()].eq_ignore_ascii_case(prefix)
 }
 
 fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
