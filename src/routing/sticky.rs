@@ -43,21 +43,15 @@ impl IpText {
             // the `X-Forwarded-For` line alone.
             IpAddr::V4(v4) => {
                 let mut len = 0;
+                let mut digits = itoa::Buffer::new();
                 for (i, octet) in v4.octets().into_iter().enumerate() {
                     if i > 0 {
                         buf[len] = b'.';
                         len += 1;
                     }
-                    if octet >= 100 {
-                        buf[len] = b'0' + octet / 100;
-                        len += 1;
-                    }
-                    if octet >= 10 {
-                        buf[len] = b'0' + octet / 10 % 10;
-                        len += 1;
-                    }
-                    buf[len] = b'0' + octet % 10;
-                    len += 1;
+                    let digits = digits.format(octet).as_bytes();
+                    buf[len..len + digits.len()].copy_from_slice(digits);
+                    len += digits.len();
                 }
                 len
             }
