@@ -3,12 +3,15 @@
 //! which side is the primary never changes a verdict. A document parsed
 //! only as far as the pointer reaches (`shadow::reach`) is refused when
 //! the whole one is, and gives the same verdict; `find` finds what
-//! `Value::pointer` finds.
+//! `Value::pointer` finds; the compact reader (`api::compact`) reads a
+//! document as `serde_json` does, or leaves it to it.
 #![no_main]
 
+use cutover::api::compact::Compact;
 use cutover::shadow::compare::{PointerMatch, compare, compare_at, find, json_eq};
 use cutover::shadow::reach::Reach;
 use libfuzzer_sys::fuzz_target;
+use serde::Deserialize;
 use serde_json::Value;
 
 fuzz_target!(|data: &[u8]| {
@@ -20,6 +23,19 @@ fuzz_target!(|data: &[u8]| {
     let Ok(pointer) = std::str::from_utf8(pointer) else {
         return;
     };
+    // The compact reader reads a document as serde_json does, or not at
+    // all (serde_json then reads it).
+    for side in [a, b] {
+        if let Ok(text) = std::str::from_utf8(side) {
+            let mut de = Compact::new(text);
+            if let Ok(value) = Value::deserialize(&mut de)
+                && de.end().is_ok()
+            {
+                let whole = serde_json::from_str::<Value>(text).ok();
+                assert_eq!(Some(value), whole, "read otherwise by the compact reader");
+            }
+        }
+    }
     let reach = Reach::of([pointer]);
     let (pruned_a, pruned_b) = (reach.parse(a).ok(), reach.parse(b).ok());
     let a = serde_json::from_slice::<Value>(a).ok();

@@ -618,6 +618,24 @@ mod tests {
         reassemble(body.as_bytes())
     }
 
+    /// A chunk as servers send it is read by the compact reader (not left
+    /// to `serde_json`), escapes and all.
+    #[test]
+    fn the_compact_reader_reads_a_chunk() {
+        let text = r#"{"id":"c1","object":"chat.completion.chunk","created":1700000000,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":"a \"b\"\n"},"finish_reason":null}]}"#;
+        let mut head: Option<Chunk<'_>> = None;
+        let mut de = super::super::compact::Compact::new(text);
+        lenient::fill(&mut de, &mut head).expect("read by the compact reader");
+        de.end().expect("nothing after it");
+        let mut completion = Completion::default();
+        completion.chunk(head.expect("an object"));
+        let content = completion
+            .choices
+            .get(&0)
+            .and_then(|c| c.content.as_deref());
+        assert_eq!(content, Some("a \"b\"\n"));
+    }
+
     #[test]
     fn done_or_every_finish_reason_makes_a_stream_complete() {
         let cut = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"}}]}\n\n";
