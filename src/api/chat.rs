@@ -72,12 +72,10 @@ pub(super) fn event_usage(data: &[u8]) -> Result<Option<Usage>, Skip> {
 }
 
 /// A top-level `usage` value of a JSON document (`de` is positioned at it).
-pub(super) fn json_usage<'de>(
-    de: &mut serde_json::Deserializer<serde_json::de::SliceRead<'de>>,
-) -> Result<Option<Usage>, Skip> {
-    Option::<ChatUsage>::deserialize(de)
-        .map(|u| u.map(Usage::from))
-        .map_err(|e| classify(&e))
+pub(super) fn json_usage<'de, D: serde::Deserializer<'de>>(
+    de: D,
+) -> Result<Option<Usage>, D::Error> {
+    Option::<ChatUsage>::deserialize(de).map(|u| u.map(Usage::from))
 }
 
 // ---- reassembly ----

@@ -30,6 +30,7 @@ use http::HeaderValue;
 use memchr::memmem::{Finder, FinderRev};
 use serde::Deserialize;
 
+use super::compact::Compact;
 pub use super::tokens::Usage;
 use super::tokens::{InputOutput, classify};
 use super::{Api, Skip};
@@ -96,12 +97,10 @@ mod generic {
         Ok(found)
     }
 
-    pub(super) fn json_usage<'de>(
-        de: &mut serde_json::Deserializer<serde_json::de::SliceRead<'de>>,
-    ) -> Result<Option<Usage>, Skip> {
-        Option::<RawUsage>::deserialize(de)
-            .map(|u| u.map(Usage::from))
-            .map_err(|e| classify(&e))
+    pub(super) fn json_usage<'de, D: serde::Deserializer<'de>>(
+        de: D,
+    ) -> Result<Option<Usage>, D::Error> {
+        Option::<RawUsage>::deserialize(de).map(|u| u.map(Usage::from))
     }
 }
 
@@ -115,15 +114,46 @@ fn event_usage(api: Option<Api>, data: &[u8]) -> Result<Option<Usage>, Skip> {
     }
 }
 
-/// A top-level `usage` value, read as `api` says.
+/// A top-level `usage` value (and what follows it), read as `api` says:
+/// by the compact reader when it can, else by `serde_json`, which also
+/// says why a value is skipped (see [`super::compact`]).
 fn json_usage(api: Option<Api>, value: &[u8]) -> Result<Option<Usage>, Skip> {
-    let mut de = serde_json::Deserializer::from_slice(value);
+    if let Ok(text) = std::str::from_utf8(value)
+        && let Ok(found) = read_usage(api, &mut Compact::new(text))
+    {
+        return Ok(found);
+    }
+    read_usage(api, &mut serde_json::Deserializer::from_slice(value)).map_err(|e| classify(&e))
+}
+
+/// Where the compact reader reads a usage value (and what follows it), it
+/// reads what `serde_json` reads, for each API's shape. For the tests and
+/// the `usage_chat` fuzz target.
+#[cfg(any(test, fuzzing))]
+pub fn compact_reads_usage_as_serde_json(value: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(value) else {
+        return true;
+    };
+    [None, Some(Api::Chat), Some(Api::Responses)]
+        .into_iter()
+        .all(|api| match read_usage(api, &mut Compact::new(text)) {
+            Ok(found) => {
+                read_usage(api, &mut serde_json::Deserializer::from_str(text)).ok() == Some(found)
+            }
+            Err(_) => true,
+        })
+}
+
+fn read_usage<'de, D: serde::Deserializer<'de>>(
+    api: Option<Api>,
+    de: D,
+) -> Result<Option<Usage>, D::Error> {
     match api {
-        Some(Api::Chat) => super::chat::json_usage(&mut de),
-        Some(Api::Responses | Api::Messages) => Option::<InputOutput>::deserialize(&mut de)
-            .map(|u| u.map(Usage::from))
-            .map_err(|e| classify(&e)),
-        None => generic::json_usage(&mut de),
+        Some(Api::Chat) => super::chat::json_usage(de),
+        Some(Api::Responses | Api::Messages) => {
+            Option::<InputOutput>::deserialize(de).map(|u| u.map(Usage::from))
+        }
+        None => generic::json_usage(de),
     }
 }
 
@@ -341,6 +371,42 @@ mod tests {
             s.observe(&Bytes::from_static(f));
         }
         s.finish()
+    }
+
+    /// The usage values answers carry are read by the compact reader, as
+    /// `serde_json` reads them; the rest is left to `serde_json`.
+    #[test]
+    fn the_compact_reader_reads_usage_as_serde_json_does() {
+        let read = br#"{"prompt_tokens":24,"completion_tokens":17,"total_tokens":41,"prompt_tokens_details":{"cached_tokens":0}}}"#;
+        let chat = read_usage(
+            Some(Api::Chat),
+            &mut Compact::new(std::str::from_utf8(read).unwrap()),
+        );
+        assert_eq!(
+            chat.ok().flatten(),
+            Some(Usage {
+                input: Some(24),
+                output: Some(17)
+            })
+        );
+        for value in [
+            &read[..],
+            br#"{"input_tokens":5,"output_tokens":7} , "x":1}"#,
+            br#"null}"#,
+            br#"{"prompt_tokens":1.5}"#,
+            br#"{"prompt_tokens":-1}"#,
+            br#"{"prompt_tokens":"3"}"#,
+            br#"{"prompt_tokens":3,"prompt_tokens":4}"#,
+            br#"[24,17]"#,
+            br#"{"prompt_tokens":3"#,
+            b"{\"prompt_tokens\":3} \xff",
+        ] {
+            assert!(
+                compact_reads_usage_as_serde_json(value),
+                "{}",
+                String::from_utf8_lossy(value)
+            );
+        }
     }
 
     fn scan_api(api: Api, ct: &'static str, frames: &[&[u8]]) -> (Usage, Option<Skip>) {
