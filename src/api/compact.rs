@@ -56,6 +56,8 @@ impl de::Error for Other {
 /// 128), so the reader's recursion stays shallow.
 const MAX_DEPTH: u32 = 64;
 
+/// Reads one value from `text` (then [`Compact::end`]): `&mut Compact` is
+/// the deserializer, as `&mut serde_json::Deserializer` is.
 pub struct Compact<'de> {
     text: &'de str,
     at: usize,
@@ -107,7 +109,7 @@ impl<'de> Compact<'de> {
     fn string(&mut self) -> Result<Text<'de>, Other> {
         let bytes = self.text.as_bytes();
         let start = self.at;
-        let mut at = start + stop_in_words(&bytes[start.min(bytes.len())..]);
+        let mut at = start + stop_in_words(bytes.get(start..).unwrap_or_default());
         loop {
             match bytes.get(at) {
                 Some(b'"') => {
