@@ -192,12 +192,17 @@ impl<'de> Compact<'de> {
         }
     }
 
-    fn enter(&mut self) -> Result<(), Other> {
+    /// Past a container's opening byte: its items.
+    fn open(&mut self) -> Result<Items<'_, 'de>, Other> {
+        self.at += 1;
         self.depth += 1;
         if self.depth > MAX_DEPTH {
             return Err(Other);
         }
-        Ok(())
+        Ok(Items {
+            de: self,
+            first: true,
+        })
     }
 
     /// The byte that closes a container, after its visitor is done.
@@ -260,22 +265,12 @@ impl<'de> de::Deserializer<'de> for &mut Compact<'de> {
                 self.visit_text(text, visitor)
             }
             Some(b'{') => {
-                self.at += 1;
-                self.enter()?;
-                let value = visitor.visit_map(Entries {
-                    de: &mut *self,
-                    first: true,
-                })?;
+                let value = visitor.visit_map(self.open()?)?;
                 self.close(b'}')?;
                 Ok(value)
             }
             Some(b'[') => {
-                self.at += 1;
-                self.enter()?;
-                let value = visitor.visit_seq(Elements {
-                    de: &mut *self,
-                    first: true,
-                })?;
+                let value = visitor.visit_seq(self.open()?)?;
                 self.close(b']')?;
                 Ok(value)
             }
@@ -323,13 +318,13 @@ impl<'de> de::Deserializer<'de> for &mut Compact<'de> {
     }
 }
 
-/// An object's entries, after its `{`.
-struct Entries<'a, 'de> {
+/// An object's entries or an array's elements, after its `{` or `[`.
+struct Items<'a, 'de> {
     de: &'a mut Compact<'de>,
     first: bool,
 }
 
-impl<'de> MapAccess<'de> for Entries<'_, 'de> {
+impl<'de> MapAccess<'de> for Items<'_, 'de> {
     type Error = Other;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(
@@ -361,13 +356,7 @@ impl<'de> MapAccess<'de> for Entries<'_, 'de> {
     }
 }
 
-/// An array's elements, after its `[`.
-struct Elements<'a, 'de> {
-    de: &'a mut Compact<'de>,
-    first: bool,
-}
-
-impl<'de> SeqAccess<'de> for Elements<'_, 'de> {
+impl<'de> SeqAccess<'de> for Items<'_, 'de> {
     type Error = Other;
 
     fn next_element_seed<T: DeserializeSeed<'de>>(
