@@ -266,6 +266,71 @@ error_rate = 0.5
     )
 }
 
+/// Start one replica and wait for its admin port. Its ports are picked free
+/// and then bound by the child, so another process can take one in
+/// between (the tests run demos side by side): a replica that exits
+/// before it listens is started again on fresh ports, twice at most, and
+/// the last failure says what the replica wrote.
+async fn start_replica(
+    name: &'static str,
+    exe: &Path,
+    dir: &Path,
+    redis_port: u16,
+    urls: &[(&str, String)],
+) -> Result<Replica, String> {
+    let path = dir.join("cutover.toml");
+    let log = dir.join("serve.log");
+    let mut failure = String::new();
+    for _ in 0..3 {
+        let (traffic, admin) = (free_port()?, free_port()?);
+        std::fs::write(
+            &path,
+            config(name, traffic, admin, &dir.join("state"), redis_port, urls),
+        )
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+        let stderr = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let mut child = Proc(
+            Command::new(exe)
+                .args(["serve", "--no-watch", "--config"])
+                .arg(&path)
+                .stdout(Stdio::null())
+                .stderr(stderr)
+                .spawn()
+                .map_err(|e| format!("cannot start {name}: {e}"))?,
+        );
+        let (traffic, admin) = (
+            SocketAddr::from(([127, 0, 0, 1], traffic)),
+            SocketAddr::from(([127, 0, 0, 1], admin)),
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let exited = loop {
+            if tokio::net::TcpStream::connect(admin).await.is_ok() {
+                return Ok(Replica {
+                    name,
+                    proc: Some(child),
+                    traffic,
+                    admin,
+                    driver: Driver::new(traffic),
+                });
+            }
+            if let Ok(Some(status)) = child.0.try_wait() {
+                break Some(status);
+            }
+            if Instant::now() >= deadline {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        };
+        let wrote = std::fs::read_to_string(&log).unwrap_or_default();
+        let last = wrote.lines().last().unwrap_or("nothing");
+        failure = match exited {
+            Some(status) => format!("{name} exited before it listened ({status}): {last}"),
+            None => return Err(format!("{name} did not start within 20 s: {last}")),
+        };
+    }
+    Err(failure)
+}
+
 async fn play(redis_server: &Path) -> Result<(), String> {
     let started = Instant::now();
     let scratch =
@@ -316,36 +381,9 @@ async fn play(redis_server: &Path) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
     let mut replicas = Vec::new();
     for name in REPLICAS {
-        let (traffic, admin) = (free_port()?, free_port()?);
         let dir = scratch.path().join(name);
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let path = dir.join("cutover.toml");
-        std::fs::write(
-            &path,
-            config(name, traffic, admin, &dir.join("state"), redis_port, &urls),
-        )
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-        let child = Command::new(&exe)
-            .args(["serve", "--no-watch", "--config"])
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start {name}: {e}"))?;
-        let traffic = SocketAddr::from(([127, 0, 0, 1], traffic));
-        let admin = SocketAddr::from(([127, 0, 0, 1], admin));
-        replicas.push(Replica {
-            name,
-            proc: Some(Proc(child)),
-            traffic,
-            admin,
-            driver: Driver::new(traffic),
-        });
-    }
-    for r in &replicas {
-        if !listening(r.admin, Duration::from_secs(20)).await {
-            return Err(format!("{} did not start", r.name));
-        }
+        let r = start_replica(name, &exe, &dir, redis_port, &urls).await?;
         say(
             started,
             &format!(
@@ -353,6 +391,7 @@ async fn play(redis_server: &Path) -> Result<(), String> {
                 r.name, r.traffic, r.admin
             ),
         );
+        replicas.push(r);
     }
 
     // One leader.
