@@ -83,15 +83,26 @@ fn free_port() -> Result<u16, String> {
         .map_err(|e| format!("no free port on 127.0.0.1: {e}"))
 }
 
-async fn listening(addr: SocketAddr, within: Duration) -> bool {
+/// Wait until `proc` listens on `addr`: `Err(Some(status))` when it exits
+/// first, `Err(None)` when `within` passes.
+async fn listening(
+    addr: SocketAddr,
+    within: Duration,
+    proc: &mut Proc,
+) -> Result<(), Option<std::process::ExitStatus>> {
     let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
+    loop {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return true;
+            return Ok(());
+        }
+        if let Ok(Some(status)) = proc.0.try_wait() {
+            return Err(Some(status));
+        }
+        if Instant::now() >= deadline {
+            return Err(None);
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    false
 }
 
 /// A child process, killed when dropped.
@@ -302,24 +313,14 @@ async fn start_replica(
             SocketAddr::from(([127, 0, 0, 1], traffic)),
             SocketAddr::from(([127, 0, 0, 1], admin)),
         );
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let exited = loop {
-            if tokio::net::TcpStream::connect(admin).await.is_ok() {
-                return Ok(Replica {
-                    name,
-                    proc: Some(child),
-                    traffic,
-                    admin,
-                    driver: Driver::new(traffic),
-                });
-            }
-            if let Ok(Some(status)) = child.0.try_wait() {
-                break Some(status);
-            }
-            if Instant::now() >= deadline {
-                break None;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
+        let Err(exited) = listening(admin, Duration::from_secs(20), &mut child).await else {
+            return Ok(Replica {
+                name,
+                proc: Some(child),
+                traffic,
+                admin,
+                driver: Driver::new(traffic),
+            });
         };
         let wrote = std::fs::read_to_string(&log).unwrap_or_default();
         let last = wrote.lines().last().unwrap_or("nothing");
@@ -338,7 +339,7 @@ async fn play(redis_server: &Path) -> Result<(), String> {
 
     // Redis.
     let redis_port = free_port()?;
-    let redis = Proc(
+    let mut redis = Proc(
         Command::new(redis_server)
             .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
@@ -347,13 +348,12 @@ async fn play(redis_server: &Path) -> Result<(), String> {
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", redis_server.display()))?,
     );
-    if !listening(
-        SocketAddr::from(([127, 0, 0, 1], redis_port)),
-        Duration::from_secs(10),
-    )
-    .await
-    {
-        return Err("redis-server did not start listening".into());
+    let redis_addr = SocketAddr::from(([127, 0, 0, 1], redis_port));
+    if let Err(exited) = listening(redis_addr, Duration::from_secs(10), &mut redis).await {
+        return Err(match exited {
+            Some(status) => format!("redis-server exited before it listened ({status})"),
+            None => "redis-server did not start listening".into(),
+        });
     }
     say(
         started,
