@@ -9,7 +9,7 @@
 //! string scan set up for long strings), and model servers' JSON is simple:
 //! short strings, small integers. Through this reader the same event costs
 //! ~3,300, of which the strings are a fifth, eight bytes at a time
-//! (`stop_in_words`); the rest is the visitors above it.
+//! (`ascii::json_escape_at`); the rest is the visitors above it.
 //!
 //! This reader knows less, and stops at anything else (`Err(Other)`): the
 //! caller then parses the input again with `serde_json`, so what either
@@ -32,6 +32,8 @@
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+
+use crate::ascii::json_escape_at;
 
 /// The input is not in the subset this reader reads (or is not JSON):
 /// parse it with `serde_json`.
@@ -104,35 +106,31 @@ impl<'de> Compact<'de> {
         None
     }
 
-    /// The rest of a string whose opening quote was read.
+    /// The rest of a string whose opening quote was read: borrowed from the
+    /// input, or unescaped into the scratch buffer when it has escapes.
     #[inline]
     fn string(&mut self) -> Result<Text<'de>, Other> {
         let bytes = self.text.as_bytes();
         let start = self.at;
-        let mut at = start + stop_in_words(bytes.get(start..).unwrap_or_default());
-        loop {
-            match bytes.get(at) {
-                Some(b'"') => {
-                    self.at = at + 1;
-                    return self.text.get(start..at).map(Text::Borrowed).ok_or(Other);
-                }
-                Some(b'\\') => break,
-                Some(&b) if b >= 0x20 => at += 1,
-                // A control character, or the input ends inside the string.
-                _ => return Err(Other),
-            }
-        }
-        self.scratch.clear();
         let mut from = start;
         loop {
+            let at = from + json_escape_at(bytes.get(from..).unwrap_or_default());
+            let run = self.text.get(from..at).ok_or(Other)?;
             match bytes.get(at) {
+                Some(b'"') if from == start => {
+                    self.at = at + 1;
+                    return Ok(Text::Borrowed(run));
+                }
                 Some(b'"') => {
-                    self.scratch.push_str(self.text.get(from..at).ok_or(Other)?);
+                    self.scratch.push_str(run);
                     self.at = at + 1;
                     return Ok(Text::Scratch);
                 }
                 Some(b'\\') => {
-                    self.scratch.push_str(self.text.get(from..at).ok_or(Other)?);
+                    if from == start {
+                        self.scratch.clear();
+                    }
+                    self.scratch.push_str(run);
                     let unescaped = match bytes.get(at + 1) {
                         Some(b'"') => '"',
                         Some(b'\\') => '\\',
@@ -147,10 +145,9 @@ impl<'de> Compact<'de> {
                         _ => return Err(Other),
                     };
                     self.scratch.push(unescaped);
-                    at += 2;
-                    from = at;
+                    from = at + 2;
                 }
-                Some(&b) if b >= 0x20 => at += 1,
+                // A control character, or the input ends inside the string.
                 _ => return Err(Other),
             }
         }
@@ -226,32 +223,6 @@ impl<'de> Compact<'de> {
             Text::Scratch => visitor.visit_str(&self.scratch),
         }
     }
-}
-
-/// How many bytes of `bytes` come before the first that can end a string's
-/// plain run (`"`, `\` or a control character), eight at a time; the
-/// caller reads the last few bytes, and the stop, one by one. The lowest
-/// flagged byte of each test is exact (a borrow only flags bytes above it).
-#[inline]
-fn stop_in_words(bytes: &[u8]) -> usize {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-    let zero_in = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
-    let mut at = 0;
-    while let Some(word) = bytes
-        .get(at..at + 8)
-        .and_then(|w| <[u8; 8]>::try_from(w).ok())
-    {
-        let word = u64::from_le_bytes(word);
-        let stops = zero_in(word ^ (ONES * u64::from(b'"')))
-            | zero_in(word ^ (ONES * u64::from(b'\\')))
-            | (word.wrapping_sub(ONES * 0x20) & !word & HIGH);
-        if stops != 0 {
-            return at + (stops.trailing_zeros() / 8) as usize;
-        }
-        at += 8;
-    }
-    at
 }
 
 impl<'de> de::Deserializer<'de> for &mut Compact<'de> {

@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use metrics::Counter;
 
+use crate::ascii::json_escape_at;
 use crate::config::LogFormat;
 
 use super::names;
@@ -437,28 +438,9 @@ pub fn json_str(s: &mut String, v: &str) {
     s.push('"');
 }
 
-/// Whether `bytes` hold a control character, `"` or `\`, eight bytes at
-/// a time (the last word padded): a line holds a dozen strings, and a
-/// byte loop cost ~7 instructions a byte.
+/// Whether `bytes` hold a control character, `"` or `\`.
 fn needs_escape(bytes: &[u8]) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    // Bit 7 is set in some byte iff a byte of `v` is below `n` (n <= 128):
-    // a borrow only crosses from a byte that is itself below `n`.
-    let below = |v: u64, n: u8| v.wrapping_sub(ONES * u64::from(n)) & !v & HIGH;
-    let flags = |w: u64| below(w, 0x20) | below(w ^ (ONES * 0x22), 1) | below(w ^ (ONES * 0x5c), 1);
-    let mut found = 0;
-    let mut rest = bytes;
-    while let Some((word, tail)) = rest.split_first_chunk::<8>() {
-        found |= flags(u64::from_le_bytes(*word));
-        rest = tail;
-    }
-    if !rest.is_empty() {
-        let mut last = [b'a'; 8];
-        last[..rest.len()].copy_from_slice(rest);
-        found |= flags(u64::from_le_bytes(last));
-    }
-    found != 0
+    json_escape_at(bytes) < bytes.len()
 }
 
 /// Milliseconds with microsecond precision, without float formatting.
