@@ -5,8 +5,7 @@ use std::fmt;
 
 use bytes::Bytes;
 use serde::Deserialize;
-use serde::de::{Deserializer, MapAccess, Visitor};
-use serde_json::value::RawValue;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 
 /// Set top-level fields of a JSON object body, as a splice over the
 /// client's bytes (SPEC §3): an existing key keeps its place and only its
@@ -56,35 +55,123 @@ pub fn set_fields(
 /// The top-level members of a JSON object, in order: each key (unescaped)
 /// and the byte range of its value in `body`. `None` when `body` is not
 /// exactly one JSON object.
+///
+/// `serde_json` checks the document and unescapes the keys; the value
+/// ranges come from a scan that may trust the structure it checked. (The
+/// ranges once came from `RawValue`, but its crate feature makes every
+/// `Value` parse read an object keyed `$serde_json::private::RawValue` as
+/// the JSON text it holds: a model answer could then pose as another.)
 fn top_level_members(body: &[u8]) -> Option<Vec<(Cow<'_, str>, std::ops::Range<usize>)>> {
-    struct Members<'a>(&'a [u8]);
-    type Found<'a> = Vec<(Cow<'a, str>, std::ops::Range<usize>)>;
+    struct Keys;
 
-    impl<'de> Visitor<'de> for Members<'de> {
-        type Value = Found<'de>;
+    impl<'de> Visitor<'de> for Keys {
+        type Value = Vec<Cow<'de, str>>;
 
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.write_str("a JSON object")
         }
 
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Found<'de>, A::Error> {
-            let base = self.0.as_ptr() as usize;
-            let mut found = Vec::new();
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut keys = Vec::new();
             while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-                let raw: &'de RawValue = map.next_value()?;
-                // The raw value borrows from `body`: its place is pointer
-                // arithmetic on the same buffer.
-                let start = raw.get().as_ptr() as usize - base;
-                found.push((key, start..start + raw.get().len()));
+                map.next_value::<IgnoredAny>()?;
+                keys.push(key);
             }
-            Ok(found)
+            Ok(keys)
         }
     }
 
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let members = (&mut de).deserialize_map(Members(body)).ok()?;
+    // JSON text is UTF-8; checked once here, the string parse need not.
+    let text = std::str::from_utf8(body).ok()?;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let keys = (&mut de).deserialize_map(Keys).ok()?;
     de.end().ok()?;
-    Some(members)
+    let spans = value_spans(body)?;
+    (keys.len() == spans.len()).then(|| keys.into_iter().zip(spans).collect())
+}
+
+/// The byte ranges of the top-level values of `body`, a JSON object that
+/// `serde_json` has already read: only the structure is followed here.
+fn value_spans(body: &[u8]) -> Option<Vec<std::ops::Range<usize>>> {
+    let mut spans = Vec::new();
+    let mut at = skip_space(body, 0);
+    (body.get(at) == Some(&b'{')).then_some(())?;
+    at += 1;
+    loop {
+        at = skip_space(body, at);
+        match body.get(at)? {
+            b'}' => return Some(spans),
+            b',' => at += 1,
+            b'"' => {
+                at = skip_space(body, string_end(body, at)?);
+                (body.get(at) == Some(&b':')).then_some(())?;
+                let start = skip_space(body, at + 1);
+                at = value_end(body, start)?;
+                spans.push(start..at);
+            }
+            _ => return None,
+        }
+    }
+}
+
+fn skip_space(body: &[u8], mut at: usize) -> usize {
+    // The document is checked: only JSON's four spaces can be here.
+    while body.get(at).is_some_and(u8::is_ascii_whitespace) {
+        at += 1;
+    }
+    at
+}
+
+/// Just past the closing quote of the string that opens at `at`.
+fn string_end(body: &[u8], at: usize) -> Option<usize> {
+    let mut i = at + 1;
+    loop {
+        match body.get(i)? {
+            b'"' => return Some(i + 1),
+            // An escape is two bytes at least (`\u` is six, all plain).
+            b'\\' => i += 2,
+            _ => i += 1,
+        }
+    }
+}
+
+/// Just past the value that starts at `at`.
+fn value_end(body: &[u8], at: usize) -> Option<usize> {
+    match body.get(at)? {
+        b'"' => string_end(body, at),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut i = at;
+            loop {
+                match body.get(i)? {
+                    b'"' => i = string_end(body, i)?,
+                    b'{' | b'[' => {
+                        depth += 1;
+                        i += 1;
+                    }
+                    b'}' | b']' => {
+                        depth -= 1;
+                        i += 1;
+                        if depth == 0 {
+                            return Some(i);
+                        }
+                    }
+                    _ => i += 1,
+                }
+            }
+        }
+        // A number or a literal: it runs to the next delimiter.
+        _ => {
+            let mut i = at;
+            while body
+                .get(i)
+                .is_some_and(|b| !matches!(b, b',' | b'}' | b']') && !b.is_ascii_whitespace())
+            {
+                i += 1;
+            }
+            Some(i)
+        }
+    }
 }
 
 /// Did an OpenAI-style request ask for a stream (`"stream": true`)?
@@ -152,6 +239,44 @@ mod tests {
             set(r#"{"o":{"model":"in"}}"#, json!({"model": "top"})).as_deref(),
             Some(r#"{"o":{"model":"in"},"model":"top"}"#)
         );
+    }
+
+    #[test]
+    fn finds_each_value_across_strings_escapes_and_nesting() {
+        let body = br#" { "a\"b" : "x}\"]," , "n":-1.5e3,"o":{"k":["}",{"q":"\\"}]},
+            "t" :true, "z":[ ] } "#;
+        let found: Vec<(String, &str)> = top_level_members(body)
+            .expect("an object")
+            .into_iter()
+            .map(|(k, r)| {
+                (
+                    k.into_owned(),
+                    std::str::from_utf8(&body[r]).expect("utf-8"),
+                )
+            })
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("a\"b".to_string(), r#""x}\"],""#),
+                ("n".to_string(), "-1.5e3"),
+                ("o".to_string(), r#"{"k":["}",{"q":"\\"}]}"#),
+                ("t".to_string(), "true"),
+                ("z".to_string(), "[ ]"),
+            ]
+        );
+        // Invalid UTF-8 anywhere is not JSON: the body goes on unchanged.
+        assert!(top_level_members(b"{\"a\":\"\xff\"}").is_none());
+    }
+
+    #[test]
+    fn an_object_keyed_with_serde_jsons_raw_value_token_is_an_object() {
+        // serde_json's `raw_value` feature would read this as the number 1
+        // in every `Value` parse, model answers included. Nothing in the
+        // build may turn it back on.
+        let v: serde_json::Value =
+            serde_json::from_str(r#"{"$serde_json::private::RawValue":"1"}"#).expect("json");
+        assert!(v.is_object(), "{v}");
     }
 
     #[test]
