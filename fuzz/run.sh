@@ -8,6 +8,8 @@
 # Usage: fuzz/run.sh [SECONDS] [TARGET...]   (no targets: all of them)
 # FUZZ_BIN_DIR=dir runs already-built target binaries from dir instead of
 # building (so a long run is not rebuilt under you while you edit).
+# FUZZ_BUILD=dev builds without optimisation (debug assertions on): a third
+# of the release build's time, for CI's smoke run; long runs want release.
 # Needs the nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`).
 # The corpus grows in fuzz/corpus/TARGET (not committed); the seeds in
 # fuzz/seeds/TARGET and the inputs that once crashed, in
@@ -26,8 +28,13 @@ fi
 
 bin_dir="${FUZZ_BIN_DIR:-}"
 if [ -z "$bin_dir" ]; then
-  nice -n 19 cargo +nightly fuzz build -O || exit 2
-  bin_dir="target/x86_64-unknown-linux-gnu/release"
+  case "${FUZZ_BUILD:-release}" in
+    release) profile=(-O) out=release ;;
+    dev) profile=(--dev) out=debug ;;
+    *) echo "FUZZ_BUILD is release or dev" >&2; exit 2 ;;
+  esac
+  nice -n 19 cargo +nightly fuzz build "${profile[@]}" || exit 2
+  bin_dir="target/x86_64-unknown-linux-gnu/$out"
 fi
 
 mkdir -p logs
