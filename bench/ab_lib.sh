@@ -47,12 +47,16 @@ path=/v1/chat/completions stream=0
 ticks() { local t=0 p; for p in $1 $(pgrep -P "$1"); do t=$((t + $(awk -v f="$2" '{print f=="user" ? $14 : $14+$15}' /proc/"$p"/stat))); done; echo "$t"; }
 # wait_port PORT [TRIES]: every 50 ms, 100 tries (5 s) unless told more.
 wait_port() { for _ in $(seq "${2:-100}"); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+# load SECONDS: one wrk run from the load CPUs; prints its BENCH_RESULT line.
+load() {
+  BENCH_PATH=$path BENCH_STREAM=$stream taskset -c "$load_cpus" wrk -t1 -c"$conns" -d"$1s" \
+    -s "$harness/chat.lua" "http://127.0.0.1:$px_port" | grep BENCH_RESULT
+}
 measure() { # name pid
   local all0 user0 out all1 user1 req bad p99 hz
   hz=$(getconf CLK_TCK)
   all0=$(ticks "$2" all) user0=$(ticks "$2" user)
-  out=$(BENCH_PATH=$path BENCH_STREAM=$stream taskset -c "$load_cpus" wrk -t1 -c"$conns" -d"${duration}s" \
-    -s "$harness/chat.lua" "http://127.0.0.1:$px_port" | grep BENCH_RESULT)
+  out=$(load "$duration")
   all1=$(ticks "$2" all) user1=$(ticks "$2" user)
   req=$(sed 's/.*"requests":\([0-9]*\).*/\1/' <<<"$out")
   # Answers other than 2xx/3xx are not what is being measured.

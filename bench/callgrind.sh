@@ -24,10 +24,6 @@ BENCH_DURATION=${BENCH_DURATION:-5}
 # shellcheck source=bench/ab_lib.sh
 source "$here/ab_lib.sh"
 echo "# $kind/$conns under callgrind for ${duration}s"
-load() { # seconds
-  BENCH_PATH=$path BENCH_STREAM=$stream taskset -c "$load_cpus" wrk -t1 -c"$conns" -d"$1s" \
-    -s "$harness/chat.lua" "http://127.0.0.1:$px_port" | grep BENCH_RESULT
-}
 n=0
 for bin in "$@"; do
   n=$((n + 1))

@@ -29,12 +29,10 @@ snapshot() { # PID: one line per thread: tid name utime stime voluntary nonvolun
 }
 
 run() { # NAME PID
-  BENCH_PATH=$path BENCH_STREAM=$stream taskset -c "$load_cpus" wrk -t1 -c"$conns" -d2s \
-    -s "$harness/chat.lua" "http://127.0.0.1:$px_port" >/dev/null
+  load 2 >/dev/null
   snapshot "$2" >"$work/before"
   local out
-  out=$(BENCH_PATH=$path BENCH_STREAM=$stream taskset -c "$load_cpus" wrk -t1 -c"$conns" \
-    -d"${duration}s" -s "$harness/chat.lua" "http://127.0.0.1:$px_port" | grep BENCH_RESULT)
+  out=$(load "$duration")
   snapshot "$2" >"$work/after"
   python3 - "$1" "$(sed 's/.*"requests":\([0-9]*\).*/\1/' <<<"$out")" "$(getconf CLK_TCK)" \
     "$work/before" "$work/after" <<'PY'
