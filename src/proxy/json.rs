@@ -7,6 +7,8 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 
+use crate::ascii::json_escape_at;
+
 /// Set top-level fields of a JSON object body, as a splice over the
 /// client's bytes (SPEC §3): an existing key keeps its place and only its
 /// value is replaced (every occurrence, if the key is repeated, so no
@@ -122,15 +124,18 @@ fn skip_space(body: &[u8], mut at: usize) -> usize {
     at
 }
 
-/// Just past the closing quote of the string that opens at `at`.
+/// Just past the closing quote of the string that opens at `at`: a
+/// message's text can be long, so eight bytes at a time.
 fn string_end(body: &[u8], at: usize) -> Option<usize> {
     let mut i = at + 1;
     loop {
+        // The document is checked: the stop is a `"` or a `\`, not a
+        // control character.
+        i += json_escape_at(body.get(i..)?);
         match body.get(i)? {
             b'"' => return Some(i + 1),
             // An escape is two bytes at least (`\u` is six, all plain).
-            b'\\' => i += 2,
-            _ => i += 1,
+            _ => i += 2,
         }
     }
 }
