@@ -20,6 +20,8 @@
 //! [`mock`] is the fake agent backend used by the demo, tests and benches.
 
 pub mod admin;
+#[cfg(feature = "mimalloc")]
+pub mod alloc;
 pub mod api;
 pub mod ascii;
 pub mod cache;
