@@ -19,8 +19,8 @@ pub struct Activity {
     /// The last write or flush did not complete: hyper (or TLS) still holds
     /// bytes for the client.
     write_blocked: AtomicBool,
-    /// The bytes read so far end inside a message (a partial head): hyper's
-    /// head-read timer must keep running, so the connection is not parked.
+    /// The bytes read so far end inside a message (a partial head): the
+    /// head-read deadline must keep running, so the connection is not parked.
     mid_message: AtomicBool,
 }
 
@@ -47,6 +47,13 @@ impl Activity {
         self.started.load(Ordering::Relaxed)
     }
 
+    /// No request in flight and nothing left to write: hyper is waiting for
+    /// the next head (or reading part of it).
+    pub(super) fn awaiting_head(&self) -> bool {
+        self.open.load(Ordering::Relaxed) == 0 && !self.write_blocked.load(Ordering::Relaxed)
+    }
+
+    /// Waiting for a head, with none of it read: safe to park.
     pub(super) fn quiet(&self) -> bool {
         self.open.load(Ordering::Relaxed) == 0
             && !self.write_blocked.load(Ordering::Relaxed)

@@ -11,7 +11,7 @@
 //! thousand SDK clients holding theirs open cost 260 MiB. So once a
 //! connection has been idle for [`PARK_AFTER`] after serving a request (no
 //! request started since the last look, none in flight, nothing left unflushed, no partial head
-//! read: a slow head keeps hyper's head-read timer running), its hyper
+//! read: a slow head keeps the head-read deadline running), its hyper
 //! connection is told to stop. Being idle, it stops at once and hands back
 //! the socket and any bytes it had read without parsing. Only those are
 //! kept: the task waits for the socket to be readable, then starts a fresh
@@ -20,10 +20,16 @@
 //!
 //! Nothing a client sees changes: the socket stays open, no request is cut
 //! or answered `Connection: close`. An idle connection is closed after
-//! `server.request_header_timeout`, as hyper's head-read timer closed it
-//! before; when a client then sends its next request, its head again has a
-//! whole `request_header_timeout` to arrive. A busy connection is looked at
-//! once per [`PARK_AFTER`], never per request.
+//! `server.request_header_timeout`, as a slow head is; when a client then
+//! sends its next request, its head again has a whole
+//! `request_header_timeout` to arrive.
+//!
+//! # The head-read deadline
+//!
+//! A busy connection is looked at once per [`PARK_AFTER`] (or a quarter of
+//! `request_header_timeout`, if shorter), never per request: the same look
+//! parks it and enforces the head-read deadline ([`HeadWatch`]), so no
+//! timer is armed per request.
 //!
 //! Graceful shutdown: a parked connection is closed; an active one is told
 //! to finish what it is serving and close, as hyper-util's
@@ -97,9 +103,9 @@ pub(super) struct Settings {
 impl Settings {
     pub fn new(header_timeout: Duration) -> Settings {
         let mut h1 = http1::Builder::new();
-        h1.timer(TokioTimer::new())
-            .header_read_timeout(header_timeout)
-            .keep_alive(true);
+        // The head-read deadline is kept by `serve_h1` (see `HeadWatch`),
+        // not by hyper's per-request timer: its default (30 s) is turned off.
+        h1.header_read_timeout(None).keep_alive(true);
         let mut h2 = http2::Builder::new(TokioExecutor::new());
         h2.timer(TokioTimer::new());
         Settings {
@@ -277,10 +283,106 @@ pub(super) async fn serve_h2<T>(
 
 /// How a hyper HTTP/1 connection ended.
 enum Ended {
-    /// Idle: parked by us, the socket handed back.
-    Parked,
+    /// Idle: parked by us, the socket handed back; it may stay parked for
+    /// what is left of `request_header_timeout`.
+    Parked { idle_left: Duration },
     /// Closed by the client, or drained at shutdown.
     Done,
+    /// No head within `request_header_timeout`: closed without an answer,
+    /// as hyper's own head-read timer did.
+    HeadTimedOut,
+}
+
+/// What a look at a connection decided.
+#[derive(Debug, PartialEq, Eq)]
+enum Look {
+    Busy,
+    Park { idle_left: Duration },
+    HeadTimedOut,
+}
+
+/// The head-read deadline and the parking decision, kept from a periodic
+/// look at [`Activity`] rather than a timer per request.
+///
+/// hyper's own head-read timer allocated, registered and cancelled a timer
+/// (and read the clock) for every request: about 1,000 instructions of a
+/// ~52,000-instruction request. Here a connection waiting for a head is
+/// seen at consecutive looks, one `period` apart, with no request started
+/// in between; after `close_after` such periods it has waited at least
+/// `request_header_timeout` and at most one period more.
+#[derive(Debug)]
+struct HeadWatch {
+    period: Duration,
+    header_timeout: Duration,
+    /// Periods of waiting after which the connection is closed.
+    close_after: u32,
+    /// Periods of waiting after which a connection that has served a
+    /// request is parked.
+    park_after: u32,
+    /// `Activity::started` when the hyper connection began.
+    first: u64,
+    /// `Activity::started` at the last look.
+    seen: u64,
+    /// Whether the connection waited for a head at the last look.
+    waiting: bool,
+    /// Whole periods it has waited since.
+    periods: u32,
+}
+
+/// The shortest period between looks, whatever the head timeout.
+const MIN_PERIOD: Duration = Duration::from_millis(10);
+
+impl HeadWatch {
+    fn new(header_timeout: Duration, started: u64) -> HeadWatch {
+        // A quarter of the timeout: a head times out at most 25 % late.
+        let period = PARK_AFTER.min(header_timeout / 4).max(MIN_PERIOD);
+        let periods_in = |d: Duration| -> u32 {
+            u32::try_from(d.as_nanos().div_ceil(period.as_nanos()))
+                .unwrap_or(u32::MAX)
+                .max(1)
+        };
+        HeadWatch {
+            period,
+            header_timeout,
+            close_after: periods_in(header_timeout),
+            park_after: periods_in(PARK_AFTER),
+            first: started,
+            seen: started,
+            // hyper waits for the first head from the start.
+            waiting: true,
+            periods: 0,
+        }
+    }
+
+    /// Called once per `period`.
+    fn look(&mut self, activity: &Activity) -> Look {
+        let started = activity.started();
+        let waiting = activity.awaiting_head();
+        // No request started since the last look and waiting at both:
+        // it waited the whole period.
+        if waiting && self.waiting && started == self.seen {
+            self.periods = self.periods.saturating_add(1);
+        } else {
+            self.periods = 0;
+        }
+        self.waiting = waiting;
+        self.seen = started;
+        if self.periods >= self.close_after {
+            return Look::HeadTimedOut;
+        }
+        // Only a connection that has served a request is parked: hyper
+        // stops at once only when idle between requests; told to stop
+        // before its first one (a wake-up that brought no request, such as
+        // a TLS record with no data), it would serve the next request with
+        // `Connection: close` instead.
+        if self.periods >= self.park_after && started != self.first && activity.quiet() {
+            let waited = self.period.saturating_mul(self.periods);
+            return Look::Park {
+                idle_left: self.header_timeout.saturating_sub(waited),
+            };
+        }
+        Look::Busy
+    }
 }
 
 /// HTTP/1.1: hyper's connection while active, only the socket while idle.
@@ -295,7 +397,6 @@ async fn serve_h1<T>(
 {
     let activity = Arc::new(Activity::default());
     let mut io = io.track(Arc::clone(&activity));
-    let idle_budget = settings.header_timeout.saturating_sub(PARK_AFTER);
     loop {
         let service = Service {
             plane: Arc::clone(&plane),
@@ -305,16 +406,10 @@ async fn serve_h1<T>(
         // Boxed: a parked connection's task keeps none of its room.
         let mut conn = Box::new(settings.h1.serve_connection(TokioIo::new(io), service));
         let ended = {
-            let tick = tokio::time::sleep(PARK_AFTER);
+            let mut watch = HeadWatch::new(settings.header_timeout, activity.started());
+            let tick = tokio::time::sleep(watch.period);
             let cancelled = shutdown.cancelled();
             tokio::pin!(tick, cancelled);
-            // Only a connection that has served a request is parked: hyper
-            // stops at once only when idle between requests; told to stop
-            // before its first one (a wake-up that brought no request, such
-            // as a TLS record with no data), it would serve the next request
-            // with `Connection: close` instead.
-            let first = activity.started();
-            let mut seen = first;
             let mut ending: Option<Ended> = None;
             let mut tick_registered = false;
             let result = poll_fn(|cx| {
@@ -323,15 +418,22 @@ async fn serve_h1<T>(
                     Pin::new(&mut *conn).graceful_shutdown();
                 }
                 while ending.is_none() && tick_fired(tick.as_mut(), &mut tick_registered, cx) {
-                    let now = activity.started();
-                    if now == seen && now != first && activity.quiet() {
-                        ending = Some(Ended::Parked);
-                        Pin::new(&mut *conn).graceful_shutdown();
-                    } else {
-                        seen = now;
-                        tick.as_mut()
-                            .reset(tokio::time::Instant::now() + PARK_AFTER);
-                        tick_registered = false;
+                    match watch.look(&activity) {
+                        Look::Busy => {
+                            tick.as_mut()
+                                .reset(tokio::time::Instant::now() + watch.period);
+                            tick_registered = false;
+                        }
+                        Look::Park { idle_left } => {
+                            ending = Some(Ended::Parked { idle_left });
+                            Pin::new(&mut *conn).graceful_shutdown();
+                        }
+                        // Not graceful: before its first request, hyper
+                        // would go on reading a partial head.
+                        Look::HeadTimedOut => {
+                            ending = Some(Ended::HeadTimedOut);
+                            return Poll::Ready(Ok(()));
+                        }
                     }
                 }
                 conn.poll_without_shutdown(cx)
@@ -345,13 +447,22 @@ async fn serve_h1<T>(
                 }
             }
         };
+        let idle_left = match ended {
+            Ended::Parked { idle_left } => idle_left,
+            Ended::HeadTimedOut => {
+                tracing::debug!(peer = %info.peer, "no request head within request_header_timeout");
+                return;
+            }
+            Ended::Done => {
+                let parts = conn.into_parts();
+                let mut io = parts.io.into_inner();
+                // What hyper's own connection future does at its end.
+                let _ = tokio::time::timeout(settings.header_timeout, io.shutdown()).await;
+                return;
+            }
+        };
         let parts = conn.into_parts();
         io = parts.io.into_inner();
-        if let Ended::Done = ended {
-            // What hyper's own connection future does at its end.
-            let _ = tokio::time::timeout(settings.header_timeout, io.shutdown()).await;
-            return;
-        }
         io.unread(parts.read_buf);
         drop(parts.service);
         if io.has_replay() {
@@ -362,7 +473,7 @@ async fn serve_h1<T>(
             biased;
             () = shutdown.cancelled() => false,
             ready = poll_fn(|cx| io.get_ref().poll_read_ready(cx)) => ready.is_ok(),
-            () = tokio::time::sleep(idle_budget) => false,
+            () = tokio::time::sleep(idle_left) => false,
         };
         if !woke {
             return;
@@ -390,6 +501,79 @@ fn tick_fired(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Looks until one is not `Busy`: how many it took, and that one.
+    fn look_until_decided(watch: &mut HeadWatch, activity: &Activity) -> (u32, Look) {
+        for n in 1..1000 {
+            match watch.look(activity) {
+                Look::Busy => {}
+                decided => return (n, decided),
+            }
+        }
+        panic!("never decided");
+    }
+
+    #[test]
+    fn a_head_never_sent_times_out_after_the_timeout_and_is_never_parked() {
+        let activity = Arc::new(Activity::default());
+        let mut watch = HeadWatch::new(Duration::from_secs(10), activity.started());
+        assert_eq!(watch.period, PARK_AFTER);
+        // Waiting since the start: ten whole periods.
+        assert_eq!(
+            look_until_decided(&mut watch, &activity),
+            (10, Look::HeadTimedOut)
+        );
+
+        // A short timeout is looked at four times as often.
+        let mut watch = HeadWatch::new(Duration::from_millis(500), activity.started());
+        assert_eq!(watch.period, Duration::from_millis(125));
+        assert_eq!(
+            look_until_decided(&mut watch, &activity),
+            (4, Look::HeadTimedOut)
+        );
+    }
+
+    #[test]
+    fn an_idle_connection_is_parked_with_what_is_left_of_the_timeout() {
+        let activity = Arc::new(Activity::default());
+        let mut watch = HeadWatch::new(Duration::from_secs(10), activity.started());
+        // A request arrives, and is answered before the first look.
+        drop(activity.begin());
+        // That look sees a request started: it waited no whole period yet.
+        assert_eq!(watch.look(&activity), Look::Busy);
+        assert_eq!(
+            watch.look(&activity),
+            Look::Park {
+                idle_left: Duration::from_secs(9)
+            }
+        );
+    }
+
+    #[test]
+    fn a_request_in_flight_or_a_blocked_write_is_never_timed_out() {
+        let activity = Arc::new(Activity::default());
+        let mut watch = HeadWatch::new(Duration::from_secs(2), activity.started());
+        let open = activity.begin();
+        for _ in 0..100 {
+            assert_eq!(watch.look(&activity), Look::Busy);
+        }
+        drop(open);
+        activity.set_write_blocked(true);
+        for _ in 0..100 {
+            assert_eq!(watch.look(&activity), Look::Busy);
+        }
+        // Written: the wait for the next head starts at this look.
+        activity.set_write_blocked(false);
+        assert_eq!(watch.look(&activity), Look::Busy);
+        // Part of a head read: not parked, timed out after four looks half
+        // a second apart.
+        activity.set_mid_message(true);
+        assert_eq!(watch.period, Duration::from_millis(500));
+        assert_eq!(
+            look_until_decided(&mut watch, &activity),
+            (4, Look::HeadTimedOut)
+        );
+    }
 
     #[tokio::test]
     async fn the_preface_decides_the_protocol() {
