@@ -110,46 +110,53 @@ impl<'de> Compact<'de> {
     /// input, or unescaped into the scratch buffer when it has escapes.
     #[inline]
     fn string(&mut self) -> Result<Text<'de>, Other> {
-        let bytes = self.text.as_bytes();
         let start = self.at;
-        let mut from = start;
+        let rest = self.text.as_bytes().get(start..).unwrap_or_default();
+        let len = json_escape_at(rest);
+        // Most strings model servers send have no escape: one scan, and
+        // the slice ends at a `"`, an ASCII byte, so at a char boundary.
+        if rest.get(len) == Some(&b'"') {
+            self.at = start + len + 1;
+            return self
+                .text
+                .get(start..start + len)
+                .map(Text::Borrowed)
+                .ok_or(Other);
+        }
+        self.escaped_string(start + len)
+    }
+
+    /// The rest of a string from its first escape (or control character,
+    /// or the end of the input) at `at`, unescaped into the scratch buffer.
+    #[inline(never)]
+    fn escaped_string(&mut self, mut at: usize) -> Result<Text<'de>, Other> {
+        let bytes = self.text.as_bytes();
+        self.scratch.clear();
+        self.scratch
+            .push_str(self.text.get(self.at..at).ok_or(Other)?);
         loop {
-            let at = from + json_escape_at(bytes.get(from..).unwrap_or_default());
-            let run = self.text.get(from..at).ok_or(Other)?;
-            match bytes.get(at) {
-                Some(b'"') if from == start => {
-                    self.at = at + 1;
-                    return Ok(Text::Borrowed(run));
-                }
-                Some(b'"') => {
-                    self.scratch.push_str(run);
+            let unescaped = match (bytes.get(at), bytes.get(at + 1)) {
+                (Some(b'"'), _) => {
                     self.at = at + 1;
                     return Ok(Text::Scratch);
                 }
-                Some(b'\\') => {
-                    if from == start {
-                        self.scratch.clear();
-                    }
-                    self.scratch.push_str(run);
-                    let unescaped = match bytes.get(at + 1) {
-                        Some(b'"') => '"',
-                        Some(b'\\') => '\\',
-                        Some(b'/') => '/',
-                        Some(b'b') => '\u{8}',
-                        Some(b'f') => '\u{c}',
-                        Some(b'n') => '\n',
-                        Some(b'r') => '\r',
-                        Some(b't') => '\t',
-                        // `\u` (surrogates are serde_json's to judge), or not
-                        // an escape at all.
-                        _ => return Err(Other),
-                    };
-                    self.scratch.push(unescaped);
-                    from = at + 2;
-                }
-                // A control character, or the input ends inside the string.
+                (Some(b'\\'), Some(b'"')) => '"',
+                (Some(b'\\'), Some(b'\\')) => '\\',
+                (Some(b'\\'), Some(b'/')) => '/',
+                (Some(b'\\'), Some(b'b')) => '\u{8}',
+                (Some(b'\\'), Some(b'f')) => '\u{c}',
+                (Some(b'\\'), Some(b'n')) => '\n',
+                (Some(b'\\'), Some(b'r')) => '\r',
+                (Some(b'\\'), Some(b't')) => '\t',
+                // `\u` (surrogates are serde_json's to judge), not an escape
+                // at all, a control character, or the input ends inside the
+                // string.
                 _ => return Err(Other),
-            }
+            };
+            self.scratch.push(unescaped);
+            let from = at + 2;
+            at = from + json_escape_at(bytes.get(from..).unwrap_or_default());
+            self.scratch.push_str(self.text.get(from..at).ok_or(Other)?);
         }
     }
 
