@@ -38,6 +38,7 @@ use serde::Deserialize;
 use serde::de::MapAccess;
 use serde_json::{Map, Value, json};
 
+use super::compact::Parse;
 use super::lenient::{self, Shape};
 use super::tokens::{Usage, classify};
 use super::{Api, Document, Read, Skip, Unreadable, sse};
@@ -61,12 +62,12 @@ impl From<ChatUsage> for Usage {
 }
 
 /// The usage a chunk carries, if any.
-pub(super) fn event_usage(data: &[u8]) -> Result<Option<Usage>, Skip> {
+pub(super) fn event_usage<P: Parse>(data: &[u8]) -> Result<Option<Usage>, Skip> {
     #[derive(Deserialize)]
     struct Chunk {
         usage: Option<ChatUsage>,
     }
-    serde_json::from_slice::<Chunk>(data)
+    P::parse::<Chunk>(data)
         .map(|c| c.usage.map(Usage::from))
         .map_err(|e| classify(&e))
 }
@@ -678,7 +679,9 @@ mod tests {
 
     #[test]
     fn usage_of_a_chunk() {
-        let u = event_usage(br#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#);
+        let u = event_usage::<crate::api::compact::CompactFirst>(
+            br#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#,
+        );
         assert_eq!(
             u,
             Ok(Some(Usage {
@@ -686,12 +689,18 @@ mod tests {
                 output: Some(4)
             }))
         );
-        assert_eq!(event_usage(br#"{"usage":null}"#), Ok(None));
         assert_eq!(
-            event_usage(br#"{"usage":{"prompt_tokens":"3"}}"#),
+            event_usage::<crate::api::compact::CompactFirst>(br#"{"usage":null}"#),
+            Ok(None)
+        );
+        assert_eq!(
+            event_usage::<crate::api::compact::CompactFirst>(br#"{"usage":{"prompt_tokens":"3"}}"#),
             Err(Skip::WrongShape)
         );
-        assert_eq!(event_usage(br#"{"usage":{"#), Err(Skip::Malformed));
+        assert_eq!(
+            event_usage::<crate::api::compact::CompactFirst>(br#"{"usage":{"#),
+            Err(Skip::Malformed)
+        );
     }
 
     #[test]

@@ -31,6 +31,7 @@
 
 use std::fmt;
 
+use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 
 use crate::ascii::json_escape_at;
@@ -51,6 +52,38 @@ impl std::error::Error for Other {}
 impl de::Error for Other {
     fn custom<T: fmt::Display>(_: T) -> Other {
         Other
+    }
+}
+
+/// How a whole JSON document is read into a `T`.
+pub trait Parse {
+    fn parse<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, serde_json::Error>;
+}
+
+/// Through [`Compact`] when the document is in its subset, else through
+/// `serde_json`, whose error (if any) is the answer: the hot path.
+pub struct CompactFirst;
+
+/// Through `serde_json` alone: what [`CompactFirst`] must agree with.
+pub struct SerdeOnly;
+
+impl Parse for CompactFirst {
+    fn parse<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, serde_json::Error> {
+        if let Ok(text) = std::str::from_utf8(bytes) {
+            let mut de = Compact::new(text);
+            if let Ok(value) = T::deserialize(&mut de)
+                && de.end().is_ok()
+            {
+                return Ok(value);
+            }
+        }
+        serde_json::from_slice(bytes)
+    }
+}
+
+impl Parse for SerdeOnly {
+    fn parse<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, serde_json::Error> {
+        serde_json::from_slice(bytes)
     }
 }
 

@@ -34,6 +34,7 @@ use serde::Deserialize;
 use serde::de::MapAccess;
 use serde_json::{Map, Value, json};
 
+use super::compact::Parse;
 use super::lenient::{self, Shape};
 use super::tokens::{InputOutput, Usage, classify};
 use super::{
@@ -62,7 +63,7 @@ pub fn is_event_type(kind: &str) -> bool {
 
 /// The usage a stream event carries: `message_start`'s `message.usage`, or
 /// `message_delta`'s `usage`.
-pub(super) fn event_usage(data: &[u8]) -> Result<Option<Usage>, Skip> {
+pub(super) fn event_usage<P: Parse>(data: &[u8]) -> Result<Option<Usage>, Skip> {
     #[derive(Deserialize)]
     struct Message {
         usage: Option<InputOutput>,
@@ -72,7 +73,7 @@ pub(super) fn event_usage(data: &[u8]) -> Result<Option<Usage>, Skip> {
         message: Option<Message>,
         usage: Option<InputOutput>,
     }
-    let event: Event = serde_json::from_slice(data).map_err(|e| classify(&e))?;
+    let event: Event = P::parse(data).map_err(|e| classify(&e))?;
     Ok(event
         .usage
         .or_else(|| event.message.and_then(|m| m.usage))
@@ -598,19 +599,24 @@ mod tests {
     #[test]
     fn usage_of_events() {
         assert_eq!(
-            event_usage(br#"{"type":"message_start","message":{"usage":{"input_tokens":5,"output_tokens":1}}}"#),
+            event_usage::<crate::api::compact::CompactFirst>(br#"{"type":"message_start","message":{"usage":{"input_tokens":5,"output_tokens":1}}}"#),
             Ok(Some(Usage {
                 input: Some(5),
                 output: Some(1)
             }))
         );
         assert_eq!(
-            event_usage(br#"{"type":"message_delta","usage":{"output_tokens":9}}"#),
+            event_usage::<crate::api::compact::CompactFirst>(
+                br#"{"type":"message_delta","usage":{"output_tokens":9}}"#
+            ),
             Ok(Some(Usage {
                 input: None,
                 output: Some(9)
             }))
         );
-        assert_eq!(event_usage(br#"{"type":"ping"}"#), Ok(None));
+        assert_eq!(
+            event_usage::<crate::api::compact::CompactFirst>(br#"{"type":"ping"}"#),
+            Ok(None)
+        );
     }
 }

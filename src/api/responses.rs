@@ -37,6 +37,7 @@ use serde::Deserialize;
 use serde::de::MapAccess;
 use serde_json::{Map, Value, json};
 
+use super::compact::Parse;
 use super::lenient::{self, Shape};
 use super::messages::render_events;
 use super::tokens::{InputOutput, Usage, classify};
@@ -49,7 +50,7 @@ use super::{
 
 /// The usage of a stream event: `response.usage` (non-null only in the
 /// terminal events).
-pub(super) fn event_usage(data: &[u8]) -> Result<Option<Usage>, Skip> {
+pub(super) fn event_usage<P: Parse>(data: &[u8]) -> Result<Option<Usage>, Skip> {
     #[derive(Deserialize)]
     struct Response {
         usage: Option<InputOutput>,
@@ -58,7 +59,7 @@ pub(super) fn event_usage(data: &[u8]) -> Result<Option<Usage>, Skip> {
     struct Event {
         response: Option<Response>,
     }
-    let event: Event = serde_json::from_slice(data).map_err(|e| classify(&e))?;
+    let event: Event = P::parse(data).map_err(|e| classify(&e))?;
     Ok(event.response.and_then(|r| r.usage).map(Usage::from))
 }
 
@@ -650,14 +651,16 @@ mod tests {
     #[test]
     fn usage_of_events() {
         assert_eq!(
-            event_usage(br#"{"type":"response.completed","response":{"usage":{"input_tokens":3,"output_tokens":2}}}"#),
+            event_usage::<crate::api::compact::CompactFirst>(br#"{"type":"response.completed","response":{"usage":{"input_tokens":3,"output_tokens":2}}}"#),
             Ok(Some(Usage {
                 input: Some(3),
                 output: Some(2)
             }))
         );
         assert_eq!(
-            event_usage(br#"{"type":"response.created","response":{"usage":null}}"#),
+            event_usage::<crate::api::compact::CompactFirst>(
+                br#"{"type":"response.created","response":{"usage":null}}"#
+            ),
             Ok(None)
         );
     }

@@ -30,7 +30,9 @@ use http::HeaderValue;
 use memchr::memmem::{Finder, FinderRev};
 use serde::Deserialize;
 
-use super::compact::Compact;
+#[cfg(any(test, fuzzing))]
+use super::compact::SerdeOnly;
+use super::compact::{Compact, CompactFirst, Parse};
 pub use super::tokens::Usage;
 use super::tokens::{InputOutput, classify};
 use super::{Api, Skip};
@@ -51,7 +53,7 @@ static USAGE_REV: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new
 mod generic {
     use serde::Deserialize;
 
-    use super::{Skip, Usage, classify};
+    use super::{Parse, Skip, Usage, classify};
 
     #[derive(Deserialize, Default)]
     struct RawUsage {
@@ -75,14 +77,14 @@ mod generic {
         usage: Option<RawUsage>,
     }
 
-    pub(super) fn event_usage(data: &[u8]) -> Result<Option<Usage>, Skip> {
+    pub(super) fn event_usage<P: Parse>(data: &[u8]) -> Result<Option<Usage>, Skip> {
         #[derive(Deserialize)]
         struct Event {
             usage: Option<RawUsage>,
             message: Option<Nested>,
             response: Option<Nested>,
         }
-        let event: Event = serde_json::from_slice(data).map_err(|e| classify(&e))?;
+        let event: Event = P::parse(data).map_err(|e| classify(&e))?;
         let mut found: Option<Usage> = None;
         for raw in [
             event.response.and_then(|n| n.usage),
@@ -104,14 +106,34 @@ mod generic {
     }
 }
 
-/// The usage an event's data carries, read as `api` says.
+/// The usage an event's data carries, read as `api` says (by the compact
+/// reader when it can: see [`super::compact`]).
 fn event_usage(api: Option<Api>, data: &[u8]) -> Result<Option<Usage>, Skip> {
+    event_usage_by::<CompactFirst>(api, data)
+}
+
+fn event_usage_by<P: Parse>(api: Option<Api>, data: &[u8]) -> Result<Option<Usage>, Skip> {
     match api {
-        Some(Api::Chat) => super::chat::event_usage(data),
-        Some(Api::Responses) => super::responses::event_usage(data),
-        Some(Api::Messages) => super::messages::event_usage(data),
-        None => generic::event_usage(data),
+        Some(Api::Chat) => super::chat::event_usage::<P>(data),
+        Some(Api::Responses) => super::responses::event_usage::<P>(data),
+        Some(Api::Messages) => super::messages::event_usage::<P>(data),
+        None => generic::event_usage::<P>(data),
     }
+}
+
+/// Where the compact reader reads an event's usage, it reads what
+/// `serde_json` reads, for each API's events. For the tests and the
+/// `usage_chat` fuzz target.
+#[cfg(any(test, fuzzing))]
+pub fn compact_reads_event_usage_as_serde_json(data: &[u8]) -> bool {
+    [
+        None,
+        Some(Api::Chat),
+        Some(Api::Responses),
+        Some(Api::Messages),
+    ]
+    .into_iter()
+    .all(|api| event_usage_by::<CompactFirst>(api, data) == event_usage_by::<SerdeOnly>(api, data))
 }
 
 /// A top-level `usage` value (and what follows it), read as `api` says:
@@ -371,6 +393,46 @@ mod tests {
             s.observe(&Bytes::from_static(f));
         }
         s.finish()
+    }
+
+    /// Each API's events are read for usage by the compact reader where it
+    /// can, as `serde_json` reads them, and by `serde_json` where it cannot.
+    #[test]
+    fn the_compact_reader_reads_event_usage_as_serde_json_does() {
+        let events: &[&[u8]] = &[
+            br#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":24,"completion_tokens":20,"total_tokens":44}}"#,
+            br#"{"choices":[{"index":0,"delta":{"content":"a \"usage\": 1"}}],"usage":null}"#,
+            br#"{"type":"message_start","message":{"usage":{"input_tokens":5,"output_tokens":1}}}"#,
+            br#"{"type":"message_delta","usage":{"output_tokens":9}}"#,
+            br#"{"type":"response.completed","response":{"usage":{"input_tokens":3,"output_tokens":2}}}"#,
+            // Outside the compact subset: a float, a negative, a \u escape.
+            br#"{"usage":{"prompt_tokens":1.5,"completion_tokens":2}}"#,
+            br#"{"usage":{"prompt_tokens":-1,"completion_tokens":2}}"#,
+            br#"{"model":"\u00e9","usage":{"prompt_tokens":1,"completion_tokens":2}}"#,
+            // Wrong shapes and broken JSON.
+            br#"{"usage":{"prompt_tokens":"3"}}"#,
+            br#"{"usage":{"prompt_tokens":1,"prompt_tokens":2}}"#,
+            br#"{"usage":{"#,
+            br#"{"usage":null} x"#,
+            b"[1,2]",
+            b"\xff",
+        ];
+        for data in events {
+            assert!(
+                compact_reads_event_usage_as_serde_json(data),
+                "{}",
+                String::from_utf8_lossy(data)
+            );
+        }
+        // The bench's usage chunk is read by the compact reader itself.
+        #[derive(Deserialize)]
+        struct Chunk {
+            #[allow(dead_code)]
+            usage: Option<serde_json::Value>,
+        }
+        let text = std::str::from_utf8(events[0]).unwrap();
+        let mut de = Compact::new(text);
+        assert!(Chunk::deserialize(&mut de).is_ok() && de.end().is_ok());
     }
 
     /// The usage values answers carry are read by the compact reader, as
