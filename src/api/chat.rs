@@ -572,6 +572,7 @@ pub fn refusal(message: &str, created: u64) -> (Bytes, Bytes) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::compact::CompactFirst;
 
     /// The lenient reader reads what the `Value` reader reads, for streams
     /// of chunks with every shape a field can take: wrong types, keys given
@@ -679,7 +680,7 @@ mod tests {
 
     #[test]
     fn usage_of_a_chunk() {
-        let u = event_usage::<crate::api::compact::CompactFirst>(
+        let u = event_usage::<CompactFirst>(
             br#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#,
         );
         assert_eq!(
@@ -689,16 +690,13 @@ mod tests {
                 output: Some(4)
             }))
         );
+        assert_eq!(event_usage::<CompactFirst>(br#"{"usage":null}"#), Ok(None));
         assert_eq!(
-            event_usage::<crate::api::compact::CompactFirst>(br#"{"usage":null}"#),
-            Ok(None)
-        );
-        assert_eq!(
-            event_usage::<crate::api::compact::CompactFirst>(br#"{"usage":{"prompt_tokens":"3"}}"#),
+            event_usage::<CompactFirst>(br#"{"usage":{"prompt_tokens":"3"}}"#),
             Err(Skip::WrongShape)
         );
         assert_eq!(
-            event_usage::<crate::api::compact::CompactFirst>(br#"{"usage":{"#),
+            event_usage::<CompactFirst>(br#"{"usage":{"#),
             Err(Skip::Malformed)
         );
     }

@@ -436,6 +436,7 @@ pub(super) fn render_events(events: &[(&str, Value)]) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::compact::CompactFirst;
     use crate::api::stream;
 
     fn tool_stream() -> Vec<Value> {
@@ -599,24 +600,19 @@ mod tests {
     #[test]
     fn usage_of_events() {
         assert_eq!(
-            event_usage::<crate::api::compact::CompactFirst>(br#"{"type":"message_start","message":{"usage":{"input_tokens":5,"output_tokens":1}}}"#),
+            event_usage::<CompactFirst>(br#"{"type":"message_start","message":{"usage":{"input_tokens":5,"output_tokens":1}}}"#),
             Ok(Some(Usage {
                 input: Some(5),
                 output: Some(1)
             }))
         );
         assert_eq!(
-            event_usage::<crate::api::compact::CompactFirst>(
-                br#"{"type":"message_delta","usage":{"output_tokens":9}}"#
-            ),
+            event_usage::<CompactFirst>(br#"{"type":"message_delta","usage":{"output_tokens":9}}"#),
             Ok(Some(Usage {
                 input: None,
                 output: Some(9)
             }))
         );
-        assert_eq!(
-            event_usage::<crate::api::compact::CompactFirst>(br#"{"type":"ping"}"#),
-            Ok(None)
-        );
+        assert_eq!(event_usage::<CompactFirst>(br#"{"type":"ping"}"#), Ok(None));
     }
 }

@@ -475,6 +475,7 @@ pub fn number_events(events: &mut [(&str, Value)]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::compact::CompactFirst;
     use crate::api::stream;
 
     fn function_call_stream() -> Vec<Value> {
@@ -651,14 +652,14 @@ mod tests {
     #[test]
     fn usage_of_events() {
         assert_eq!(
-            event_usage::<crate::api::compact::CompactFirst>(br#"{"type":"response.completed","response":{"usage":{"input_tokens":3,"output_tokens":2}}}"#),
+            event_usage::<CompactFirst>(br#"{"type":"response.completed","response":{"usage":{"input_tokens":3,"output_tokens":2}}}"#),
             Ok(Some(Usage {
                 input: Some(3),
                 output: Some(2)
             }))
         );
         assert_eq!(
-            event_usage::<crate::api::compact::CompactFirst>(
+            event_usage::<CompactFirst>(
                 br#"{"type":"response.created","response":{"usage":null}}"#
             ),
             Ok(None)
