@@ -55,9 +55,7 @@ impl Activity {
 
     /// Waiting for a head, with none of it read: safe to park.
     pub(super) fn quiet(&self) -> bool {
-        self.open.load(Ordering::Relaxed) == 0
-            && !self.write_blocked.load(Ordering::Relaxed)
-            && !self.mid_message.load(Ordering::Relaxed)
+        self.awaiting_head() && !self.mid_message.load(Ordering::Relaxed)
     }
 }
 
