@@ -462,6 +462,97 @@ async fn access_log_lines_explain_each_request_without_secrets() {
     assert!(!out.contains("hello there"), "request body logged");
 }
 
+/// The access log's writer thread: its voluntary context switches, read
+/// from `/proc` (Linux).
+#[cfg(target_os = "linux")]
+fn writer_wakeups(pid: u32) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() == "cutover-access-" {
+            let status = std::fs::read_to_string(task.path().join("status")).ok()?;
+            return status
+                .lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .and_then(|n| n.trim().parse().ok());
+        }
+    }
+    None
+}
+
+/// An idle gateway's access-log writer sleeps until a line comes, instead
+/// of waking every 5 ms to find nothing; the first line after the pause
+/// is still written at once.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn an_idle_access_log_writer_sleeps_until_a_line_comes() {
+    let a = healthy_backend("a").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (sockets, port, admin) = traffic_and_admin();
+    let config = priced("idle", &a.url())
+        .replace(
+            "listen = \"127.0.0.1:0\"\n[admin]",
+            &format!("listen = \"127.0.0.1:{port}\"\n[admin]"),
+        )
+        .replace(
+            "[admin]\nlisten = \"127.0.0.1:0\"",
+            &format!("[admin]\nlisten = \"127.0.0.1:{admin}\""),
+        )
+        .replace("access_log = false", "access_log = true\nformat = \"json\"");
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, config).expect("write");
+    let mut bin = Binary::spawn_with(
+        &["serve", "--config", path.to_str().expect("utf8")],
+        &[],
+        sockets,
+    );
+    let stdout = bin.child.stdout.take().expect("stdout");
+    let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    assert!(wait_ready(([127, 0, 0, 1], admin).into(), Duration::from_secs(10)).await);
+    let url = format!("http://127.0.0.1:{port}/v1/chat/completions");
+    let c = client();
+    let send = || async {
+        let resp = c.post(&url).body(CHAT).send().await.expect("response");
+        assert_eq!(resp.status(), 200);
+        let _ = resp.bytes().await;
+    };
+    send().await;
+    let first = tokio::time::timeout(Duration::from_secs(5), lines.recv()).await;
+    assert!(matches!(first, Ok(Some(_))), "the first line: {first:?}");
+
+    // Idle past the writer's tenth of a second of empty drains, then count
+    // its wake-ups over a second: polling every 5 ms would be ~200.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pid = bin.child.id();
+    let before = writer_wakeups(pid).expect("the access-log thread");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = writer_wakeups(pid).expect("the access-log thread");
+    assert!(
+        after - before < 20,
+        "an idle writer woke {} times in a second",
+        after - before
+    );
+
+    send().await;
+    let second = tokio::time::timeout(Duration::from_secs(2), lines.recv()).await;
+    let second = match second {
+        Ok(Some(line)) => line,
+        other => panic!("the line after the pause was not written at once: {other:?}"),
+    };
+    let line: serde_json::Value = serde_json::from_str(&second).expect("JSON line");
+    assert_eq!(line["route"], "idle");
+    assert_eq!(line["status"], 200);
+}
+
 #[tokio::test]
 async fn every_exposed_metric_has_help_and_type() {
     let a = healthy_backend("a").await;
