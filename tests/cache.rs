@@ -437,17 +437,13 @@ async fn a_huge_answer_passes_without_growing_the_process() {
     let (sockets, port, admin) = traffic_and_admin();
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("cutover.toml");
-    let toml = config("huge", &format!("http://{upstream}"), TTL, "")
-        .replace(
-            "listen = \"127.0.0.1:0\"\n[admin]",
-            &format!("listen = \"127.0.0.1:{port}\"\n[admin]"),
-        )
-        .replace(
-            "[admin]\nlisten = \"127.0.0.1:0\"",
-            &format!("[admin]\nlisten = \"127.0.0.1:{admin}\""),
-        )
-        .replace("max_entry_size = \"1MiB\"", "max_entry_size = \"4MiB\"")
-        .replace("idle_timeout = \"1s\"", "idle_timeout = \"30s\"");
+    let toml = on_ports(
+        &config("huge", &format!("http://{upstream}"), TTL, ""),
+        port,
+        admin,
+    )
+    .replace("max_entry_size = \"1MiB\"", "max_entry_size = \"4MiB\"")
+    .replace("idle_timeout = \"1s\"", "idle_timeout = \"30s\"");
     std::fs::write(&path, toml).expect("write");
     let bin = Binary::spawn_with(
         &[

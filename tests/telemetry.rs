@@ -34,6 +34,28 @@ cost = {{ input_per_mtok = 2.0, output_per_mtok = 8.0 }}
     )
 }
 
+/// The binary serving [`priced`]`(route, url)` with a JSON access log on
+/// stdout, its config (edited by `edit`) written to `dir`: the binary, its
+/// traffic port and its admin port.
+fn spawn_logged(
+    route: &str,
+    url: &str,
+    dir: &std::path::Path,
+    edit: impl FnOnce(String) -> String,
+) -> (Binary, u16, u16) {
+    let (sockets, port, admin) = traffic_and_admin();
+    let config = on_ports(&priced(route, url), port, admin)
+        .replace("access_log = false", "access_log = true\nformat = \"json\"");
+    let path = dir.join("c.toml");
+    std::fs::write(&path, edit(config)).expect("write");
+    let bin = Binary::spawn_with(
+        &["serve", "--config", path.to_str().expect("utf8")],
+        &[],
+        sockets,
+    );
+    (bin, port, admin)
+}
+
 fn usage_of(json: &serde_json::Value) -> (f64, f64) {
     (
         json["usage"]["prompt_tokens"].as_f64().unwrap_or(-1.0),
@@ -369,32 +391,17 @@ async fn feedback_rules() {
 async fn access_log_lines_explain_each_request_without_secrets() {
     let a = healthy_backend("a").await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let (sockets, port, admin) = traffic_and_admin();
-    let config = priced("logged", &a.url())
-        .replace(
-            "listen = \"127.0.0.1:0\"\n[admin]",
-            &format!("listen = \"127.0.0.1:{port}\"\n[admin]"),
-        )
-        .replace(
-            "[admin]\nlisten = \"127.0.0.1:0\"",
-            &format!("[admin]\nlisten = \"127.0.0.1:{admin}\""),
-        )
-        .replace("access_log = false", "access_log = true\nformat = \"json\"")
-        .replace(
-            "sticky = [",
-            "match = { path_prefix = \"/v1/\" }\nsticky = [",
-        )
-        .replace(
-            "cost = {",
-            "deps = { prompt = \"p@1\", model = \"m-2025-01-01\" }\ncost = {",
-        );
-    let path = dir.path().join("c.toml");
-    std::fs::write(&path, config).expect("write");
-    let mut bin = Binary::spawn_with(
-        &["serve", "--config", path.to_str().expect("utf8")],
-        &[],
-        sockets,
-    );
+    let (mut bin, port, admin) = spawn_logged("logged", &a.url(), dir.path(), |config| {
+        config
+            .replace(
+                "sticky = [",
+                "match = { path_prefix = \"/v1/\" }\nsticky = [",
+            )
+            .replace(
+                "cost = {",
+                "deps = { prompt = \"p@1\", model = \"m-2025-01-01\" }\ncost = {",
+            )
+    });
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     assert!(wait_ready(([127, 0, 0, 1], admin).into(), Duration::from_secs(10)).await);
     let c = client();
@@ -488,24 +495,7 @@ fn writer_wakeups(pid: u32) -> Option<u64> {
 async fn an_idle_access_log_writer_sleeps_until_a_line_comes() {
     let a = healthy_backend("a").await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let (sockets, port, admin) = traffic_and_admin();
-    let config = priced("idle", &a.url())
-        .replace(
-            "listen = \"127.0.0.1:0\"\n[admin]",
-            &format!("listen = \"127.0.0.1:{port}\"\n[admin]"),
-        )
-        .replace(
-            "[admin]\nlisten = \"127.0.0.1:0\"",
-            &format!("[admin]\nlisten = \"127.0.0.1:{admin}\""),
-        )
-        .replace("access_log = false", "access_log = true\nformat = \"json\"");
-    let path = dir.path().join("c.toml");
-    std::fs::write(&path, config).expect("write");
-    let mut bin = Binary::spawn_with(
-        &["serve", "--config", path.to_str().expect("utf8")],
-        &[],
-        sockets,
-    );
+    let (mut bin, port, admin) = spawn_logged("idle", &a.url(), dir.path(), |config| config);
     let stdout = bin.child.stdout.take().expect("stdout");
     let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
     std::thread::spawn(move || {

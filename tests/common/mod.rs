@@ -287,6 +287,20 @@ pub fn test_certificate(dir: &std::path::Path) -> (PathBuf, PathBuf, Vec<u8>) {
     (cert, key, ck.cert.der().to_vec())
 }
 
+/// `toml` with its `[server]` and `[admin]` listeners (both
+/// `127.0.0.1:0` in the test configs) moved to `port` and `admin`: the
+/// ports of [`traffic_and_admin`]'s sockets, handed to the binary.
+pub fn on_ports(toml: &str, port: u16, admin: u16) -> String {
+    toml.replace(
+        "listen = \"127.0.0.1:0\"\n[admin]",
+        &format!("listen = \"127.0.0.1:{port}\"\n[admin]"),
+    )
+    .replace(
+        "[admin]\nlisten = \"127.0.0.1:0\"",
+        &format!("[admin]\nlisten = \"127.0.0.1:{admin}\""),
+    )
+}
+
 /// The real binary, killed on drop.
 pub struct Binary {
     pub child: std::process::Child,
