@@ -465,7 +465,7 @@ mod direct {
     use serde_json::Value;
 
     use super::{Choice, Chunk, Delta};
-    use crate::api::compact::{Compact, Entry, Other};
+    use crate::api::compact::{Compact, Other};
     use crate::api::lenient::{self, Any};
 
     /// Which of the fields a completion takes from its first chunk it has:
@@ -490,7 +490,6 @@ mod direct {
         if c.next_byte() != Some(b'{') {
             return Err(Other);
         }
-        c.enter()?;
         let mut chunk = Chunk::default();
         let fields = |key: &str| match key {
             "id" if !kept.id => Some(0),
@@ -501,20 +500,18 @@ mod direct {
             "error" => Some(5),
             _ => None,
         };
-        let mut first = true;
-        loop {
-            match c.entry(first, fields)? {
-                Entry::End => return Ok(chunk),
-                Entry::Field(0) => chunk.id = Some(any(c)?),
-                Entry::Field(1) => chunk.created = Some(any(c)?),
-                Entry::Field(2) => chunk.model = Some(any(c)?),
-                Entry::Field(3) => choices(c, &mut chunk.choices)?,
-                Entry::Field(4) => chunk.usage = Some(value(c)?),
-                Entry::Field(5) => chunk.error = Some(value(c)?),
-                Entry::Field(_) | Entry::Other => c.skip()?,
+        c.object(fields, |c, field| {
+            match field {
+                0 => chunk.id = Some(any(c)?),
+                1 => chunk.created = Some(any(c)?),
+                2 => chunk.model = Some(any(c)?),
+                3 => choices(c, &mut chunk.choices)?,
+                4 => chunk.usage = Some(value(c)?),
+                _ => chunk.error = Some(value(c)?),
             }
-            first = false;
-        }
+            Ok(())
+        })?;
+        Ok(chunk)
     }
 
     fn choices<'a>(
@@ -524,10 +521,8 @@ mod direct {
         if c.next_byte() != Some(b'[') {
             return lenient::fill(c, out);
         }
-        c.enter()?;
         let mut list = Vec::new();
-        let mut first = true;
-        while c.element(first)? {
+        c.array(|c| {
             let mut choice = None;
             if c.next_byte() == Some(b'{') {
                 choice = Some(read_choice(c)?);
@@ -535,14 +530,14 @@ mod direct {
                 lenient::fill(&mut *c, &mut choice)?;
             }
             list.push(choice);
-            first = false;
-        }
+            Ok(())
+        })?;
         *out = Some(list);
         Ok(())
     }
 
+    /// The choice object that is next.
     fn read_choice<'a>(c: &mut Compact<'a>) -> Result<Choice<'a>, Other> {
-        c.enter()?;
         let mut choice = Choice::default();
         let fields = |key: &str| match key {
             "index" => Some(0),
@@ -550,27 +545,21 @@ mod direct {
             "delta" => Some(2),
             _ => None,
         };
-        let mut first = true;
-        loop {
-            match c.entry(first, fields)? {
-                Entry::End => return Ok(choice),
-                Entry::Field(0) => match c.next_byte() {
-                    Some(b'0'..=b'9') => choice.index = Some(c.integer()?),
-                    _ => lenient::fill(&mut *c, &mut choice.index)?,
-                },
-                Entry::Field(1) => choice.finish_reason = Some(value(c)?),
-                Entry::Field(2) => match c.next_byte() {
-                    Some(b'{') => choice.delta = Some(read_delta(c)?),
-                    _ => lenient::fill(&mut *c, &mut choice.delta)?,
-                },
-                Entry::Field(_) | Entry::Other => c.skip()?,
+        c.object(fields, |c, field| {
+            match (field, c.next_byte()) {
+                (0, Some(b'0'..=b'9')) => choice.index = Some(c.integer()?),
+                (0, _) => lenient::fill(&mut *c, &mut choice.index)?,
+                (1, _) => choice.finish_reason = Some(value(c)?),
+                (_, Some(b'{')) => choice.delta = Some(read_delta(c)?),
+                (_, _) => lenient::fill(&mut *c, &mut choice.delta)?,
             }
-            first = false;
-        }
+            Ok(())
+        })?;
+        Ok(choice)
     }
 
+    /// The delta object that is next.
     fn read_delta<'a>(c: &mut Compact<'a>) -> Result<Delta<'a>, Other> {
-        c.enter()?;
         let mut delta = Delta::default();
         let fields = |key: &str| match key {
             "role" => Some(0),
@@ -578,17 +567,12 @@ mod direct {
             "tool_calls" => Some(2),
             _ => None,
         };
-        let mut first = true;
-        loop {
-            match c.entry(first, fields)? {
-                Entry::End => return Ok(delta),
-                Entry::Field(0) => text(c, &mut delta.role)?,
-                Entry::Field(1) => text(c, &mut delta.content)?,
-                Entry::Field(2) => lenient::fill(&mut *c, &mut delta.tool_calls)?,
-                Entry::Field(_) | Entry::Other => c.skip()?,
-            }
-            first = false;
-        }
+        c.object(fields, |c, field| match field {
+            0 => text(c, &mut delta.role),
+            1 => text(c, &mut delta.content),
+            _ => lenient::fill(&mut *c, &mut delta.tool_calls),
+        })?;
+        Ok(delta)
     }
 
     /// A string field: the string, or `None` for any other value.

@@ -22,7 +22,7 @@
 //!   exponent.
 //!
 //! A reader that knows its document's shape can also read the tokens
-//! itself ([`Compact::entry`], [`Compact::element`], [`Compact::skip`]):
+//! itself ([`Compact::object`], [`Compact::array`], [`Compact::skip`]):
 //! `api::chat` reads its stream chunks so, about 500 instructions a chunk
 //! fewer than through the visitors.
 //!
@@ -276,7 +276,7 @@ impl<'de> Compact<'de> {
 
 /// What [`Compact::entry`] found next in an object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Entry {
+enum Entry {
     /// A key the caller's lookup numbered; its `:` is read, its value is
     /// next.
     Field(u8),
@@ -297,20 +297,47 @@ impl<'de> Compact<'de> {
         self.peek()
     }
 
-    /// Past the `{` or `[` that [`Compact::next_byte`] showed.
-    pub fn enter(&mut self) -> Result<(), Other> {
-        self.open().map(drop)
+    /// The object that [`Compact::next_byte`] showed (`{`): the value of
+    /// each key `lookup` numbers is read by `field`, given that number;
+    /// any other key's value is skipped. A key given twice is read twice.
+    #[inline]
+    pub fn object(
+        &mut self,
+        lookup: impl Fn(&str) -> Option<u8>,
+        mut field: impl FnMut(&mut Self, u8) -> Result<(), Other>,
+    ) -> Result<(), Other> {
+        self.open()?;
+        let mut first = true;
+        loop {
+            match self.entry(first, &lookup)? {
+                Entry::End => return Ok(()),
+                Entry::Field(n) => field(self, n)?,
+                Entry::Other => self.skip()?,
+            }
+            first = false;
+        }
+    }
+
+    /// The array that [`Compact::next_byte`] showed (`[`): each element
+    /// read by `element`.
+    #[inline]
+    pub fn array(
+        &mut self,
+        mut element: impl FnMut(&mut Self) -> Result<(), Other>,
+    ) -> Result<(), Other> {
+        self.open()?;
+        let mut first = true;
+        while self.element(first)? {
+            element(self)?;
+            first = false;
+        }
+        Ok(())
     }
 
     /// The next entry of the object entered: its key numbered by `lookup`
-    /// (`None` for a key the caller does not read) and its `:` read, or the
-    /// object's end.
+    /// and its `:` read, or the object's end.
     #[inline]
-    pub fn entry(
-        &mut self,
-        first: bool,
-        lookup: impl Fn(&str) -> Option<u8>,
-    ) -> Result<Entry, Other> {
+    fn entry(&mut self, first: bool, lookup: impl Fn(&str) -> Option<u8>) -> Result<Entry, Other> {
         match self.peek() {
             Some(b'}') => {
                 self.at += 1;
@@ -341,7 +368,8 @@ impl<'de> Compact<'de> {
 
     /// Whether the array entered has another element (its `,` read), or
     /// ends here (its `]` read).
-    pub fn element(&mut self, first: bool) -> Result<bool, Other> {
+    #[inline]
+    fn element(&mut self, first: bool) -> Result<bool, Other> {
         match self.peek() {
             Some(b']') => {
                 self.at += 1;
@@ -378,36 +406,11 @@ impl<'de> Compact<'de> {
     }
 
     /// The next value, checked as the deserializer checks it and dropped.
+    /// `IgnoredAny` is enough here, unlike on `serde_json`: this reader
+    /// checks every string, number and bracket it passes, whatever the
+    /// visitor wants of them.
     pub fn skip(&mut self) -> Result<(), Other> {
-        match self.peek() {
-            Some(b'"') => {
-                self.at += 1;
-                self.string().map(drop)
-            }
-            Some(b'{') => {
-                self.enter()?;
-                let mut first = true;
-                while self.entry(first, |_| None)? != Entry::End {
-                    self.skip()?;
-                    first = false;
-                }
-                Ok(())
-            }
-            Some(b'[') => {
-                self.enter()?;
-                let mut first = true;
-                while self.element(first)? {
-                    self.skip()?;
-                    first = false;
-                }
-                Ok(())
-            }
-            Some(b'0'..=b'9') => self.unsigned().map(drop),
-            Some(b'n') => self.literal(b"null"),
-            Some(b't') => self.literal(b"true"),
-            Some(b'f') => self.literal(b"false"),
-            _ => Err(Other),
-        }
+        de::IgnoredAny::deserialize(self).map(drop)
     }
 }
 
