@@ -447,22 +447,17 @@ async fn serve_h1<T>(
                 }
             }
         };
-        let idle_left = match ended {
-            Ended::Parked { idle_left } => idle_left,
-            Ended::HeadTimedOut => {
-                tracing::debug!(peer = %info.peer, "no request head within request_header_timeout");
-                return;
-            }
-            Ended::Done => {
-                let parts = conn.into_parts();
-                let mut io = parts.io.into_inner();
-                // What hyper's own connection future does at its end.
-                let _ = tokio::time::timeout(settings.header_timeout, io.shutdown()).await;
-                return;
-            }
-        };
+        if let Ended::HeadTimedOut = ended {
+            tracing::debug!(peer = %info.peer, "no request head within request_header_timeout");
+            return;
+        }
         let parts = conn.into_parts();
         io = parts.io.into_inner();
+        let Ended::Parked { idle_left } = ended else {
+            // What hyper's own connection future does at its end.
+            let _ = tokio::time::timeout(settings.header_timeout, io.shutdown()).await;
+            return;
+        };
         io.unread(parts.read_buf);
         drop(parts.service);
         if io.has_replay() {
