@@ -13,7 +13,12 @@
 //!   the scanner's per-frame cost included;
 //! * `usage_sse_naive/API`: beside it, parsing every `data:` line as JSON,
 //!   which is what the memchr pre-filter saves;
-//! * `reassemble/API`: the stream into its non-streamed document.
+//! * `reassemble/API`: the stream into its non-streamed document;
+//! * `compare_json/picked`: a non-streamed answer (`bench/json/chat.json`,
+//!   the shared harness's) read for the value at a shadow's compare
+//!   pointer, what a compared shadow pays per answer; beside it,
+//!   `compare_json/pruned`, the pruned document it is held to, and
+//!   `compare_json/whole`, a `Value` parse of all of it.
 
 use std::hint::black_box;
 
@@ -21,6 +26,7 @@ use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use cutover::api::usage::UsageScanner;
 use cutover::api::{self, Api};
+use cutover::shadow::reach::{Picked, Reach};
 use http::HeaderValue;
 
 const STREAMS: [(Api, &[u8]); 3] = [
@@ -114,5 +120,33 @@ fn reassemble(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, usage, reassemble);
+fn compare_json(c: &mut Criterion) {
+    const ANSWER: &[u8] = include_bytes!("../bench/json/chat.json");
+    const POINTER: &str = "/choices/0/message/content";
+    let reach = Reach::of([POINTER]);
+    let whole: serde_json::Value = serde_json::from_slice(ANSWER).expect("the answer is JSON");
+    let pruned = reach.parse(ANSWER).expect("the answer reads");
+    assert_eq!(pruned.pointer(POINTER), whole.pointer(POINTER));
+    let mut group = c.benchmark_group("compare_json");
+    group.throughput(Throughput::Bytes(ANSWER.len() as u64));
+    let shared = std::sync::Arc::new(Reach::of([POINTER]));
+    let picked = Picked::read(&shared, ANSWER).expect("the answer reads");
+    assert_eq!(picked.at(POINTER), whole.pointer(POINTER));
+    group.bench_function("picked", |b| {
+        b.iter(|| black_box(Picked::read(&shared, black_box(ANSWER))))
+    });
+    group.bench_function("pruned", |b| {
+        b.iter(|| black_box(reach.parse(black_box(ANSWER))))
+    });
+    group.bench_function("whole", |b| {
+        b.iter(|| {
+            black_box(serde_json::from_slice::<serde_json::Value>(black_box(
+                ANSWER,
+            )))
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, usage, reassemble, compare_json);
 criterion_main!(benches);

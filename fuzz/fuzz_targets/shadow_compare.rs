@@ -1,15 +1,18 @@
 //! Shadow compare at JSON pointers (`shadow::compare`): never panics, and
 //! is reflexive and symmetric: a document matches itself everywhere, and
 //! which side is the primary never changes a verdict. A document parsed
-//! only as far as the pointer reaches (`shadow::reach`) is refused when
-//! the whole one is, and gives the same verdict; `find` finds what
+//! only as far as the pointer reaches (`shadow::reach`), or read for the
+//! value at the pointer alone (`Picked`), is refused when the whole one
+//! is, and gives the same verdict; `find` finds what
 //! `Value::pointer` finds; the compact reader (`api::compact`) reads a
 //! document as `serde_json` does, or leaves it to it.
 #![no_main]
 
 use cutover::api::compact::Compact;
 use cutover::shadow::compare::{PointerMatch, compare, compare_at, find, json_eq};
-use cutover::shadow::reach::Reach;
+use std::sync::Arc;
+
+use cutover::shadow::reach::{Picked, Reach};
 use libfuzzer_sys::fuzz_target;
 use serde::Deserialize;
 use serde_json::Value;
@@ -36,8 +39,9 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    let reach = Reach::of([pointer]);
+    let reach = Arc::new(Reach::of([pointer]));
     let (pruned_a, pruned_b) = (reach.parse(a).ok(), reach.parse(b).ok());
+    let (picked_a, picked_b) = (Picked::read(&reach, a).ok(), Picked::read(&reach, b).ok());
     let a = serde_json::from_slice::<Value>(a).ok();
     let b = serde_json::from_slice::<Value>(b).ok();
     assert_eq!(pruned_a.is_some(), a.is_some(), "refused by one parse only");
@@ -54,6 +58,16 @@ fuzz_target!(|data: &[u8]| {
         .collect();
     assert_eq!(forward, backward, "not symmetric");
     assert_eq!(forward, pruned, "the pruned documents disagree");
+    let picked: Vec<PointerMatch> = compare(&pointers, picked_a.as_ref(), picked_b.as_ref())
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(forward, picked, "the picked values disagree");
+    for (whole, picked) in [(&a, &picked_a), (&b, &picked_b)] {
+        assert_eq!(whole.is_some(), picked.is_some(), "refused by one read only");
+        if let (Some(whole), Some(picked)) = (whole, picked) {
+            assert_eq!(whole.pointer(pointer), picked.at(pointer));
+        }
+    }
     for (whole, pruned) in [(&a, &pruned_a), (&b, &pruned_b)] {
         if let (Some(whole), Some(pruned)) = (whole, pruned) {
             assert_eq!(whole.pointer(pointer), pruned.pointer(pointer));

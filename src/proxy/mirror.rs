@@ -13,7 +13,6 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Uri};
 use http_body_util::BodyExt;
-use serde_json::Value;
 use tokio::sync::oneshot;
 
 use super::attempt;
@@ -23,7 +22,7 @@ use crate::api::Api;
 use crate::gateway::data_plane::DataPlane;
 use crate::rollout::{Observation, Role};
 use crate::runtime::{Route, Runtime};
-use crate::shadow::compare::{self, Capture, PointerMatch};
+use crate::shadow::compare::{self, Capture, Comparable, Compared, PointerMatch};
 use crate::shadow::{MirrorSlot, PrimaryAnswer, Shadow};
 use crate::telemetry::{AccessRecord, AttemptResult, ShadowResult, SkipUse, Usage, UsageScanner};
 use crate::upstream::RequestBody;
@@ -112,7 +111,7 @@ fn spawn(job: Job) {
 struct Answer {
     status: u16,
     usage: Usage,
-    document: Option<Value>,
+    document: Option<Comparable>,
 }
 
 async fn run(mut job: Job) {
@@ -293,13 +292,13 @@ async fn exchange(
     // event, or one that cannot be read, is compared as `None` (every
     // pointer a mismatch) and counted.
     let document = capture.and_then(|c| {
-        let read = c.read(api);
-        for (skip, n) in read.skips() {
+        let (compared, skips) = c.compared(api);
+        for (skip, n) in skips {
             route.metrics.skipped(SkipUse::Compare, skip, n);
         }
-        match read.document {
-            Ok(doc) if doc.complete => Some(doc.value),
-            _ => None,
+        match compared {
+            Compared::Whole(answer) => Some(answer),
+            Compared::Partial | Compared::Unreadable => None,
         }
     });
     Ok(Answer {

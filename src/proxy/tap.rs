@@ -19,7 +19,7 @@ use super::ctx::End;
 use crate::api::{Api, Skip};
 use crate::cache::Fill;
 use crate::shadow::PrimaryAnswer;
-use crate::shadow::compare::Capture;
+use crate::shadow::compare::{Capture, Compared};
 use crate::telemetry::{ApiSkips, SkipUse, Usage, UsageScanner};
 
 /// Shadows waiting for the primary's answer to compare with.
@@ -157,19 +157,19 @@ impl Tap for CompareTap {
             self.senders.clear();
             return;
         }
-        let read = capture.read(self.api);
-        for (skip, n) in read.skips() {
+        let (compared, skips) = capture.compared(self.api);
+        for (skip, n) in skips {
             self.skips.add(SkipUse::Compare, skip, n);
         }
-        let answer = match read.document {
-            Ok(doc) if doc.complete => Some(Arc::new(doc.value)),
+        let answer = match compared {
+            Compared::Whole(answer) => Some(Arc::new(answer)),
             // Cut before its API's final event: like a body cut by the
             // transport, there is nothing whole to compare with.
-            Ok(_) => {
+            Compared::Partial => {
                 self.senders.clear();
                 return;
             }
-            Err(_) => None,
+            Compared::Unreadable => None,
         };
         for tx in self.senders.drain(..) {
             let _ = tx.send(answer.clone());

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use http::HeaderValue;
 use serde_json::Value;
 
-use super::reach::{Reach, parse_index};
+use super::reach::{Picked, Reach, parse_index};
 use crate::api::{self, Api, Document, Read, Skip, Unreadable};
 use crate::ascii::starts_with_ignore_case;
 
@@ -146,11 +146,7 @@ impl Capture {
         if self.overflowed {
             return unreadable(OVERFLOWED);
         }
-        let body: Cow<'_, [u8]> = match self.frames.as_slice() {
-            [] => Cow::Borrowed(&[]),
-            [one] => Cow::Borrowed(one.as_ref()),
-            many => Cow::Owned(many.concat()),
-        };
+        let body = self.body();
         match self.format {
             Format::Json => match self.reach.as_deref().map_or_else(
                 || serde_json::from_slice::<Value>(&body),
@@ -168,6 +164,86 @@ impl Capture {
             },
             Format::Sse => api::reassemble(api, &body),
             Format::Other => unreadable(OTHER),
+        }
+    }
+}
+
+/// An answer as a compare reads it.
+#[derive(Debug)]
+pub enum Comparable {
+    /// The whole document: a stream folded back, or a JSON body read with
+    /// no [`Reach`].
+    Document(Value),
+    /// Only the values at the compare pointers: a JSON body read through a
+    /// [`Reach`].
+    Picked(Picked),
+}
+
+/// Where a compare finds a pointer's value.
+pub trait Find {
+    /// What `pointer` finds, as `Value::pointer` finds it in the document.
+    fn find(&self, pointer: &str) -> Option<&Value>;
+}
+
+impl Find for Value {
+    fn find(&self, pointer: &str) -> Option<&Value> {
+        find(self, pointer)
+    }
+}
+
+impl Find for Picked {
+    fn find(&self, pointer: &str) -> Option<&Value> {
+        self.at(pointer)
+    }
+}
+
+impl Find for Comparable {
+    fn find(&self, pointer: &str) -> Option<&Value> {
+        match self {
+            Comparable::Document(doc) => find(doc, pointer),
+            Comparable::Picked(picked) => picked.at(pointer),
+        }
+    }
+}
+
+/// What [`Capture::compared`] read.
+#[derive(Debug)]
+pub enum Compared {
+    /// A whole answer.
+    Whole(Comparable),
+    /// A stream cut before its API's final event: nothing whole to compare.
+    Partial,
+    /// Not readable (overflowed, not JSON, a broken stream).
+    Unreadable,
+}
+
+impl Capture {
+    /// The response as a compare reads it, and what to count as skipped on
+    /// the way (as [`Read::skips`] gives). A JSON body read through a
+    /// [`Reach`] keeps only the values at its pointers.
+    pub fn compared(self, api: Option<Api>) -> (Compared, Vec<(Skip, u64)>) {
+        if let (Format::Json, false, Some(reach)) = (self.format, self.overflowed, &self.reach) {
+            return match Picked::read(reach, &self.body()) {
+                Ok(picked) => (Compared::Whole(Comparable::Picked(picked)), Vec::new()),
+                Err(_) => (Compared::Unreadable, vec![(Skip::Malformed, 1)]),
+            };
+        }
+        let read = self.read(api);
+        let skips = read.skips().collect();
+        let compared = match read.document {
+            Ok(doc) if doc.complete => Compared::Whole(Comparable::Document(doc.value)),
+            Ok(_) => Compared::Partial,
+            Err(_) => Compared::Unreadable,
+        };
+        (compared, skips)
+    }
+
+    /// The frames as one body: borrowed when there is one frame.
+    fn body(&self) -> Cow<'_, [u8]> {
+        match self.frames.as_slice() {
+            [] => Cow::Borrowed(&[]),
+            [one] => Cow::Borrowed(one.as_ref()),
+            many => Cow::Owned(many.concat()),
         }
     }
 }
@@ -195,10 +271,10 @@ pub enum PointerMatch {
 /// broken stream) makes every pointer a `Mismatch`, even when both are
 /// `None`: a match must be evidence that the answers agree, and a shadow
 /// that returns garbage should lower the match share, not vanish from it.
-pub fn compare<'a>(
+pub fn compare<'a, D: Find + ?Sized>(
     pointers: &'a [String],
-    primary: Option<&'a Value>,
-    shadow: Option<&'a Value>,
+    primary: Option<&'a D>,
+    shadow: Option<&'a D>,
 ) -> impl Iterator<Item = (&'a str, PointerMatch)> + 'a {
     pointers.iter().map(move |pointer| {
         let verdict = match (primary, shadow) {
@@ -227,8 +303,8 @@ pub fn find<'v>(doc: &'v Value, pointer: &str) -> Option<&'v Value> {
 }
 
 /// Compare two comparable documents at one pointer.
-pub fn compare_at(pointer: &str, primary: &Value, shadow: &Value) -> PointerMatch {
-    match (find(primary, pointer), find(shadow, pointer)) {
+pub fn compare_at<D: Find + ?Sized>(pointer: &str, primary: &D, shadow: &D) -> PointerMatch {
+    match (primary.find(pointer), shadow.find(pointer)) {
         (None, None) => PointerMatch::Match,
         (Some(a), Some(b)) if json_eq(a, b) => PointerMatch::Match,
         _ => PointerMatch::Mismatch,

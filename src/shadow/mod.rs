@@ -22,7 +22,7 @@ use reach::Reach;
 
 /// The primary's answer as one JSON document (`None`: not comparable),
 /// handed to each comparing mirror when the primary's response completes.
-pub type PrimaryAnswer = Option<Arc<serde_json::Value>>;
+pub type PrimaryAnswer = Option<Arc<compare::Comparable>>;
 
 /// Mirrors in flight per shadow when `max_in_flight` is not configured.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
