@@ -4,7 +4,7 @@
 //!
 //! The capture never delays or copies the body: frames are kept as `Bytes`
 //! clones (reference counts) up to a byte cap, and all parsing happens once,
-//! in [`Capture::read`], after the body has ended. Past the cap the frames
+//! in [`Capture::compared`], after the body has ended. Past the cap the frames
 //! are released at once, so an oversized answer costs no memory; it is then
 //! not comparable.
 //!
@@ -84,9 +84,9 @@ impl Capture {
         }
     }
 
-    /// Parse a JSON body only as far as `reach` goes (see [`Reach`]): what
-    /// a compare at those pointers needs. A stream is still folded back
-    /// whole.
+    /// Read a JSON body, in [`Capture::compared`], only for the values at
+    /// `reach`'s pointers (see [`Picked`]): what a compare at those
+    /// pointers needs. A stream is still folded back whole.
     pub fn reaching(mut self, reach: Arc<Reach>) -> Self {
         self.reach = Some(reach);
         self
@@ -118,14 +118,14 @@ impl Capture {
     /// The response as one JSON document, or `None` when it is not
     /// comparable (overflowed, not JSON, a broken stream). A stream is read
     /// as the API its first event names; an incomplete one still gives
-    /// what arrived (see [`Capture::read`] for the completeness).
+    /// what arrived (see [`Capture::compared`] for the completeness).
     pub fn finish(self) -> Option<Value> {
         self.read(None).document.ok().map(|d| d.value)
     }
 
-    /// The response read as `api`'s document (`None`: a JSON body as it
-    /// is, a stream as its first event says), with whether it is whole.
-    pub fn read(self, api: Option<Api>) -> Read {
+    /// The response read whole as `api`'s document (`None`: a JSON body as
+    /// it is, a stream as its first event says), with whether it is whole.
+    fn read(self, api: Option<Api>) -> Read {
         const OVERFLOWED: Unreadable = Unreadable {
             skip: Skip::Malformed,
             why: "the response was larger than the compare cap",
@@ -148,10 +148,7 @@ impl Capture {
         }
         let body = self.body();
         match self.format {
-            Format::Json => match self.reach.as_deref().map_or_else(
-                || serde_json::from_slice::<Value>(&body),
-                |reach| reach.parse(&body),
-            ) {
+            Format::Json => match serde_json::from_slice::<Value>(&body) {
                 Ok(value) => Read {
                     api: api.unwrap_or(Api::Chat),
                     document: Ok(Document {
@@ -200,8 +197,8 @@ impl Find for Picked {
 impl Find for Comparable {
     fn find(&self, pointer: &str) -> Option<&Value> {
         match self {
-            Comparable::Document(doc) => find(doc, pointer),
-            Comparable::Picked(picked) => picked.at(pointer),
+            Comparable::Document(doc) => doc.find(pointer),
+            Comparable::Picked(picked) => picked.find(pointer),
         }
     }
 }
