@@ -274,6 +274,13 @@ async fn a_failing_canary_is_rolled_back_and_then_reaches_no_user() {
         reason == "error_rate" || reason == "error_rate_margin",
         "rolled back for {reason}: {r}"
     );
+    // SPEC §10: `/status` shows the rollout's reason beside its state.
+    assert!(
+        r["reason"]
+            .as_str()
+            .is_some_and(|text| text.starts_with(&format!("{reason}: "))),
+        "{r}"
+    );
     assert_eq!(r["canary_weight"], 0.0);
     let before = bad.stats().requests();
     let (sent, on_canary) = drive_until(&proxy, Duration::ZERO, async |_| true).await;
@@ -407,6 +414,17 @@ async fn admin_actions_answer_404_and_409() {
     let (code, body) = act(&proxy, ROUTE, "advance").await;
     assert_eq!(code, StatusCode::OK, "{body}");
     assert_eq!(body["rollout"]["step"], 1);
+    // "200 with the new state" (SPEC §10), at the top as in the rollout.
+    assert_eq!(body["state"], "canary", "{body}");
+    assert_eq!(body["rollout"]["reason"], Value::Null, "{body}");
+    let (code, body) = act(&proxy, ROUTE, "pause").await;
+    assert_eq!(
+        (code, body["state"].as_str()),
+        (StatusCode::OK, Some("paused"))
+    );
+    assert_eq!(body["rollout"]["reason"], "paused by the operator");
+    let (code, _) = act(&proxy, ROUTE, "resume").await;
+    assert_eq!(code, StatusCode::OK);
     assert_eq!(rollout_of(&proxy).await["canary_weight"], 50.0);
     let (code, body) = act(&proxy, ROUTE, "promote").await;
     assert_eq!(
@@ -421,8 +439,16 @@ async fn admin_actions_answer_404_and_409() {
     );
     let (code, body) = act(&proxy, ROUTE, "abort").await;
     assert_eq!(
-        (code, body["rollout"]["state"].as_str()),
-        (StatusCode::OK, Some("rolled_back"))
+        (
+            code,
+            body["state"].as_str(),
+            body["rollout"]["state"].as_str()
+        ),
+        (StatusCode::OK, Some("rolled_back"), Some("rolled_back"))
+    );
+    assert_eq!(
+        body["rollout"]["reason"], "abort: aborted by the operator",
+        "{body}"
     );
     let (code, _) = act(&proxy, ROUTE, "pause").await;
     assert_eq!(code, StatusCode::CONFLICT);

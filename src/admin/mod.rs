@@ -227,6 +227,8 @@ async fn route(gateway: &Gateway, req: Request<Incoming>) -> Response<ProxyBody>
                 Ok(status) => match serde_json::to_string(&serde_json::json!({
                     "route": route,
                     "action": action.as_str(),
+                    // SPEC §10: "200 with the new state".
+                    "state": status.state,
                     "rollout": status,
                 })) {
                     Ok(body) => json(StatusCode::OK, body),

@@ -115,6 +115,20 @@ pub enum ReasonKind {
 }
 
 impl ReasonKind {
+    /// Every kind, in the order of the `reason` labels' docs.
+    pub const ALL: [ReasonKind; 10] = [
+        ReasonKind::ErrorRate,
+        ReasonKind::LatencyP99,
+        ReasonKind::BreakerOpen,
+        ReasonKind::Gate(GateName::ErrorRateMargin),
+        ReasonKind::Gate(GateName::MaxErrorRate),
+        ReasonKind::Gate(GateName::OutcomeMargin),
+        ReasonKind::Gate(GateName::LatencyP95Ratio),
+        ReasonKind::Gate(GateName::MaxLatencyP95),
+        ReasonKind::Gate(GateName::MaxCostPerRequest),
+        ReasonKind::Abort,
+    ];
+
     /// The `reason` label of `cutover_rollbacks_total`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -648,6 +662,40 @@ mod tests {
                 canary_breaker_open: self.breaker_open,
             }
         }
+    }
+
+    /// `ALL` (the series created at 0) names every kind once, and each
+    /// label reads back as its kind.
+    #[test]
+    fn every_rollback_reason_is_listed_once() {
+        let labels: std::collections::BTreeSet<&str> =
+            ReasonKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(labels.len(), ReasonKind::ALL.len());
+        for kind in ReasonKind::ALL {
+            assert_eq!(ReasonKind::parse(kind.as_str()), Some(kind));
+            // A new kind must be added to `ALL`: this match says which.
+            match kind {
+                ReasonKind::ErrorRate
+                | ReasonKind::LatencyP99
+                | ReasonKind::BreakerOpen
+                | ReasonKind::Gate(_)
+                | ReasonKind::Abort => {}
+            }
+        }
+        let gates = ReasonKind::ALL
+            .iter()
+            .filter(|k| matches!(k, ReasonKind::Gate(_)))
+            .count();
+        let every_gate = [
+            "error_rate_margin",
+            "max_error_rate",
+            "outcome_margin",
+            "latency_p95_ratio",
+            "max_latency_p95",
+            "max_cost_per_request",
+        ];
+        assert_eq!(gates, every_gate.len());
+        assert!(every_gate.iter().all(|g| GateName::parse(g).is_some()));
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub struct RolloutStatus {
     pub detail: State,
     /// `cutover_rollout_step`.
     pub step: i64,
+    /// Why the rollout stands where it does, when not by its own progress:
+    /// the rollback's reason (`kind: detail`), or the operator's pause.
+    pub reason: Option<String>,
     /// The canary's effective live weight, percent.
     pub canary_weight: f64,
     pub mirrored: bool,
@@ -266,6 +269,11 @@ impl RouteRollout {
             state: c.state().name(),
             detail: c.state().clone(),
             step: c.step_metric(),
+            reason: match c.state() {
+                State::RolledBack { reason } => Some(reason.to_string()),
+                State::Paused { .. } => Some("paused by the operator".to_string()),
+                _ => None,
+            },
             canary_weight: c.canary_weight().percent(),
             mirrored: c.mirrored(),
             stage_seconds: self

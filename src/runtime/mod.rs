@@ -345,6 +345,43 @@ impl Runtime {
             }
         }
         metrics::gauge!(names::CONFIG_GENERATION).set(self.generation as f64);
+        self.announce_counters();
+    }
+
+    /// Create, at 0, the counter series this config makes possible but
+    /// that only count rare events (a reload, a fallback, a rollback), so
+    /// every SPEC §7 family is on `/metrics` from the start and `increase`
+    /// sees their first event. Adding 0 keeps any count already there.
+    fn announce_counters(&self) {
+        for result in ["ok", "error"] {
+            metrics::counter!(names::CONFIG_RELOADS_TOTAL, "result" => result).increment(0);
+        }
+        for route in self.routes.iter() {
+            // Each version's chain: itself, then the fallbacks but itself.
+            for v in route.versions.iter() {
+                let mut from = &v.target.name;
+                for to in route.fallbacks.iter().filter(|f| f.name != v.target.name) {
+                    metrics::counter!(
+                        names::FALLBACKS_TOTAL,
+                        "route" => route.name.to_string(),
+                        "from" => from.to_string(),
+                        "to" => to.name.to_string()
+                    )
+                    .increment(0);
+                    from = &to.name;
+                }
+            }
+            if route.judging.is_some() {
+                for reason in crate::rollout::ReasonKind::ALL {
+                    metrics::counter!(
+                        names::ROLLBACKS_TOTAL,
+                        "route" => route.name.to_string(),
+                        "reason" => reason.as_str()
+                    )
+                    .increment(0);
+                }
+            }
+        }
     }
 }
 
