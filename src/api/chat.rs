@@ -176,10 +176,12 @@ impl Completion {
             created: self.created.is_some(),
             model: self.model.is_some(),
         };
-        let chunk: Chunk<'_> = match direct::chunk(data, kept) {
-            Some(chunk) => chunk,
-            None => super::event_head(data, NOT_JSON)?,
-        };
+        // Read into one slot, not returned through `Option` and `Result`:
+        // each return moved the whole chunk (four copies of ~180 bytes).
+        let mut chunk = Chunk::default();
+        if !direct::chunk(data, kept, &mut chunk) {
+            chunk = super::event_head(data, NOT_JSON)?;
+        }
         if chunk.error.as_ref().is_some_and(|e| !e.is_null()) {
             return Err(ERROR_CHUNK);
         }
@@ -187,6 +189,7 @@ impl Completion {
         Ok(Flow::More)
     }
 
+    #[inline]
     fn chunk(&mut self, chunk: Chunk<'_>) {
         self.chunks += 1;
         first_non_null(&mut self.id, chunk.id);
@@ -477,20 +480,21 @@ mod direct {
         pub model: bool,
     }
 
-    pub(super) fn chunk(data: &[u8], kept: Kept) -> Option<Chunk<'_>> {
-        let text = std::str::from_utf8(data).ok()?;
+    /// Read `data` into `chunk` (default on entry); `false` if it is not
+    /// a chunk this reader takes, with `chunk` left partly filled.
+    pub(super) fn chunk<'a>(data: &'a [u8], kept: Kept, chunk: &mut Chunk<'a>) -> bool {
+        let Ok(text) = std::str::from_utf8(data) else {
+            return false;
+        };
         let mut c = Compact::new(text);
-        let chunk = read_chunk(&mut c, kept).ok()?;
-        c.end().ok()?;
-        Some(chunk)
+        read_chunk(&mut c, kept, chunk).is_ok() && c.end().is_ok()
     }
 
-    fn read_chunk<'a>(c: &mut Compact<'a>, kept: Kept) -> Result<Chunk<'a>, Other> {
+    fn read_chunk<'a>(c: &mut Compact<'a>, kept: Kept, chunk: &mut Chunk<'a>) -> Result<(), Other> {
         // Anything but an object is not a chunk: `event_head` says so.
         if c.next_byte() != Some(b'{') {
             return Err(Other);
         }
-        let mut chunk = Chunk::default();
         let fields = |key: &str| match key {
             "id" if !kept.id => Some(0),
             "created" if !kept.created => Some(1),
@@ -510,8 +514,7 @@ mod direct {
                 _ => chunk.error = Some(value(c)?),
             }
             Ok(())
-        })?;
-        Ok(chunk)
+        })
     }
 
     fn choices<'a>(
@@ -800,8 +803,11 @@ mod tests {
         let mut de = super::super::compact::Compact::new(text);
         lenient::fill(&mut de, &mut head).expect("read by the compact reader");
         de.end().expect("nothing after it");
-        let direct = direct::chunk(text.as_bytes(), direct::Kept::default())
-            .expect("read by the direct reader");
+        let mut direct = Chunk::default();
+        assert!(
+            direct::chunk(text.as_bytes(), direct::Kept::default(), &mut direct),
+            "read by the direct reader"
+        );
         for head in [head.expect("an object"), direct] {
             let mut completion = Completion::default();
             completion.chunk(head);
@@ -814,8 +820,9 @@ mod tests {
         }
         // What the compact reader leaves to `serde_json`, so does it.
         for text in [r#"{"choices":[],"x":1.5}"#, r#"{"id":"\u0041"}"#, "[1]"] {
+            let mut chunk = Chunk::default();
             assert!(
-                direct::chunk(text.as_bytes(), direct::Kept::default()).is_none(),
+                !direct::chunk(text.as_bytes(), direct::Kept::default(), &mut chunk),
                 "{text}"
             );
         }
