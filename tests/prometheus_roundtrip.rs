@@ -345,9 +345,9 @@ async fn prometheus_scrapes_cutover_and_answers_dashboard_queries() {
         .await
         .expect("abort");
     assert_eq!(r.status(), 200);
-    // The counter is born at 1 (its series appears with the first
-    // rollback), so `increase` alone would never see it: the queries must
-    // also catch a series that is new.
+    // Every reason's series is there at 0 from the start, and only the
+    // rollback's may show: the queries keep what is above 0. They also
+    // catch a series that is new (first scraped at 1).
     let (exprs, annotations) = dashboard_expressions();
     let annotation = annotations
         .iter()
