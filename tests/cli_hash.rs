@@ -1,6 +1,12 @@
-//! `cutover hash` through the real binary: every SPEC §3 test vector.
+//! `cutover hash` through the real binary: every SPEC §3 test vector, and
+//! the weights in force of a running proxy rather than the file's.
+
+mod common;
 
 use std::process::Command;
+use std::time::Duration;
+
+use common::*;
 
 fn config(dir: &std::path::Path, v1: f64, v2: f64) -> std::path::PathBuf {
     let text = format!(
@@ -35,6 +41,10 @@ upstream = "a"
 }
 
 fn hash(config: &std::path::Path, route: &str, key: &str) -> (i32, String) {
+    hash_with(config, route, key, &[])
+}
+
+fn hash_with(config: &std::path::Path, route: &str, key: &str, extra: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_cutover"))
         .args([
             "hash",
@@ -44,6 +54,8 @@ fn hash(config: &std::path::Path, route: &str, key: &str) -> (i32, String) {
             route,
             key,
         ])
+        .args(extra)
+        .env_remove("CUTOVER_ADMIN_TOKEN")
         .output()
         .expect("run");
     let text = String::from_utf8_lossy(&out.stdout).trim().to_string()
@@ -87,4 +99,89 @@ fn unknown_route_is_a_user_error() {
     assert_eq!(code, 1);
     assert!(out.contains("no route named \"nope\""), "{out}");
     assert!(out.contains("chat, other"), "{out}");
+}
+
+/// SPEC §1: the version a key maps to "under the current weights". A
+/// rollout moves them: here the file gives v2 0 %, and the running
+/// proxy's rollout gives it 20 % from its first step. `hash` reads them
+/// from the config's admin listener, or from `--admin`; with no proxy
+/// running it says so and uses the file's.
+#[tokio::test]
+async fn a_rollout_s_weights_in_force_are_the_current_ones() {
+    let (sockets, traffic, admin) = traffic_and_admin();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.toml");
+    let state = dir.path().join("state");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:{traffic}"
+[admin]
+listen = "127.0.0.1:{admin}"
+[log]
+access_log = false
+[state]
+dir = "{}"
+[[upstreams]]
+name = "a"
+url = "http://127.0.0.1:1"
+[[routes]]
+name = "chat"
+sticky = ["header:x-user-id"]
+[[routes.versions]]
+name = "v1"
+upstream = "a"
+weight = 100.0
+[[routes.versions]]
+name = "v2"
+upstream = "a"
+weight = 0.0
+[routes.rollout]
+baseline = "v1"
+canary = "v2"
+steps = [20, 50, 100]
+interval = "1h"
+"#,
+            state.display()
+        ),
+    )
+    .expect("write");
+
+    // Nothing serves yet (the admin socket is held, unanswered): the
+    // file's weights, and a note saying why.
+    let (code, out) = hash(&path, "chat", "user-8");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("bucket=9564 version=v1note: "), "{out}");
+    assert!(out.contains("configured weights are used"), "{out}");
+    // A named admin that does not answer is an error, not a guess.
+    let dead = format!("http://127.0.0.1:{}", dead_port());
+    let (code, out) = hash_with(&path, "chat", "user-8", &["--admin", &dead]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("--admin"), "{out}");
+
+    let _bin = Binary::spawn_with(
+        &["serve", "--config", path.to_str().expect("utf-8")],
+        &[],
+        sockets,
+    );
+    let admin_addr = std::net::SocketAddr::from(([127, 0, 0, 1], admin));
+    assert!(
+        wait_ready(admin_addr, Duration::from_secs(20)).await,
+        "the binary serves"
+    );
+    // 80/20 in force: bucket 9564 is the canary's, 4175 the baseline's.
+    for extra in [&[][..], &["--admin", &format!("127.0.0.1:{admin}")]] {
+        assert_eq!(
+            hash_with(&path, "chat", "user-8", extra),
+            (0, "bucket=9564 version=v2".to_string()),
+            "{extra:?}"
+        );
+        assert_eq!(
+            hash_with(&path, "chat", "user-1", extra),
+            (0, "bucket=4175 version=v1".to_string()),
+            "{extra:?}"
+        );
+    }
 }
