@@ -141,14 +141,7 @@ async fn every_spec_family_is_on_metrics_before_any_traffic() {
         wait_ready(admin, std::time::Duration::from_secs(20)).await,
         "the binary serves"
     );
-    let text = client()
-        .get(format!("http://{admin}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = scrape_admin(&format!("http://{admin}")).await;
     let missing: Vec<&str> = FAMILIES
         .iter()
         .copied()

@@ -430,8 +430,13 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 }
 
 pub async fn scrape(proxy: &Proxy) -> String {
+    scrape_admin(&proxy.admin_url()).await
+}
+
+/// `GET /metrics` of the admin API at `admin` (`http://host:port`).
+pub async fn scrape_admin(admin: &str) -> String {
     client()
-        .get(format!("{}/metrics", proxy.admin_url()))
+        .get(format!("{admin}/metrics"))
         .send()
         .await
         .expect("metrics")
