@@ -379,6 +379,9 @@ async fn pinned_requests_are_not_judged() {
     drive_until(&proxy, Duration::ZERO, async |_| true).await;
     let r = rollout_of(&proxy).await;
     assert!(r["baseline"]["requests"].as_u64().unwrap_or(0) > 0, "{r}");
+    // The step's stats by version name too (SPEC §10): the same figures.
+    assert_eq!(r["versions"]["v1"], r["baseline"], "{r}");
+    assert_eq!(r["versions"]["v2"], r["canary"], "{r}");
 }
 
 #[tokio::test]

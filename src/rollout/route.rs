@@ -6,6 +6,7 @@
 //! (behind a `Mutex`, shared by the 1 s ticker and the admin actions); the
 //! data plane only ever sees `Arc<RolloutStats>`.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -39,6 +40,9 @@ pub struct RolloutStatus {
     pub stage_seconds: f64,
     pub baseline: StepSummary,
     pub canary: StepSummary,
+    /// `baseline` and `canary` again, under their version names: the
+    /// per-version stats of the current step SPEC §10 names.
+    pub versions: BTreeMap<String, StepSummary>,
     pub window_requests: u64,
     pub window_failures: u64,
     /// The gates at the last tick.
@@ -283,6 +287,7 @@ impl RouteRollout {
                 .as_secs_f64(),
             baseline: baseline.summary(),
             canary: canary.summary(),
+            versions: BTreeMap::new(),
             window_requests: window.requests,
             window_failures: window.failures,
             judgement: c.judgement().cloned(),
@@ -290,6 +295,7 @@ impl RouteRollout {
             fleet: None,
         }
         .with_fleet(self.link.as_ref())
+        .named(&self.cfg)
     }
 
     // ---- a replica of a fleet (SPEC §12; see `rollout::fleet`) --------
@@ -445,6 +451,15 @@ impl RouteRollout {
 }
 
 impl RolloutStatus {
+    /// `versions` filled from what `baseline` and `canary` hold now.
+    fn named(mut self, cfg: &RolloutConfig) -> RolloutStatus {
+        self.versions = BTreeMap::from([
+            (cfg.baseline.clone(), self.baseline.clone()),
+            (cfg.canary.clone(), self.canary.clone()),
+        ]);
+        self
+    }
+
     /// With a fleet link: the fleet's sums in front, this replica's own
     /// figures under `replica`.
     fn with_fleet(mut self, link: Option<&FleetLink>) -> RolloutStatus {
