@@ -59,6 +59,16 @@ pub enum GateName {
 }
 
 impl GateName {
+    /// Every gate, in the order of the config's `gates` keys.
+    pub const ALL: [GateName; 6] = [
+        GateName::ErrorRateMargin,
+        GateName::MaxErrorRate,
+        GateName::OutcomeMargin,
+        GateName::LatencyP95Ratio,
+        GateName::MaxLatencyP95,
+        GateName::MaxCostPerRequest,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             GateName::ErrorRateMargin => "error_rate_margin",
@@ -71,16 +81,7 @@ impl GateName {
     }
 
     pub fn parse(s: &str) -> Option<GateName> {
-        [
-            GateName::ErrorRateMargin,
-            GateName::MaxErrorRate,
-            GateName::OutcomeMargin,
-            GateName::LatencyP95Ratio,
-            GateName::MaxLatencyP95,
-            GateName::MaxCostPerRequest,
-        ]
-        .into_iter()
-        .find(|g| g.as_str() == s)
+        GateName::ALL.into_iter().find(|g| g.as_str() == s)
     }
 }
 

@@ -372,7 +372,7 @@ impl Runtime {
                 }
             }
             if route.judging.is_some() {
-                for reason in crate::rollout::ReasonKind::ALL {
+                for reason in crate::rollout::ReasonKind::all() {
                     metrics::counter!(
                         names::ROLLBACKS_TOTAL,
                         "route" => route.name.to_string(),
