@@ -155,6 +155,7 @@ impl Gateway {
         })?;
         registry.commit(plan);
         runtime.publish_gauges();
+        runtime.announce_counters();
         // A load builds a parse tree many times the file (30 MiB for a
         // thousand routes) and frees it at once: give that back.
         release_freed_memory();
@@ -259,6 +260,7 @@ impl Gateway {
             .cache
             .set_shared(self.cluster.is_some() && runtime.config.cache.shared);
         runtime.publish_gauges();
+        runtime.announce_counters();
         self.data_plane.runtime.store(Arc::new(runtime));
         self.generation.store(next, Ordering::Release);
         if !restart.is_empty() {

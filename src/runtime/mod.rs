@@ -345,14 +345,14 @@ impl Runtime {
             }
         }
         metrics::gauge!(names::CONFIG_GENERATION).set(self.generation as f64);
-        self.announce_counters();
     }
 
     /// Create, at 0, the counter series this config makes possible but
     /// that only count rare events (a reload, a fallback, a rollback), so
     /// every SPEC §7 family is on `/metrics` from the start and `increase`
     /// sees their first event. Adding 0 keeps any count already there.
-    fn announce_counters(&self) {
+    /// Once per generation: a republish changes weights, not these series.
+    pub fn announce_counters(&self) {
         for result in ["ok", "error"] {
             metrics::counter!(names::CONFIG_RELOADS_TOTAL, "result" => result).increment(0);
         }
