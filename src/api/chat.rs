@@ -356,17 +356,25 @@ impl ToolCallAcc {
 
 /// A chunk of the common shape (one choice, whose delta carries text and
 /// perhaps a role, and no finish reason, usage or tool call), as the bytes
-/// before and after its text: a later chunk made of the same bytes around
-/// another plain string reads exactly as that chunk with the other text.
-/// Its other fields change nothing the second time: `id`, `created`,
-/// `model` and `role` are taken from the first chunk that has them, so
-/// the template's own reading already settled them.
+/// around its text: a later chunk made of the same bytes around another
+/// plain string reads exactly as that chunk with the other text. Its other
+/// fields change nothing the second time: `id`, `created`, `model` and
+/// `role` are taken from the first chunk that has them, so the template's
+/// own reading already settled them.
+///
+/// A chunk may end in a string field the reader ignores whose value
+/// changes every time (OpenAI's `obfuscation` padding): that value is a
+/// second hole, which must be a plain string too.
 struct Template {
-    /// The bytes up to the text's opening quote, then those from its
-    /// closing quote on.
-    around: Vec<u8>,
-    /// Where the bytes before the text end in `around`.
-    split: usize,
+    /// The bytes before the text (up to its opening quote), those after it
+    /// (from its closing quote, up to the ignored value's opening quote when
+    /// there is one), then those after the ignored value.
+    bytes: Vec<u8>,
+    /// Where the first and the second part end in `bytes`.
+    before: usize,
+    between: usize,
+    /// Whether the chunk ends in an ignored value (the third part).
+    ignored: bool,
     /// The choice the text goes to.
     index: u64,
 }
@@ -387,16 +395,28 @@ impl Template {
         if at == 0 || end >= data.len() || data[at - 1] != b'"' || data[end] != b'"' {
             return;
         }
+        let after = &data[end..];
         let template = slot.get_or_insert_with(|| Template {
-            around: Vec::new(),
-            split: 0,
+            bytes: Vec::new(),
+            before: 0,
+            between: 0,
+            ignored: false,
             index,
         });
-        template.around.clear();
-        template.around.extend_from_slice(&data[..at]);
-        template.around.extend_from_slice(&data[end..]);
-        template.split = at;
+        template.bytes.clear();
+        template.bytes.extend_from_slice(&data[..at]);
+        template.bytes.extend_from_slice(after);
+        template.before = at;
+        template.between = after.len();
+        template.ignored = false;
         template.index = index;
+        if let Some(value) = ignored_last_value(after) {
+            template.bytes.truncate(at);
+            template.bytes.extend_from_slice(&after[..value.start]);
+            template.bytes.extend_from_slice(&after[value.end..]);
+            template.between = value.start;
+            template.ignored = true;
+        }
     }
 
     /// The choice's index and its delta's text, if `chunk` has the common
@@ -416,16 +436,54 @@ impl Template {
         Some((choice.index.unwrap_or(0), delta.content.as_ref()?))
     }
 
-    /// `data`'s text, if `data` is the template's bytes around a string
-    /// with no escape, quote or control character, which reads as itself.
+    /// `data`'s text, if `data` is the template's bytes around a plain
+    /// string (and a plain ignored value), which reads as itself.
     fn text<'a>(&self, data: &'a [u8]) -> Option<&'a str> {
-        let (before, after) = self.around.split_at(self.split);
-        let text = data.strip_prefix(before)?.strip_suffix(after)?;
-        if text.iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20) {
-            return None;
+        let (before, rest) = self.bytes.split_at(self.before);
+        let (between, after) = rest.split_at(self.between);
+        let inner = data.strip_prefix(before)?;
+        if !self.ignored {
+            return plain(inner.strip_suffix(between)?);
         }
-        std::str::from_utf8(text).ok()
+        let inner = inner.strip_suffix(after)?;
+        // The text ends at the first quote; the ignored value follows the
+        // bytes between.
+        let quote = memchr::memchr(b'"', inner)?;
+        let (text, rest) = inner.split_at(quote);
+        plain(rest.strip_prefix(between)?)?;
+        plain(text)
     }
+}
+
+/// `bytes` as the inside of a JSON string that reads as itself: no escape,
+/// quote or control character, and UTF-8.
+fn plain(bytes: &[u8]) -> Option<&str> {
+    if bytes.iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20) {
+        return None;
+    }
+    std::str::from_utf8(bytes).ok()
+}
+
+/// Where the value lies in `after` (the bytes of a chunk from its text's
+/// closing quote to its end) when the chunk ends in `,"key":"value"}`, a
+/// plain key the reader ignores with a plain value. The `}` is the last
+/// byte but blanks of a chunk the direct reader read whole, so it closes
+/// the chunk itself, and `key` is a field of the chunk.
+fn ignored_last_value(after: &[u8]) -> Option<std::ops::Range<usize>> {
+    let body = after.trim_ascii_end().strip_suffix(b"\"}")?;
+    let open = memchr::memrchr(b'"', body)?;
+    plain(&body[open + 1..])?;
+    let key_end = open.checked_sub(2)?;
+    if body[key_end..open] != *b"\":" {
+        return None;
+    }
+    let key_open = memchr::memrchr(b'"', &body[..key_end])?;
+    if key_open == 0 || body[key_open - 1] != b',' {
+        return None;
+    }
+    let key = plain(&body[key_open + 1..key_end])?;
+    let read = ["id", "created", "model", "choices", "usage", "error"];
+    (!read.contains(&key)).then_some(open + 1..body.len())
 }
 
 /// `value` into an empty `slot`, unless it is `null`: the first chunk that
@@ -933,6 +991,36 @@ mod tests {
             reassemble,
             by_value::reassemble,
         );
+        // Chunks that end in an ignored field whose value changes.
+        let padded = |text: &[u8], last: &[u8]| {
+            [
+                &br#"data: {"id":"c","choices":[{"index":0,"delta":{"content":""#[..],
+                text,
+                br#""},"finish_reason":null}],"#,
+                last,
+                b"}\n\n",
+            ]
+            .concat()
+        };
+        let padded_events = [
+            padded(b"a", br#""obfuscation":"x1""#),
+            padded(b"b", br#""obfuscation":"""#),
+            padded(b"c", br#""obfuscation":"x\"y""#),
+            padded(b"d", br#""obfuscation":"x","id":"late""#),
+            padded(b"e", b"\"obfuscation\":\"\xff\""),
+            padded(b"f", b"\"obfuscation\":\"tab\there\""),
+            padded(br#"g","content":"h"#, br#""obfuscation":"x2""#),
+            padded(b"i", br#""model":"late""#),
+            padded(b"j", br#""obfuscation" : "x3""#),
+        ];
+        let padded_events: Vec<&[u8]> = padded_events.iter().map(Vec::as_slice).collect();
+        crate::api::assert_triples_agree(
+            b"",
+            &padded_events,
+            &[b"", b"data: [DONE]\n\n"],
+            reassemble,
+            by_value::reassemble,
+        );
         // And the fast path is taken: a stream of the common shape.
         let body: Vec<u8> = (0..3)
             .flat_map(|i| shape(format!("t{i} ").as_bytes(), b"}"))
@@ -945,6 +1033,60 @@ mod tests {
         }
         let content = completion.choices[&0].content.clone();
         assert_eq!(content.as_deref(), Some("t0 t1 t2 "));
+    }
+
+    /// What a template reads by bytes alone, and what it leaves to the
+    /// reader.
+    #[test]
+    fn a_template_reads_only_the_same_bytes_around_plain_text() {
+        let learn = |data: &'static [u8]| {
+            let mut chunk = Chunk::default();
+            assert!(direct::chunk(data, direct::Kept::default(), &mut chunk));
+            let mut template = None;
+            Template::learn(&mut template, data, &chunk);
+            template
+        };
+        let t = learn(br#"{"id":"c","choices":[{"index":2,"delta":{"content":"a"}}]}"#)
+            .expect("the common shape");
+        assert_eq!(t.index, 2);
+        assert!(!t.ignored);
+        assert_eq!(
+            t.text(br#"{"id":"c","choices":[{"index":2,"delta":{"content":"new text"}}]}"#),
+            Some("new text")
+        );
+        for other in [
+            &br#"{"id":"d","choices":[{"index":2,"delta":{"content":"x"}}]}"#[..],
+            br#"{"id":"c","choices":[{"index":2,"delta":{"content":"x\n"}}]}"#,
+            br#"{"id":"c","choices":[{"index":2,"delta":{"content":"x"}}]} "#,
+            br#"{"id":"c","choices":[{"index":2,"delta":{"content":"x","content":"y"}}]}"#,
+        ] {
+            assert_eq!(t.text(other), None, "{}", String::from_utf8_lossy(other));
+        }
+        let t = learn(br#"{"id":"c","choices":[{"delta":{"content":"a"}}],"obfuscation":"Qz"}"#)
+            .expect("the common shape");
+        assert!(t.ignored);
+        assert_eq!(
+            t.text(br#"{"id":"c","choices":[{"delta":{"content":"bc"}}],"obfuscation":"k9J"}"#),
+            Some("bc")
+        );
+        assert_eq!(
+            t.text(br#"{"id":"c","choices":[{"delta":{"content":"bc"}}],"obfuscation":"k\"}"#),
+            None
+        );
+        // Not a template: a delta with a finish reason, tool calls, or text
+        // with an escape (not read in place), or two choices.
+        for data in [
+            &br#"{"choices":[{"delta":{"content":"a"},"finish_reason":"stop"}]}"#[..],
+            br#"{"choices":[{"delta":{"content":"a","tool_calls":[]}}]}"#,
+            br#"{"choices":[{"delta":{"content":"a\"b"}}]}"#,
+            br#"{"choices":[{"delta":{"content":"a"}},{"delta":{}}]}"#,
+        ] {
+            assert!(learn(data).is_none(), "{}", String::from_utf8_lossy(data));
+        }
+        // The last field is one the reader reads (`model`): no second hole.
+        let t = learn(br#"{"choices":[{"delta":{"content":"a"}}],"model":"m"}"#)
+            .expect("the common shape");
+        assert!(!t.ignored);
     }
 
     fn read(body: &str) -> Read {
