@@ -39,12 +39,16 @@ pub fn for_each_event(body: &[u8], mut f: impl FnMut(Option<&[u8]>, &[u8]) -> Co
         if line.starts_with(b":") {
             continue;
         }
-        let (field, value) = match memchr::memchr(b':', line) {
-            Some(colon) => {
-                let value = &line[colon + 1..];
-                (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
-            }
-            None => (line, &[][..]),
+        // Most lines are `data:` lines: no search for their colon.
+        let (field, value) = match line.strip_prefix(b"data:") {
+            Some(value) => (&b"data"[..], value.strip_prefix(b" ").unwrap_or(value)),
+            None => match memchr::memchr(b':', line) {
+                Some(colon) => {
+                    let value = &line[colon + 1..];
+                    (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
+                }
+                None => (line, &[][..]),
+            },
         };
         match field {
             b"data" => {
