@@ -202,8 +202,7 @@ impl Gateway {
         match &result {
             Ok(generation) => {
                 state.last_error = None;
-                metrics::counter!(telemetry::names::CONFIG_RELOADS_TOTAL, "result" => "ok")
-                    .increment(1);
+                telemetry::metrics::rare::config_reloads(true).increment(1);
                 tracing::info!(generation, "config reloaded");
             }
             Err(e) => {
@@ -211,8 +210,7 @@ impl Gateway {
                     at: SystemTime::now(),
                     error: e.to_string(),
                 });
-                metrics::counter!(telemetry::names::CONFIG_RELOADS_TOTAL, "result" => "error")
-                    .increment(1);
+                telemetry::metrics::rare::config_reloads(false).increment(1);
                 tracing::error!(error = %e, "config reload rejected; the running config stays");
             }
         }

@@ -9,7 +9,7 @@ use http::request::Parts;
 use super::attempt::{Committed, attempt};
 use super::ctx::Ctx;
 use crate::runtime::{Route, Target};
-use crate::telemetry::names;
+use crate::telemetry::metrics::rare;
 
 /// The target that committed and its answer; `first` says it was the
 /// chosen version's own (the only answer the cache may store).
@@ -93,13 +93,7 @@ pub async fn run<'r>(
 /// Count a fallback from `prev` to `next` and extend the request's path.
 fn taken(ctx: &mut Ctx, route: &Route, prev: &Target, next: &Target) {
     // Rare: label the counter here rather than keep a handle per pair.
-    metrics::counter!(
-        names::FALLBACKS_TOTAL,
-        "route" => route.name.to_string(),
-        "from" => prev.name.to_string(),
-        "to" => next.name.to_string()
-    )
-    .increment(1);
+    rare::fallbacks(&route.name, &prev.name, &next.name).increment(1);
     let path = ctx
         .fallback_path
         .get_or_insert_with(|| prev.name.to_string());

@@ -23,7 +23,8 @@ use crate::rollout::persist;
 use crate::rollout::route::{RolloutStatus, RouteRollout};
 use crate::rollout::stats::{RolloutStats, VersionSnapshot, WindowSnapshot};
 use crate::rollout::webhook::{WebhookOptions, WebhookSender};
-use crate::telemetry::{names, rollout_gauges};
+use crate::telemetry::metrics::rare;
+use crate::telemetry::rollout_gauges;
 
 /// What a compiled generation needs from a route's rollout.
 #[derive(Clone)]
@@ -551,12 +552,10 @@ fn publish_metrics(r: &RouteRollout, t: Option<&Transition>) {
         &State::NAMES,
         r.controller().state().name(),
     );
-    let route = r.route().to_string();
     if let Some(t) = t
         && let State::RolledBack { reason } = &t.to
     {
-        metrics::counter!(names::ROLLBACKS_TOTAL, "route" => route, "reason" => reason.kind.as_str())
-            .increment(1);
+        rare::rollbacks(r.route(), reason.kind.as_str()).increment(1);
     }
 }
 

@@ -353,32 +353,22 @@ impl Runtime {
     /// sees their first event. Adding 0 keeps any count already there.
     /// Once per generation: a republish changes weights, not these series.
     pub fn announce_counters(&self) {
-        for result in ["ok", "error"] {
-            metrics::counter!(names::CONFIG_RELOADS_TOTAL, "result" => result).increment(0);
+        use crate::telemetry::metrics::rare;
+        for ok in [true, false] {
+            rare::config_reloads(ok).increment(0);
         }
         for route in self.routes.iter() {
             // Each version's chain: itself, then the fallbacks but itself.
             for v in route.versions.iter() {
                 let mut from = &v.target.name;
                 for to in route.fallbacks.iter().filter(|f| f.name != v.target.name) {
-                    metrics::counter!(
-                        names::FALLBACKS_TOTAL,
-                        "route" => route.name.to_string(),
-                        "from" => from.to_string(),
-                        "to" => to.name.to_string()
-                    )
-                    .increment(0);
+                    rare::fallbacks(&route.name, from, &to.name).increment(0);
                     from = &to.name;
                 }
             }
             if route.judging.is_some() {
                 for reason in crate::rollout::ReasonKind::all() {
-                    metrics::counter!(
-                        names::ROLLBACKS_TOTAL,
-                        "route" => route.name.to_string(),
-                        "reason" => reason.as_str()
-                    )
-                    .increment(0);
+                    rare::rollbacks(&route.name, reason.as_str()).increment(0);
                 }
             }
         }

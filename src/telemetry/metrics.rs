@@ -17,6 +17,36 @@ use super::usage::Usage;
 use crate::api::Skip;
 use crate::config::Cost;
 
+/// The counters of rare events (a reload, a fallback, a rollback): labelled
+/// where they happen, not held per generation. Each is spelled here once,
+/// for the event and for the series a config creates at 0.
+pub mod rare {
+    use metrics::Counter;
+
+    use super::names;
+
+    /// `cutover_config_reloads_total{result}`.
+    pub fn config_reloads(ok: bool) -> Counter {
+        let result = if ok { "ok" } else { "error" };
+        metrics::counter!(names::CONFIG_RELOADS_TOTAL, "result" => result)
+    }
+
+    /// `cutover_fallbacks_total{route,from,to}`: one step of a chain.
+    pub fn fallbacks(route: &str, from: &str, to: &str) -> Counter {
+        metrics::counter!(
+            names::FALLBACKS_TOTAL,
+            "route" => route.to_string(),
+            "from" => from.to_string(),
+            "to" => to.to_string()
+        )
+    }
+
+    /// `cutover_rollbacks_total{route,reason}`.
+    pub fn rollbacks(route: &str, reason: &'static str) -> Counter {
+        metrics::counter!(names::ROLLBACKS_TOTAL, "route" => route.to_string(), "reason" => reason)
+    }
+}
+
 /// Install the Prometheus recorder once per process and return its handle.
 /// Later calls (tests run several servers in one process) share it.
 pub fn install_recorder() -> PrometheusHandle {
