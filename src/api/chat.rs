@@ -180,12 +180,7 @@ impl Completion {
             && let Some(text) = template.text(data)
         {
             self.chunks += 1;
-            self.choices
-                .entry(template.index)
-                .or_default()
-                .content
-                .get_or_insert_with(String::new)
-                .push_str(text);
+            self.choices.entry(template.index).or_default().text(text);
             return Ok(Flow::More);
         }
         let kept = direct::Kept {
@@ -272,6 +267,12 @@ impl Completion {
 }
 
 impl ChoiceAcc {
+    /// A delta's `content` string: appended (the content stays `null`
+    /// until one comes).
+    fn text(&mut self, piece: &str) {
+        self.content.get_or_insert_with(String::new).push_str(piece);
+    }
+
     fn delta(&mut self, delta: Delta<'_>) {
         if self.role.is_none()
             && let Some(role) = delta.role
@@ -279,9 +280,7 @@ impl ChoiceAcc {
             self.role = Some(role.into_owned());
         }
         if let Some(piece) = delta.content {
-            self.content
-                .get_or_insert_with(String::new)
-                .push_str(&piece);
+            self.text(&piece);
         }
         let Some(calls) = delta.tool_calls else {
             return;
