@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use common::*;
 
-fn config(dir: &std::path::Path, v1: f64, v2: f64) -> std::path::PathBuf {
-    let text = format!(
+/// Two routes: `chat` (v1 and v2 at these weights, then `chat_extra`)
+/// and `other`, after `head` (the tables before the routes).
+fn config_text(head: &str, v1: f64, v2: f64, chat_extra: &str) -> String {
+    format!(
         r#"
-[server]
-listen = "127.0.0.1:0"
+{head}
 [[upstreams]]
 name = "a"
 url = "http://127.0.0.1:1"
@@ -27,6 +28,7 @@ weight = {v1:.2}
 name = "v2"
 upstream = "a"
 weight = {v2:.2}
+{chat_extra}
 [[routes]]
 name = "other"
 salt = "support"
@@ -34,7 +36,11 @@ salt = "support"
 name = "only"
 upstream = "a"
 "#
-    );
+    )
+}
+
+fn config(dir: &std::path::Path, v1: f64, v2: f64) -> std::path::PathBuf {
+    let text = config_text("[server]\nlisten = \"127.0.0.1:0\"", v1, v2, "");
     let path = dir.join(format!("c-{v1}.toml"));
     std::fs::write(&path, text).expect("write");
     path
@@ -112,10 +118,8 @@ async fn a_rollout_s_weights_in_force_are_the_current_ones() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("c.toml");
     let state = dir.path().join("state");
-    std::fs::write(
-        &path,
-        format!(
-            r#"
+    let head = format!(
+        r#"
 [server]
 listen = "127.0.0.1:{traffic}"
 [admin]
@@ -124,30 +128,17 @@ listen = "127.0.0.1:{admin}"
 access_log = false
 [state]
 dir = "{}"
-[[upstreams]]
-name = "a"
-url = "http://127.0.0.1:1"
-[[routes]]
-name = "chat"
-sticky = ["header:x-user-id"]
-[[routes.versions]]
-name = "v1"
-upstream = "a"
-weight = 100.0
-[[routes.versions]]
-name = "v2"
-upstream = "a"
-weight = 0.0
+"#,
+        state.display()
+    );
+    let rollout = r#"
 [routes.rollout]
 baseline = "v1"
 canary = "v2"
 steps = [20, 50, 100]
 interval = "1h"
-"#,
-            state.display()
-        ),
-    )
-    .expect("write");
+"#;
+    std::fs::write(&path, config_text(&head, 100.0, 0.0, rollout)).expect("write");
 
     // Nothing serves yet (the admin socket is held, unanswered): the
     // file's weights, and a note saying why.
