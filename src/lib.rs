@@ -29,6 +29,7 @@ pub mod cli;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod crypto;
 pub mod eval;
 pub mod gateway;
 pub mod mock;

@@ -28,7 +28,7 @@ async fn start(opts: MockArgs) -> Result<MockHandle, std::io::Error> {
 
 fn client() -> reqwest::Client {
     // reqwest is built without a default crypto provider; install ring once.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = std::sync::Arc::unwrap_or_clone(cutover::crypto::provider()).install_default();
     reqwest::Client::new()
 }
 

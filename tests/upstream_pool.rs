@@ -514,13 +514,11 @@ async fn an_h2_upstream_multiplexes_requests_on_one_connection() {
     roots
         .add(rustls_pki_types::CertificateDer::from(der))
         .expect("root");
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let mut tls = rustls::ClientConfig::builder_with_provider(cutover::crypto::provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let pool = Arc::new(Pool::new(
         Endpoint {

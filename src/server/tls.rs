@@ -13,7 +13,7 @@ pub fn server_tls_config(tls: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, S
         .map_err(|e| format!("{}: {e}", tls.cert_path.display()))?;
     let key = PrivateKeyDer::from_pem_slice(&tls.key_pem)
         .map_err(|e| format!("{}: {e}", tls.key_path.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = crate::crypto::provider();
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS setup: {e}"))?

@@ -19,7 +19,7 @@ pub fn tls_client_config() -> Result<Arc<rustls::ClientConfig>, String> {
                 // A single unparsable system certificate must not disable TLS.
                 let _ = roots.add(cert);
             }
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let provider = crate::crypto::provider();
             let config = rustls::ClientConfig::builder_with_provider(provider)
                 .with_safe_default_protocol_versions()
                 .map_err(|e| format!("TLS client setup: {e}"))?

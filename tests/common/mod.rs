@@ -138,7 +138,7 @@ pub fn loopback0() -> SocketAddr {
 /// A plain HTTP client (HTTP/1.1, keep-alive).
 pub fn client() -> reqwest::Client {
     // reqwest is built without a bundled crypto provider (we use ring).
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = std::sync::Arc::unwrap_or_clone(cutover::crypto::provider()).install_default();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
