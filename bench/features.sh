@@ -5,6 +5,9 @@
 #            shadow`), since the plain harness serves text/plain and so
 #            skips usage reading
 #   shadow   cutover with one 100 % shadow (with compare) to the same upstream
+#   mirror   the same shadow without compare: the second upstream exchange
+#            alone, the floor under shadow's cost (`features.sh plain mirror
+#            shadow`)
 #   cache    cutover with the response cache on, at a 90 % hit ratio
 #   rollout  cutover with a rollout held at its first step (10 %: the same
 #            90/10 split), judged by this process alone
@@ -53,7 +56,7 @@ start_redis() {
 redis_calls() { redis-cli -p "$redis_port" info commandstats | tr -d '\r' | sed -n 's/^cmdstat_\([^:]*\):calls=\([0-9]*\),.*/\1 \2/p' | sort; }
 
 for variant in "${variants[@]}"; do
-  [[ $variant == plain || -f $here/$variant.toml.tmpl ]] || { echo "unknown variant $variant (plain, shadow, cache, rollout, cluster)" >&2; exit 2; }
+  [[ $variant == plain || -f $here/$variant.toml.tmpl ]] || { echo "unknown variant $variant (plain, shadow, mirror, cache, rollout, cluster)" >&2; exit 2; }
   copy=$(mktemp -d "${TMPDIR:-/tmp}/cutover-bench-$variant.XXXXXX")
   cp -r "$harness"/. "$copy"/
   if [[ $variant != plain ]]; then cp "$here/$variant.toml.tmpl" "$copy/cutover.toml.tmpl"; fi
