@@ -42,6 +42,7 @@ use super::compact::Parse;
 use super::lenient::{self, Shape};
 use super::tokens::{Usage, classify};
 use super::{Api, Document, Read, Skip, Unreadable, sse};
+use crate::ascii::json_escape_at;
 
 // ---- usage ----
 
@@ -369,11 +370,10 @@ struct Template {
     /// (from its closing quote, up to the ignored value's opening quote when
     /// there is one), then those after the ignored value.
     bytes: Vec<u8>,
-    /// Where the first and the second part end in `bytes`.
+    /// Where the first and the second part end in `bytes` (the third,
+    /// empty without an ignored value, is the rest).
     before: usize,
     between: usize,
-    /// Whether the chunk ends in an ignored value (the third part).
-    ignored: bool,
     /// The choice the text goes to.
     index: u64,
 }
@@ -395,38 +395,38 @@ impl Template {
             return;
         }
         let after = &data[end..];
-        let template = slot.get_or_insert_with(|| Template {
-            bytes: Vec::new(),
-            before: 0,
-            between: 0,
-            ignored: false,
+        let (between, last) = match ignored_last_value(after) {
+            Some(value) => (&after[..value.start], &after[value.end..]),
+            None => (after, &[][..]),
+        };
+        // The old template's buffer is reused: a stream learns a few.
+        let mut bytes = slot.take().map(|t| t.bytes).unwrap_or_default();
+        bytes.clear();
+        bytes.extend_from_slice(&data[..at]);
+        bytes.extend_from_slice(between);
+        bytes.extend_from_slice(last);
+        *slot = Some(Template {
+            bytes,
+            before: at,
+            between: between.len(),
             index,
         });
-        template.bytes.clear();
-        template.bytes.extend_from_slice(&data[..at]);
-        template.bytes.extend_from_slice(after);
-        template.before = at;
-        template.between = after.len();
-        template.ignored = false;
-        template.index = index;
-        if let Some(value) = ignored_last_value(after) {
-            template.bytes.truncate(at);
-            template.bytes.extend_from_slice(&after[..value.start]);
-            template.bytes.extend_from_slice(&after[value.end..]);
-            template.between = value.start;
-            template.ignored = true;
-        }
+    }
+
+    /// Whether the chunk ends in an ignored value (the third part).
+    fn ignored(&self) -> bool {
+        self.bytes.len() > self.before + self.between
     }
 
     /// The choice's index and its delta's text, if `chunk` has the common
     /// shape.
     fn text_of<'c, 'a>(chunk: &'c Chunk<'a>) -> Option<(u64, &'c Cow<'a, str>)> {
-        let plain = |v: &Option<Value>| v.as_ref().is_none_or(Value::is_null);
+        let absent = |v: &Option<Value>| v.as_ref().is_none_or(Value::is_null);
         let [Some(choice)] = chunk.choices.as_deref()? else {
             return None;
         };
         let delta = choice.delta.as_ref()?;
-        if !plain(&chunk.usage) || !plain(&chunk.error) || !plain(&choice.finish_reason) {
+        if !absent(&chunk.usage) || !absent(&chunk.error) || !absent(&choice.finish_reason) {
             return None;
         }
         if delta.tool_calls.is_some() {
@@ -441,7 +441,7 @@ impl Template {
         let (before, rest) = self.bytes.split_at(self.before);
         let (between, after) = rest.split_at(self.between);
         let inner = data.strip_prefix(before)?;
-        if !self.ignored {
+        if !self.ignored() {
             return plain(inner.strip_suffix(between)?);
         }
         let inner = inner.strip_suffix(after)?;
@@ -457,7 +457,7 @@ impl Template {
 /// `bytes` as the inside of a JSON string that reads as itself: no escape,
 /// quote or control character, and UTF-8.
 fn plain(bytes: &[u8]) -> Option<&str> {
-    if bytes.iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20) {
+    if json_escape_at(bytes) < bytes.len() {
         return None;
     }
     std::str::from_utf8(bytes).ok()
@@ -1045,7 +1045,7 @@ mod tests {
         let t = learn(br#"{"id":"c","choices":[{"index":2,"delta":{"content":"a"}}]}"#)
             .expect("the common shape");
         assert_eq!(t.index, 2);
-        assert!(!t.ignored);
+        assert!(!t.ignored());
         assert_eq!(
             t.text(br#"{"id":"c","choices":[{"index":2,"delta":{"content":"new text"}}]}"#),
             Some("new text")
@@ -1060,7 +1060,7 @@ mod tests {
         }
         let t = learn(br#"{"id":"c","choices":[{"delta":{"content":"a"}}],"obfuscation":"Qz"}"#)
             .expect("the common shape");
-        assert!(t.ignored);
+        assert!(t.ignored());
         assert_eq!(
             t.text(br#"{"id":"c","choices":[{"delta":{"content":"bc"}}],"obfuscation":"k9J"}"#),
             Some("bc")
@@ -1082,7 +1082,7 @@ mod tests {
         // The last field is one the reader reads (`model`): no second hole.
         let t = learn(br#"{"choices":[{"delta":{"content":"a"}}],"model":"m"}"#)
             .expect("the common shape");
-        assert!(!t.ignored);
+        assert!(!t.ignored());
     }
 
     fn read(body: &str) -> Read {
