@@ -1053,6 +1053,93 @@ weight = 100.0
     );
 }
 
+/// A version named in the chain is skipped for its own requests: pinned to
+/// v1, the chain is `a` then `v2`, and v1's upstream is tried once. The
+/// series announced at start follow the same rule: v2's chain is v1, then
+/// `a`, and no version falls back to itself.
+#[tokio::test]
+async fn chain_skips_the_version_itself() {
+    let v2 = healthy_backend("v2").await;
+    let ups = upstream("sk-v1", DEAD, "300ms")
+        + &upstream("sk-a", DEAD, "300ms")
+        + &upstream("sk-v2", &v2.url(), "300ms");
+    let proxy = start_proxy(&config(
+        &ups,
+        r#"
+[[routes]]
+name = "sk"
+pin_header = "x-cutover-version"
+fallbacks = ["v1", { name = "a", upstream = "sk-a" }, "v2"]
+[[routes.versions]]
+name = "v1"
+upstream = "sk-v1"
+weight = 50.0
+[[routes.versions]]
+name = "v2"
+upstream = "sk-v2"
+weight = 50.0
+"#,
+    ))
+    .await;
+    let announced = scrape(&proxy).await;
+    for (from, to) in [("v2", "v1"), ("v1", "a"), ("a", "v2")] {
+        assert_eq!(
+            metric(
+                &announced,
+                FALLBACKS,
+                &[("route", "sk"), ("from", from), ("to", to)]
+            ),
+            Some(0.0),
+            "{from} -> {to} announced"
+        );
+    }
+    for v in ["v1", "v2"] {
+        assert_eq!(
+            metric(
+                &announced,
+                FALLBACKS,
+                &[("route", "sk"), ("from", v), ("to", v)]
+            ),
+            None,
+            "{v} never falls back to itself"
+        );
+    }
+    let resp = client()
+        .post(format!("{}/v1/chat/completions", proxy.url()))
+        .header("x-cutover-version", "v1")
+        .body(CHAT)
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "x-cutover-upstream"), "sk-v2");
+    assert!(resp.text().await.expect("body").contains("Hello from v2"));
+    wait_metric(
+        &proxy,
+        FALLBACKS,
+        &[("route", "sk"), ("from", "a"), ("to", "v2")],
+        1.0,
+    )
+    .await;
+    let m = scrape(&proxy).await;
+    assert_eq!(
+        count(&m, UPSTREAMS, &upstream_result("sk-v1", "connect_error")),
+        1.0
+    );
+    assert_eq!(
+        count(&m, UPSTREAMS, &upstream_result("sk-a", "connect_error")),
+        1.0
+    );
+    assert_eq!(
+        count(
+            &m,
+            FALLBACKS,
+            &[("route", "sk"), ("from", "v1"), ("to", "a")]
+        ),
+        1.0
+    );
+}
+
 /// `connect_timeout` bounds the whole connection setup, the TLS handshake
 /// included: an https upstream that accepts the TCP connection and never
 /// answers the ClientHello fails as a connect error within

@@ -42,20 +42,13 @@ pub async fn run<'r>(
 ) -> Option<Answered<'r>> {
     let mut previous: Option<&Target> = None;
     let mut unsent: Option<HeaderMap> = None;
-    // The version, then the fallbacks after `next` (a plain index: an
-    // iterator adaptor held across the await trips the future's `Send`).
-    let mut next = 0;
+    let mut chain = route.fallback_chain(&version.name);
     let mut target = version;
     loop {
         if let Some(prev) = previous {
             taken(ctx, route, prev, target);
         }
-        while next < route.fallbacks.len() && route.fallbacks[next].name == version.name {
-            next += 1;
-        }
-        let last = !route.fallbacks[next..]
-            .iter()
-            .any(|f| f.name != version.name);
+        let last = chain.clone().next().is_none();
         // Only a `retry_reused` retry on h2 rebuilds from the prepared head.
         let rebuilds = target.upstream.retry_rebuilds();
         let headers = match (unsent.take(), previous) {
@@ -80,11 +73,10 @@ pub async fn run<'r>(
                 }
                 unsent = failed.unsent;
                 previous = Some(target);
-                match route.fallbacks.get(next) {
+                match chain.next() {
                     Some(f) => target = f,
                     None => return None,
                 }
-                next += 1;
             }
         }
     }

@@ -106,6 +106,15 @@ pub struct Route {
 }
 
 impl Route {
+    /// Where `version` falls back to, in order: the route's `fallbacks`
+    /// but the version itself (SPEC §5).
+    pub fn fallback_chain<'r>(&'r self, version: &'r str) -> FallbackChain<'r> {
+        FallbackChain {
+            rest: self.fallbacks.iter(),
+            version,
+        }
+    }
+
     /// A version by the bytes of its name (the pin header's value).
     pub fn version_index(&self, name: &[u8]) -> Option<usize> {
         self.versions
@@ -361,7 +370,7 @@ impl Runtime {
             // Each version's chain: itself, then the fallbacks but itself.
             for v in route.versions.iter() {
                 let mut from = &v.target.name;
-                for to in route.fallbacks.iter().filter(|f| f.name != v.target.name) {
+                for to in route.fallback_chain(&v.target.name) {
                     rare::fallbacks(&route.name, from, &to.name).increment(0);
                     from = &to.name;
                 }
@@ -372,6 +381,24 @@ impl Runtime {
                 }
             }
         }
+    }
+}
+
+/// A version's fallbacks ([`Route::fallback_chain`]). A named type, not
+/// a `filter` adaptor: the fallback phase holds it across awaits, where a
+/// closure's type trips the request future's `Send`.
+#[derive(Clone)]
+pub struct FallbackChain<'r> {
+    rest: std::slice::Iter<'r, Target>,
+    version: &'r str,
+}
+
+impl<'r> Iterator for FallbackChain<'r> {
+    type Item = &'r Target;
+
+    fn next(&mut self) -> Option<&'r Target> {
+        let version = self.version;
+        self.rest.find(|f| *f.name != *version)
     }
 }
 
