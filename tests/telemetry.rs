@@ -488,7 +488,7 @@ fn writer_wakeups(pid: u32) -> Option<u64> {
 }
 
 /// An idle gateway's access-log writer sleeps until a line comes, instead
-/// of waking every 5 ms to find nothing; the first line after the pause
+/// of waking every 20 ms to find nothing; the first line after the pause
 /// is still written at once.
 #[cfg(target_os = "linux")]
 #[tokio::test]
@@ -520,7 +520,7 @@ async fn an_idle_access_log_writer_sleeps_until_a_line_comes() {
     assert!(matches!(first, Ok(Some(_))), "the first line: {first:?}");
 
     // Idle past the writer's tenth of a second of empty drains, then count
-    // its wake-ups over a second: polling every 5 ms would be ~200.
+    // its wake-ups over a second: polling every 20 ms would be ~50.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let pid = bin.child.id();
     let before = writer_wakeups(pid).expect("the access-log thread");
