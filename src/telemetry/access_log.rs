@@ -20,7 +20,8 @@ use crate::config::LogFormat;
 use super::names;
 
 /// Lines queued ahead of the writer before new ones are dropped: at 5 ms
-/// drains, room for 800 K lines/s, and a stalled stdout is absorbed for 80
+/// drains, room for 800 K lines/s (200 K at the 20 ms of a slow rate, see
+/// [`DRAIN_SLOW`]), and a stalled stdout is absorbed for 80
 /// ms at one worker's full rate (50 K lines/s), in 128 KiB of slots. The
 /// queue is a ring, so under steady load every slot is touched and resident
 /// however few lines wait: 16 K slots cost 512 KiB to hold about 250.
