@@ -9,7 +9,8 @@ use http::{Method, Request};
 use super::headers::X_CUTOVER_VERSION;
 use super::json;
 use crate::runtime::Target;
-use crate::telemetry::{AttemptResult, names};
+use crate::telemetry::AttemptResult;
+use crate::telemetry::metrics::rare;
 use crate::upstream::RequestBody;
 
 /// The request to `target`'s upstream. `headers` are the client's, already
@@ -42,14 +43,8 @@ pub fn upstream_request(
     let body = match &target.set_json {
         None => body.clone(),
         Some(fields) => json::set_fields(body, fields).unwrap_or_else(|| {
-            // Forwarded unchanged (SPEC §3), and counted: rare, so the
-            // labels are hashed here rather than kept as a handle.
-            metrics::counter!(
-                names::SET_JSON_SKIPPED_TOTAL,
-                "route" => route.to_string(),
-                "target" => target.name.to_string()
-            )
-            .increment(1);
+            // Forwarded unchanged (SPEC §3), and counted.
+            rare::set_json_skipped(route, &target.name).increment(1);
             body.clone()
         }),
     };

@@ -17,8 +17,9 @@ use super::usage::Usage;
 use crate::api::Skip;
 use crate::config::Cost;
 
-/// The counters of rare events (a reload, a fallback, a rollback): labelled
-/// where they happen, not held per generation. Each is spelled here once,
+/// The counters of rare events (a reload, a fallback, a rollback, a
+/// skipped `set_json`): labelled where they happen, not held per
+/// generation. Each is spelled here once,
 /// for the event and for the series a config creates at 0.
 pub mod rare {
     use metrics::Counter;
@@ -38,6 +39,16 @@ pub mod rare {
             "route" => route.to_string(),
             "from" => from.to_string(),
             "to" => to.to_string()
+        )
+    }
+
+    /// `cutover_set_json_skipped_total{route,target}`: a body forwarded
+    /// unchanged because it was not a JSON object.
+    pub fn set_json_skipped(route: &str, target: &str) -> Counter {
+        metrics::counter!(
+            names::SET_JSON_SKIPPED_TOTAL,
+            "route" => route.to_string(),
+            "target" => target.to_string()
         )
     }
 
