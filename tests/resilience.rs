@@ -98,6 +98,17 @@ async fn mock(name: &str, args: impl FnOnce(MockArgs) -> MockArgs) -> MockHandle
     .await
 }
 
+/// A chat request pinned to `version` (the routes' `pin_header`).
+async fn post_pinned(proxy: &Proxy, version: &str) -> reqwest::Response {
+    client()
+        .post(format!("{}/v1/chat/completions", proxy.url()))
+        .header("x-cutover-version", version)
+        .body(CHAT)
+        .send()
+        .await
+        .expect("response")
+}
+
 async fn post(proxy: &Proxy, body: &'static str) -> reqwest::Response {
     client()
         .post(format!("{}/v1/chat/completions", proxy.url()))
@@ -836,13 +847,7 @@ weight = 50.0
 "#,
     ))
     .await;
-    let resp = client()
-        .post(format!("{}/v1/chat/completions", proxy.url()))
-        .header("x-cutover-version", "v2")
-        .body(CHAT)
-        .send()
-        .await
-        .expect("response");
+    let resp = post_pinned(&proxy, "v2").await;
     assert_eq!(resp.status(), 200);
     assert_eq!(
         header(&resp, "x-cutover-version"),
@@ -1104,13 +1109,7 @@ weight = 50.0
             "{v} never falls back to itself"
         );
     }
-    let resp = client()
-        .post(format!("{}/v1/chat/completions", proxy.url()))
-        .header("x-cutover-version", "v1")
-        .body(CHAT)
-        .send()
-        .await
-        .expect("response");
+    let resp = post_pinned(&proxy, "v1").await;
     assert_eq!(resp.status(), 200);
     assert_eq!(header(&resp, "x-cutover-upstream"), "sk-v2");
     assert!(resp.text().await.expect("body").contains("Hello from v2"));
