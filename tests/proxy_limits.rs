@@ -204,6 +204,13 @@ async fn ambiguous_framing_is_answered_400_then_closed() {
         format!(
             "POST /v1/chat HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked, identity\r\n\r\n2\r\n{{}}\r\n0\r\n\r\n{smuggled}"
         ),
+        // chunked applied twice, in one line or over two.
+        format!(
+            "POST /v1/chat HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked, chunked\r\n\r\n2\r\n{{}}\r\n0\r\n\r\n{smuggled}"
+        ),
+        format!(
+            "POST /v1/chat HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{{}}\r\n0\r\n\r\n{smuggled}"
+        ),
         // Bare LF line ends, which hyper accepts.
         format!(
             "POST /v1/chat HTTP/1.1\nhost: x\ncontent-length: 4\ntransfer-encoding: chunked\n\n0\r\n\r\n{smuggled}"
@@ -243,4 +250,77 @@ async fn ambiguous_framing_is_answered_400_then_closed() {
         }
     }
     assert_eq!(a.stats().requests(), 0, "nothing reached the upstream");
+}
+
+/// RFC 9112 §3.2: an HTTP/1.1 request without `Host`, with two, or with
+/// one that is not a host is answered 400, as nginx does, and never
+/// forwarded: the value would travel on as `x-forwarded-host`.
+#[tokio::test]
+async fn a_missing_doubled_or_malformed_host_is_refused() {
+    let a = healthy_backend("a").await;
+    let proxy = start_proxy(&one_version(&a.url(), "", "")).await;
+    let refused = [
+        "POST /v1/chat HTTP/1.1\r\ncontent-length: 2\r\n\r\n{}",
+        "POST /v1/chat HTTP/1.1\r\nhost: a.example\r\nhost: b.example\r\ncontent-length: 2\r\n\r\n{}",
+        "POST /v1/chat HTTP/1.0\r\nhost: a.example\r\nhost: a.example\r\ncontent-length: 2\r\n\r\n{}",
+        "POST /v1/chat HTTP/1.1\r\nhost: user@a.example\r\ncontent-length: 2\r\n\r\n{}",
+        "POST /v1/chat HTTP/1.1\r\nhost: a.example/evil\r\ncontent-length: 2\r\n\r\n{}",
+        "POST /v1/chat HTTP/1.1\r\nhost: a.example:80x\r\ncontent-length: 2\r\n\r\n{}",
+        "POST /v1/chat HTTP/1.1\r\nhost: a example\r\ncontent-length: 2\r\n\r\n{}",
+        "POST /v1/chat HTTP/1.1\r\nhost: [::1\r\ncontent-length: 2\r\n\r\n{}",
+    ];
+    for case in refused {
+        let out = raw_exchange(proxy.addr, case.as_bytes(), Duration::from_secs(2)).await;
+        assert_eq!(out.split(' ').nth(1), Some("400"), "{case:?} got {out:?}");
+        assert!(out.contains("invalid_host"), "{case:?} got {out:?}");
+    }
+    assert_eq!(a.stats().requests(), 0, "nothing reached the upstream");
+    let served = [
+        "POST /v1/chat HTTP/1.1\r\nhost: a.example\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}",
+        "POST /v1/chat HTTP/1.1\r\nhost: 127.0.0.1:8080\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}",
+        "POST /v1/chat HTTP/1.1\r\nhost: [::1]:8080\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}",
+        // Empty, as RFC 9112 asks when the target has no authority.
+        "POST /v1/chat HTTP/1.1\r\nhost:\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}",
+        // HTTP/1.0 needs none.
+        "POST /v1/chat HTTP/1.0\r\ncontent-length: 2\r\n\r\n{}",
+    ];
+    for case in served {
+        let out = raw_exchange(proxy.addr, case.as_bytes(), Duration::from_secs(2)).await;
+        assert_eq!(out.split(' ').nth(1), Some("200"), "{case:?} got {out:?}");
+    }
+    assert_eq!(a.stats().requests(), served.len() as u64);
+}
+
+/// A request head over 64 KiB is answered 431 and not forwarded; one just
+/// under it is served.
+#[tokio::test]
+async fn an_oversized_request_head_gets_431_and_nothing_is_forwarded() {
+    let a = healthy_backend("a").await;
+    let proxy = start_proxy(&one_version(&a.url(), "", "")).await;
+    let head = |filler: usize| {
+        format!(
+            "POST /v1/chat HTTP/1.1\r\nhost: x\r\nx-filler: {}\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}",
+            "a".repeat(filler)
+        )
+    };
+    let out = raw_exchange(
+        proxy.addr,
+        head(70 * 1024).as_bytes(),
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 431 "), "got {out:?}");
+    assert_eq!(a.stats().requests(), 0, "nothing reached the upstream");
+    let out = raw_exchange(
+        proxy.addr,
+        head(60 * 1024).as_bytes(),
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(
+        out.starts_with("HTTP/1.1 200 "),
+        "got {:?}",
+        &out[..out.len().min(200)]
+    );
+    assert_eq!(a.stats().requests(), 1);
 }

@@ -38,6 +38,34 @@ async fn http2_prior_knowledge_client() {
     assert_eq!(seen.header("host"), Some(a.addr().to_string().as_str()));
 }
 
+/// On HTTP/2 a `Host` beside `:authority` must name the same host (RFC
+/// 9113 §8.3.1); one that does not is refused, not forwarded.
+#[tokio::test]
+async fn http2_host_that_contradicts_authority_is_refused() {
+    let a = healthy_backend("a").await;
+    let proxy = start_proxy(&one_version(&a.url(), "", "")).await;
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let send = |host: String| {
+        let req = http::Request::post(format!("{}/v1/chat/completions", proxy.url()))
+            .header("host", host)
+            .body(Full::new(Bytes::from_static(CHAT.as_bytes())))
+            .expect("request");
+        client.request(req)
+    };
+    let resp = send("elsewhere.example".into())
+        .await
+        .expect("h2c response");
+    assert_eq!(resp.status(), 400);
+    assert_eq!(a.stats().requests(), 0, "nothing reached the upstream");
+    // The same authority, in another case, is the same host.
+    let same = proxy.addr.to_string().to_uppercase();
+    let resp = send(same).await.expect("h2c response");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(a.stats().requests(), 1);
+}
+
 fn tls_client(
     cert_der: Vec<u8>,
 ) -> Client<

@@ -4,6 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Uri, Version};
 
 use crate::routing::sticky::IpText;
 
@@ -344,6 +345,88 @@ pub fn ambiguous_framing(headers: &HeaderMap) -> bool {
     }
 }
 
+/// Why the request's `Host` cannot be trusted, if it cannot. RFC 9112
+/// §3.2 has a server answer 400 to an HTTP/1.1 request without `Host`,
+/// with more than one, or with one that is not a host: two are ambiguous
+/// the way two lengths are (which site is meant?), and the value travels
+/// on as `x-forwarded-host`, where a backend may build links from it. On
+/// HTTP/2 a `Host` must name what `:authority` names (RFC 9113 §8.3.1).
+pub fn host_problem(version: Version, uri: &Uri, headers: &HeaderMap) -> Option<&'static str> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (None, _) if version == Version::HTTP_11 => Some("an HTTP/1.1 request needs a Host header"),
+        (None, _) => None,
+        (Some(_), Some(_)) => Some("the request has more than one Host header"),
+        (Some(host), None) if !valid_host(host.as_bytes()) => {
+            Some("the Host header is not a host with an optional port")
+        }
+        (Some(host), None) => match uri.authority() {
+            Some(authority)
+                if version == Version::HTTP_2
+                    && !authority.as_str().eq_ignore_ascii_case(
+                        std::str::from_utf8(host.as_bytes()).unwrap_or_default(),
+                    ) =>
+            {
+                Some("the Host header names another host than :authority")
+            }
+            _ => None,
+        },
+    }
+}
+
+/// RFC 3986's `host [":" port]`: a bracketed IP literal or a `reg-name`
+/// (which covers IPv4), then digits. No userinfo, path, space or control
+/// byte. Empty is allowed: RFC 9112 §3.2 asks for an empty `Host` when the
+/// target has no authority.
+fn valid_host(value: &[u8]) -> bool {
+    let (host, port) = if value.first() == Some(&b'[') {
+        let Some(end) = value.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let literal = &value[1..end];
+        if literal.is_empty()
+            || !literal.iter().all(|&b| {
+                b.is_ascii_alphanumeric() || matches!(b, b':' | b'.' | b'%' | b'-' | b'_' | b'~')
+            })
+        {
+            return false;
+        }
+        (&[][..], &value[end + 1..])
+    } else {
+        match value.iter().position(|&b| b == b':') {
+            Some(colon) => value.split_at(colon),
+            None => (value, &[][..]),
+        }
+    };
+    let reg_name = |&b: &u8| {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'%'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+            )
+    };
+    host.iter().all(reg_name)
+        && match port.split_first() {
+            None => true,
+            Some((b':', digits)) => digits.iter().all(u8::is_ascii_digit),
+            Some(_) => false,
+        }
+}
+
 fn hex(bytes: &[u8], out: &mut [u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for (i, b) in bytes.iter().enumerate() {
@@ -355,6 +438,62 @@ fn hex(bytes: &[u8], out: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_host_is_a_host_with_an_optional_port() {
+        for good in [
+            "",
+            "a.example",
+            "a.example:443",
+            "a.example:",
+            "127.0.0.1:8080",
+            "[::1]",
+            "[::1]:80",
+            "[fe80::1%25eth0]",
+            "xn--bcher-kva.example",
+            "a_b.example",
+        ] {
+            assert!(valid_host(good.as_bytes()), "{good:?}");
+        }
+        for bad in [
+            "user@a.example",
+            "a.example/path",
+            "a example",
+            "a.example:80x",
+            "a.example:80:81",
+            "[::1",
+            "[]",
+            "[::1]x",
+            "a.example\t",
+            "a.example?q",
+            "a.example#f",
+            "\u{7f}",
+        ] {
+            assert!(!valid_host(bad.as_bytes()), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn host_problems_by_version() {
+        let uri: Uri = "/v1/chat".parse().expect("uri");
+        let mut h = HeaderMap::new();
+        assert!(host_problem(Version::HTTP_11, &uri, &h).is_some());
+        assert!(host_problem(Version::HTTP_10, &uri, &h).is_none());
+        assert!(host_problem(Version::HTTP_2, &uri, &h).is_none());
+        h.append(header::HOST, HeaderValue::from_static("a.example"));
+        assert!(host_problem(Version::HTTP_11, &uri, &h).is_none());
+        h.append(header::HOST, HeaderValue::from_static("a.example"));
+        assert!(host_problem(Version::HTTP_10, &uri, &h).is_some());
+        let h2: Uri = "http://A.example/v1/chat".parse().expect("uri");
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("a.EXAMPLE"));
+        assert!(host_problem(Version::HTTP_2, &h2, &h).is_none());
+        h.insert(header::HOST, HeaderValue::from_static("b.example"));
+        assert!(host_problem(Version::HTTP_2, &h2, &h).is_some());
+        // On HTTP/1.1 an absolute-form target's authority wins (RFC 9112
+        // §3.2.2), so the two may differ.
+        assert!(host_problem(Version::HTTP_11, &h2, &h).is_none());
+    }
 
     #[test]
     fn scan_finds_each_name_it_acts_on() {

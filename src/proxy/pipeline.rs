@@ -69,6 +69,10 @@ pub async fn handle(
         );
     }
 
+    if let Some(problem) = headers::host_problem(parts.version, &parts.uri, &parts.headers) {
+        return respond::local(ctx, StatusCode::BAD_REQUEST, "invalid_host", problem);
+    }
+
     // The feedback endpoint is cutover's own, ahead of every route.
     if let Some(path) = &rt.config.server.feedback_path
         && parts.uri.path() == path

@@ -91,6 +91,13 @@ impl Drop for ParkedGuard {
 /// The HTTP/2 connection preface.
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// The largest HTTP/1 request head read, in bytes: a longer one is
+/// answered `431` and the connection closed, before anything is
+/// forwarded. hyper's own bound is its read buffer's (~400 KiB by default);
+/// Envoy allows 60 KiB, nginx 8 KiB a line. This is also the most hyper
+/// buffers of a response before it writes.
+const MAX_REQUEST_HEAD: usize = 64 * 1024;
+
 /// What every connection is served with.
 pub(super) struct Settings {
     pub h1: http1::Builder,
@@ -105,7 +112,9 @@ impl Settings {
         let mut h1 = http1::Builder::new();
         // The head-read deadline is kept by `serve_h1` (see `HeadWatch`),
         // not by hyper's per-request timer: its default (30 s) is turned off.
-        h1.header_read_timeout(None).keep_alive(true);
+        h1.header_read_timeout(None)
+            .keep_alive(true)
+            .max_buf_size(MAX_REQUEST_HEAD);
         let mut h2 = http2::Builder::new(TokioExecutor::new());
         h2.timer(TokioTimer::new());
         Settings {

@@ -4,7 +4,7 @@
 //! A request whose body framing two parsers could read differently is a
 //! request-smuggling probe: `Content-Length` and `Transfer-Encoding`
 //! together, `Content-Length` lines that disagree, or a `Transfer-Encoding`
-//! whose final coding is not `chunked` (SPEC §5). hyper refuses some of
+//! whose final coding is not `chunked`, or that has it twice (SPEC §5). hyper refuses some of
 //! these itself, but follows RFC 9112 §6.3 for the first (it drops the
 //! length, reads the chunked body) and never tells the service that the
 //! length was there. So this wrapper watches the bytes hyper reads: a
@@ -32,7 +32,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use super::activity::Activity;
 use crate::ascii::starts_with_ignore_case;
 
-/// Heads larger than this are left to hyper's own limit (it is lower).
+/// Heads larger than this are left to hyper's own limit (it is lower:
+/// `conn::MAX_REQUEST_HEAD`).
 const MAX_HEAD: usize = 512 * 1024;
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 
@@ -440,7 +441,12 @@ fn classify(head: &[u8]) -> Result<State, &'static str> {
         return Ok(State::Off);
     }
     let mut length: Option<&[u8]> = None;
-    let mut te: Option<&[u8]> = None;
+    // Whether the last coding so far is `chunked`, across every
+    // `Transfer-Encoding` line in order (RFC 9110 §5.3: lines join as one
+    // list). `chunked` anywhere but last, as in `chunked, chunked` or two
+    // `chunked` lines, is refused: it may be applied only once, and last
+    // (RFC 9112 §6.1).
+    let mut chunked_last: Option<bool> = None;
     let mut upgrade = false;
     for h in req.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
@@ -459,16 +465,16 @@ fn classify(head: &[u8]) -> Result<State, &'static str> {
                 return Err("conflicting Content-Length values");
             }
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            te = Some(h.value);
+            for coding in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if chunked_last == Some(true) {
+                    return Err("chunked is not the final transfer coding");
+                }
+                chunked_last = Some(coding.eq_ignore_ascii_case(b"chunked"));
+            }
         } else if h.name.eq_ignore_ascii_case("upgrade") {
             upgrade = true;
         }
     }
-    let chunked_last = te.map(|te| {
-        te.rsplit(|&b| b == b',')
-            .next()
-            .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
-    });
     match (length, chunked_last) {
         (Some(_), Some(_)) => return Err("both Content-Length and Transfer-Encoding"),
         (None, Some(false)) => return Err("a Transfer-Encoding whose final coding is not chunked"),
@@ -696,15 +702,36 @@ mod tests {
             Some("conflicting Content-Length values")
         );
         assert_eq!(
-            refused(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
+            refused(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n"),
             Some("a Transfer-Encoding whose final coding is not chunked")
         );
-        // The last line decides, as in hyper.
-        assert!(
+        // Lines join as one list: `chunked` must be last in it, and once.
+        let not_final = Some("chunked is not the final transfer coding");
+        assert_eq!(
+            refused(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
+            not_final
+        );
+        assert_eq!(
             refused(
                 b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n"
-            )
-            .is_some()
+            ),
+            not_final
+        );
+        assert_eq!(
+            refused(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n"),
+            not_final
+        );
+        assert_eq!(
+            refused(
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\ntransfer-encoding: CHUNKED\r\n\r\n"
+            ),
+            not_final
+        );
+        assert_eq!(
+            refused(
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+            ),
+            None
         );
         // Found by the http1_framing fuzz target: two lines whose values
         // differ but split into the same (empty) elements.
