@@ -38,6 +38,36 @@ async fn http2_prior_knowledge_client() {
     assert_eq!(seen.header("host"), Some(a.addr().to_string().as_str()));
 }
 
+/// HTTP/2 takes the same 64 KiB of request head as HTTP/1 (hyper's own
+/// default was 16 KiB), and no more.
+#[tokio::test]
+async fn http2_request_heads_are_bounded_like_http1() {
+    let a = healthy_backend("a").await;
+    let proxy = start_proxy(&one_version(&a.url(), "", "")).await;
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let send = |filler: usize| {
+        let req = http::Request::post(format!("{}/v1/chat/completions", proxy.url()))
+            .header("x-filler", "a".repeat(filler))
+            .body(Full::new(Bytes::from_static(CHAT.as_bytes())))
+            .expect("request");
+        client.request(req)
+    };
+    let resp = send(40 * 1024).await.expect("h2c response");
+    assert_eq!(resp.status(), 200);
+    let refused = send(70 * 1024).await;
+    assert!(
+        refused.as_ref().map_or(true, |r| r.status() == 431),
+        "{refused:?}"
+    );
+    assert_eq!(
+        a.stats().requests(),
+        1,
+        "the oversized head was not forwarded"
+    );
+}
+
 /// On HTTP/2 a `Host` beside `:authority` must name the same host (RFC
 /// 9113 §8.3.1); one that does not is refused, not forwarded.
 #[tokio::test]

@@ -91,11 +91,12 @@ impl Drop for ParkedGuard {
 /// The HTTP/2 connection preface.
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// The largest HTTP/1 request head read, in bytes: a longer one is
+/// The largest request head read, in bytes: on HTTP/1 a longer one is
 /// answered `431` and the connection closed, before anything is
-/// forwarded. hyper's own bound is its read buffer's (~400 KiB by default);
-/// Envoy allows 60 KiB, nginx 8 KiB a line. This is also the most hyper
-/// buffers of a response before it writes.
+/// forwarded; on HTTP/2 it is the header list size cutover advertises
+/// (hyper's defaults were ~400 KiB and 16 KiB: one bound for both). Envoy
+/// allows 60 KiB, nginx 8 KiB a line. On HTTP/1 this is also the most
+/// hyper buffers of a response before it writes.
 const MAX_REQUEST_HEAD: usize = 64 * 1024;
 
 /// What every connection is served with.
@@ -116,7 +117,8 @@ impl Settings {
             .keep_alive(true)
             .max_buf_size(MAX_REQUEST_HEAD);
         let mut h2 = http2::Builder::new(TokioExecutor::new());
-        h2.timer(TokioTimer::new());
+        h2.timer(TokioTimer::new())
+            .max_header_list_size(MAX_REQUEST_HEAD as u32);
         Settings {
             h1,
             h2,
