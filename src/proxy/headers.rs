@@ -377,55 +377,61 @@ pub fn host_problem(version: Version, uri: &Uri, headers: &HeaderMap) -> Option<
 /// RFC 3986's `host [":" port]`: a bracketed IP literal or a `reg-name`
 /// (which covers IPv4), then digits. No userinfo, path, space or control
 /// byte. Empty is allowed: RFC 9112 §3.2 asks for an empty `Host` when the
-/// target has no authority.
+/// target has no authority. One pass over a table: it runs per request.
 fn valid_host(value: &[u8]) -> bool {
-    let (host, port) = if value.first() == Some(&b'[') {
-        let Some(end) = value.iter().position(|&b| b == b']') else {
+    let port = if let Some(literal) = value.strip_prefix(b"[") {
+        let Some(end) = literal.iter().position(|&b| b == b']') else {
             return false;
         };
-        let literal = &value[1..end];
-        if literal.is_empty()
-            || !literal.iter().all(|&b| {
-                b.is_ascii_alphanumeric() || matches!(b, b':' | b'.' | b'%' | b'-' | b'_' | b'~')
-            })
+        if end == 0
+            || !literal[..end]
+                .iter()
+                .all(|&b| HOST_BYTE[usize::from(b)] & IP_LITERAL != 0)
         {
             return false;
         }
-        (&[][..], &value[end + 1..])
+        &literal[end + 1..]
     } else {
-        match value.iter().position(|&b| b == b':') {
-            Some(colon) => value.split_at(colon),
-            None => (value, &[][..]),
-        }
+        let name = value
+            .iter()
+            .take_while(|&&b| HOST_BYTE[usize::from(b)] & REG_NAME != 0)
+            .count();
+        &value[name..]
     };
-    let reg_name = |&b: &u8| {
-        b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'-' | b'.'
-                    | b'_'
-                    | b'~'
-                    | b'%'
-                    | b'!'
-                    | b'$'
-                    | b'&'
-                    | b'\''
-                    | b'('
-                    | b')'
-                    | b'*'
-                    | b'+'
-                    | b','
-                    | b';'
-                    | b'='
-            )
-    };
-    host.iter().all(reg_name)
-        && match port.split_first() {
-            None => true,
-            Some((b':', digits)) => digits.iter().all(u8::is_ascii_digit),
-            Some(_) => false,
-        }
+    match port.split_first() {
+        None => true,
+        Some((b':', digits)) => digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    }
 }
+
+const REG_NAME: u8 = 1;
+const IP_LITERAL: u8 = 2;
+
+/// Which bytes a `reg-name` (unreserved, `%` and sub-delims) and an IP
+/// literal (hex digits, `:`, `.`, and a zone id's unreserved and `%`) may
+/// hold.
+static HOST_BYTE: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        let unreserved = c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~');
+        if unreserved
+            || matches!(
+                c,
+                b'%' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'='
+            )
+        {
+            table[b] |= REG_NAME;
+        }
+        if unreserved || matches!(c, b':' | b'%') {
+            table[b] |= IP_LITERAL;
+        }
+        b += 1;
+    }
+    table
+};
 
 fn hex(bytes: &[u8], out: &mut [u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
