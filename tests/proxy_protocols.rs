@@ -38,6 +38,50 @@ async fn http2_prior_knowledge_client() {
     assert_eq!(seen.header("host"), Some(a.addr().to_string().as_str()));
 }
 
+/// An HTTP/2 connection with no stream open is closed (GOAWAY) after
+/// `request_header_timeout`, as an idle HTTP/1 connection is; a stream
+/// that outlasts the timeout is not cut.
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_and_a_slow_stream_is_not() {
+    let a = backend(MockArgs {
+        name: "a".into(),
+        latency: Duration::from_millis(1200),
+        ..MockArgs::new(loopback0())
+    })
+    .await;
+    let proxy = start_proxy(&one_version(
+        &a.url(),
+        r#"request_header_timeout = "400ms""#,
+        "",
+    ))
+    .await;
+    let tcp = tokio::net::TcpStream::connect(proxy.addr)
+        .await
+        .expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2 handshake");
+    let mut conn = tokio::spawn(conn);
+    // Three timeouts' worth of waiting for the upstream: the open stream
+    // keeps the connection.
+    let req = http::Request::post(format!("{}/v1/chat/completions", proxy.url()))
+        .body(Full::new(Bytes::from_static(CHAT.as_bytes())))
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("response");
+    assert_eq!(resp.status(), 200);
+    resp.into_body().collect().await.expect("whole body");
+    assert!(
+        !conn.is_finished(),
+        "the connection outlived the slow stream"
+    );
+    // Then idle: closed within the timeout and a look or two.
+    let ended = tokio::time::timeout(Duration::from_secs(3), &mut conn).await;
+    assert!(ended.is_ok(), "an idle HTTP/2 connection is closed");
+}
+
 /// HTTP/2 takes the same 64 KiB of request head as HTTP/1 (hyper's own
 /// default was 16 KiB), and no more.
 #[tokio::test]

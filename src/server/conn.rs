@@ -260,7 +260,14 @@ async fn read_preface<T: AsyncRead + Unpin>(io: &mut T) -> io::Result<(bool, Byt
     }
 }
 
-/// HTTP/2: hyper's connection, until it ends or shutdown drains it.
+/// HTTP/2: hyper's connection, until it ends, shutdown drains it, or it
+/// has been idle for `request_header_timeout`.
+///
+/// Idle means no stream open and none started: such a connection is sent
+/// GOAWAY and closed, as an idle HTTP/1 connection is closed (hyper's h2
+/// server has no idle timeout of its own, and its keep-alive pings only
+/// find dead peers, not idle ones). The look is `HeadWatch`'s, once a
+/// period; parking is an HTTP/1 matter and is not done here.
 pub(super) async fn serve_h2<T>(
     io: Sniffed<T>,
     plane: Arc<DataPlane>,
@@ -270,19 +277,34 @@ pub(super) async fn serve_h2<T>(
 ) where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let activity = Arc::new(Activity::default());
     let service = Service {
         plane,
         info,
-        activity: Arc::default(),
+        activity: Arc::clone(&activity),
     };
     let mut conn = Box::pin(settings.h2.serve_connection(TokioIo::new(io), service));
+    let mut watch = HeadWatch::new(settings.header_timeout, activity.started());
+    let tick = tokio::time::sleep(watch.period);
     let cancelled = shutdown.cancelled();
-    tokio::pin!(cancelled);
+    tokio::pin!(tick, cancelled);
+    let mut tick_registered = false;
     let mut stopping = false;
     let result = poll_fn(|cx| {
         if !stopping && cancelled.as_mut().poll(cx).is_ready() {
             stopping = true;
             conn.as_mut().graceful_shutdown();
+        }
+        while !stopping && tick_fired(tick.as_mut(), &mut tick_registered, cx) {
+            if watch.look(&activity) == Look::HeadTimedOut {
+                tracing::debug!(peer = %info.peer, "HTTP/2 connection idle for request_header_timeout");
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            } else {
+                tick.as_mut()
+                    .reset(tokio::time::Instant::now() + watch.period);
+                tick_registered = false;
+            }
         }
         conn.as_mut().poll(cx)
     })
