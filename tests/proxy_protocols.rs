@@ -13,13 +13,18 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+/// A client that speaks HTTP/2 with prior knowledge (h2c).
+fn h2c() -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
+}
+
 #[tokio::test]
 async fn http2_prior_knowledge_client() {
     let a = healthy_backend("a").await;
     let proxy = start_proxy(&one_version(&a.url(), "", "")).await;
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http();
+    let client = h2c();
     let req = http::Request::post(format!("{}/v1/chat/completions", proxy.url()))
         .header("x-request-id", "h2-req")
         .body(Full::new(Bytes::from_static(CHAT.as_bytes())))
@@ -88,9 +93,7 @@ async fn an_idle_http2_connection_is_closed_and_a_slow_stream_is_not() {
 async fn http2_request_heads_are_bounded_like_http1() {
     let a = healthy_backend("a").await;
     let proxy = start_proxy(&one_version(&a.url(), "", "")).await;
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http();
+    let client = h2c();
     let send = |filler: usize| {
         let req = http::Request::post(format!("{}/v1/chat/completions", proxy.url()))
             .header("x-filler", "a".repeat(filler))
@@ -118,9 +121,7 @@ async fn http2_request_heads_are_bounded_like_http1() {
 async fn http2_host_that_contradicts_authority_is_refused() {
     let a = healthy_backend("a").await;
     let proxy = start_proxy(&one_version(&a.url(), "", "")).await;
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http();
+    let client = h2c();
     let send = |host: String| {
         let req = http::Request::post(format!("{}/v1/chat/completions", proxy.url()))
             .header("host", host)
