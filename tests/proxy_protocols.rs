@@ -20,6 +20,14 @@ fn h2c() -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Byte
         .build_http()
 }
 
+/// A chat request to `proxy` with one extra header.
+fn chat_with(proxy: &Proxy, name: &str, value: String) -> http::Request<Full<Bytes>> {
+    http::Request::post(format!("{}/v1/chat/completions", proxy.url()))
+        .header(name, value)
+        .body(Full::new(Bytes::from_static(CHAT.as_bytes())))
+        .expect("request")
+}
+
 #[tokio::test]
 async fn http2_prior_knowledge_client() {
     let a = healthy_backend("a").await;
@@ -94,13 +102,7 @@ async fn http2_request_heads_are_bounded_like_http1() {
     let a = healthy_backend("a").await;
     let proxy = start_proxy(&one_version(&a.url(), "", "")).await;
     let client = h2c();
-    let send = |filler: usize| {
-        let req = http::Request::post(format!("{}/v1/chat/completions", proxy.url()))
-            .header("x-filler", "a".repeat(filler))
-            .body(Full::new(Bytes::from_static(CHAT.as_bytes())))
-            .expect("request");
-        client.request(req)
-    };
+    let send = |filler: usize| client.request(chat_with(&proxy, "x-filler", "a".repeat(filler)));
     let resp = send(40 * 1024).await.expect("h2c response");
     assert_eq!(resp.status(), 200);
     let refused = send(70 * 1024).await;
@@ -122,13 +124,7 @@ async fn http2_host_that_contradicts_authority_is_refused() {
     let a = healthy_backend("a").await;
     let proxy = start_proxy(&one_version(&a.url(), "", "")).await;
     let client = h2c();
-    let send = |host: String| {
-        let req = http::Request::post(format!("{}/v1/chat/completions", proxy.url()))
-            .header("host", host)
-            .body(Full::new(Bytes::from_static(CHAT.as_bytes())))
-            .expect("request");
-        client.request(req)
-    };
+    let send = |host: String| client.request(chat_with(&proxy, "host", host));
     let resp = send("elsewhere.example".into())
         .await
         .expect("h2c response");
