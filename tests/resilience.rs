@@ -554,6 +554,111 @@ async fn abort_mid_stream_resets_the_http2_stream_without_fallback() {
     );
 }
 
+/// An upstream that answers every request in one write: its head and
+/// `partial` of a longer body, then closes. The answer is committed (a
+/// body byte arrived) and then breaks, all in one read.
+async fn cut_in_one_write(partial: &'static str) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                // Read the whole request first: closing on unread bytes
+                // would reset the connection and lose the answer.
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let Ok(n) = socket.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    if request_is_whole(&seen) {
+                        break;
+                    }
+                }
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+                     content-length: 10000\r\n\r\n{partial}"
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// Whether `seen` holds a request's head and its Content-Length of body.
+fn request_is_whole(seen: &[u8]) -> bool {
+    let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&seen[..end]).to_ascii_lowercase();
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    seen.len() >= end + 4 + length
+}
+
+/// An answer that breaks in the same read as its head still reaches the
+/// client as far as it came, then is cut: what arrived before the break is
+/// not dropped with the connection.
+#[tokio::test]
+async fn a_stream_cut_in_the_same_read_as_its_head_reaches_the_client_as_far_as_it_came() {
+    const PARTIAL: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\n";
+    let cut = cut_in_one_write(PARTIAL).await;
+    let fb = healthy_backend("fb").await;
+    let proxy = start_proxy(&primary_and_fallback("onecut", &cut, Some(&fb.url()), "")).await;
+    let resp = post(&proxy, CHAT_STREAM).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "x-cutover-upstream"), "onecut-p");
+    let (text, errored) = read_until_end(resp).await;
+    assert!(errored, "the cut stream ended cleanly: {text}");
+    assert_eq!(text, PARTIAL, "what came before the break was lost");
+    wait_metric(
+        &proxy,
+        UPSTREAMS,
+        &upstream_result("onecut-p", "stream_error"),
+        1.0,
+    )
+    .await;
+    assert_eq!(fb.stats().requests(), 0, "retried after the commit point");
+
+    // HTTP/2: the DATA frame goes out before the RST_STREAM.
+    let h2: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let req = http::Request::post(format!("{}/v1/chat/completions", proxy.url()))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(CHAT_STREAM.as_bytes())))
+        .expect("request");
+    let resp = h2.request(req).await.expect("h2c response");
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut text = String::new();
+    let errored = loop {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    text.push_str(&String::from_utf8_lossy(data));
+                }
+            }
+            Some(Err(_)) => break true,
+            None => break false,
+        }
+    };
+    assert!(errored, "the h2 stream ended cleanly: {text}");
+    assert_eq!(text, PARTIAL, "what came before the break was lost on h2");
+}
+
 // 7. Idle timeout mid-stream.
 
 #[tokio::test]

@@ -95,6 +95,11 @@ enum Source {
     Follow(Option<mpsc::UnboundedReceiver<FlightEvent>>),
     /// A local answer (refusal, error, cache hit), sent in one frame.
     Full(Option<Bytes>),
+    /// A stream that broke after the commit point, its error held back for
+    /// one poll: hyper's HTTP/1 side drops its unwritten buffer with the
+    /// connection on a body error, and a break that arrives in the same
+    /// read as the frames before it would take those frames along.
+    Broken(Option<BoxError>),
 }
 
 pub struct ProxyBody {
@@ -149,6 +154,21 @@ impl ProxyBody {
         }
     }
 
+    /// Ends the stream on a break: logged now, the error returned on the
+    /// next poll, after hyper has written out what it queued (it flushes
+    /// when the body is pending).
+    fn break_off(
+        &mut self,
+        end: End,
+        error: BoxError,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.finish(end);
+        self.source = Source::Broken(Some(error));
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
     fn data(&mut self, data: Bytes) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.taps.on_data(&data);
         Poll::Ready(Some(Ok(Frame::data(data))))
@@ -199,11 +219,12 @@ impl Body for ProxyBody {
                     }
                     // The leader's stream broke (or its flight vanished):
                     // end this one so it cannot pass as complete.
-                    Poll::Ready(Some(FlightEvent::End { complete: false }) | None) => {
-                        *events = None;
-                        this.finish(End::UpstreamError);
-                        Poll::Ready(Some(Err("the coalesced upstream answer broke off".into())))
-                    }
+                    Poll::Ready(Some(FlightEvent::End { complete: false }) | None) => this
+                        .break_off(
+                            End::UpstreamError,
+                            "the coalesced upstream answer broke off".into(),
+                            cx,
+                        ),
                 }
             }
             Source::Upstream(stream) => {
@@ -218,8 +239,11 @@ impl Body for ProxyBody {
                         if stream.silent_too_long(cx) {
                             // Silence past idle_timeout after commit: end the
                             // client's stream so it cannot pass as complete.
-                            this.finish(End::IdleTimeout);
-                            return Poll::Ready(Some(Err("upstream idle timeout".into())));
+                            return this.break_off(
+                                End::IdleTimeout,
+                                "upstream idle timeout".into(),
+                                cx,
+                            );
                         }
                         Poll::Pending
                     }
@@ -230,12 +254,11 @@ impl Body for ProxyBody {
                             Err(frame) => Poll::Ready(Some(Ok(frame))),
                         }
                     }
+                    // The error makes hyper end the client's stream so that it
+                    // cannot be taken as complete (h1: no final chunk,
+                    // connection closed; h2: RST_STREAM).
                     Poll::Ready(Some(Err(e))) => {
-                        // Returning the error makes hyper end the client's
-                        // stream so that it cannot be taken as complete (h1:
-                        // no final chunk, connection closed; h2: RST_STREAM).
-                        this.finish(End::UpstreamError);
-                        Poll::Ready(Some(Err(Box::new(e))))
+                        this.break_off(End::UpstreamError, Box::new(e), cx)
                     }
                     Poll::Ready(None) => {
                         this.finish(End::Complete);
@@ -243,6 +266,11 @@ impl Body for ProxyBody {
                     }
                 }
             }
+            // After the error hyper polls no more; `None` would be a clean end.
+            Source::Broken(error) => match error.take() {
+                Some(e) => Poll::Ready(Some(Err(e))),
+                None => Poll::Pending,
+            },
         }
     }
 
@@ -251,6 +279,7 @@ impl Body for ProxyBody {
             Source::Upstream(b) => b.ended(),
             Source::Follow(events) => events.is_none(),
             Source::Full(b) => b.is_none(),
+            Source::Broken(_) => false,
         }
     }
 
@@ -270,7 +299,7 @@ impl Body for ProxyBody {
                     hint
                 }
             },
-            Source::Follow(_) => SizeHint::default(),
+            Source::Follow(_) | Source::Broken(_) => SizeHint::default(),
             Source::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Source::Full(None) => SizeHint::with_exact(0),
         }
