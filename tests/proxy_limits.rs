@@ -204,6 +204,11 @@ async fn ambiguous_framing_is_answered_400_then_closed() {
         format!(
             "POST /v1/chat HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked, identity\r\n\r\n2\r\n{{}}\r\n0\r\n\r\n{smuggled}"
         ),
+        // Another coding before chunked: its body would reach the upstream
+        // still gzipped, framed by a Content-Length as if it were not.
+        format!(
+            "POST /v1/chat HTTP/1.1\r\nhost: x\r\ntransfer-encoding: gzip, chunked\r\n\r\n2\r\n{{}}\r\n0\r\n\r\n{smuggled}"
+        ),
         // chunked applied twice, in one line or over two.
         format!(
             "POST /v1/chat HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked, chunked\r\n\r\n2\r\n{{}}\r\n0\r\n\r\n{smuggled}"

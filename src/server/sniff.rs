@@ -4,7 +4,7 @@
 //! A request whose body framing two parsers could read differently is a
 //! request-smuggling probe: `Content-Length` and `Transfer-Encoding`
 //! together, `Content-Length` lines that disagree, or a `Transfer-Encoding`
-//! whose final coding is not `chunked`, or that has it twice (SPEC §5). hyper refuses some of
+//! other than one `chunked` (SPEC §5). hyper refuses some of
 //! these itself, but follows RFC 9112 §6.3 for the first (it drops the
 //! length, reads the chunked body) and never tells the service that the
 //! length was there. So this wrapper watches the bytes hyper reads: a
@@ -441,12 +441,13 @@ fn classify(head: &[u8]) -> Result<State, &'static str> {
         return Ok(State::Off);
     }
     let mut length: Option<&[u8]> = None;
-    // Whether the last coding so far is `chunked`, across every
-    // `Transfer-Encoding` line in order (RFC 9110 §5.3: lines join as one
-    // list). `chunked` anywhere but last, as in `chunked, chunked` or two
-    // `chunked` lines, is refused: it may be applied only once, and last
-    // (RFC 9112 §6.1).
-    let mut chunked_last: Option<bool> = None;
+    // Whether a `Transfer-Encoding` was sent. Its lines join as one list
+    // (RFC 9110 §5.3), which must be exactly one `chunked`: twice is a
+    // smuggling probe (RFC 9112 §6.1 allows it once, last), and any other
+    // coding (`gzip, chunked`) would reach the upstream still encoded,
+    // since cutover forwards the decoded body with a `Content-Length` and
+    // decodes no other coding. nginx answers those 501; SPEC §5 says 400.
+    let mut chunked = false;
     let mut upgrade = false;
     for h in req.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
@@ -466,30 +467,31 @@ fn classify(head: &[u8]) -> Result<State, &'static str> {
             }
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             for coding in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                if chunked_last == Some(true) {
-                    return Err("chunked is not the final transfer coding");
+                if !coding.eq_ignore_ascii_case(b"chunked") {
+                    return Err("a transfer coding other than chunked");
                 }
-                chunked_last = Some(coding.eq_ignore_ascii_case(b"chunked"));
+                if chunked {
+                    return Err("chunked more than once");
+                }
+                chunked = true;
             }
         } else if h.name.eq_ignore_ascii_case("upgrade") {
             upgrade = true;
         }
     }
-    match (length, chunked_last) {
-        (Some(_), Some(_)) => return Err("both Content-Length and Transfer-Encoding"),
-        (None, Some(false)) => return Err("a Transfer-Encoding whose final coding is not chunked"),
-        _ => {}
+    if length.is_some() && chunked {
+        return Err("both Content-Length and Transfer-Encoding");
     }
     if upgrade || req.method == Some("CONNECT") {
         return Ok(State::Off);
     }
-    match (length, chunked_last) {
-        (_, Some(_)) => Ok(State::Chunked(Chunk::Size {
+    match (length, chunked) {
+        (_, true) => Ok(State::Chunked(Chunk::Size {
             size: 0,
             digits: 0,
             ext: false,
         })),
-        (Some(len), None) => match std::str::from_utf8(len)
+        (Some(len), false) => match std::str::from_utf8(len)
             .ok()
             .and_then(|s| s.parse::<u64>().ok())
         {
@@ -498,7 +500,7 @@ fn classify(head: &[u8]) -> Result<State, &'static str> {
             // hyper refuses it.
             None => Ok(State::Off),
         },
-        (None, None) => Ok(State::Head),
+        (None, false) => Ok(State::Head),
     }
 }
 
@@ -691,7 +693,7 @@ mod tests {
     }
 
     #[test]
-    fn refuses_conflicting_lengths_and_a_final_coding_other_than_chunked() {
+    fn refuses_conflicting_lengths_and_any_coding_but_one_chunked() {
         let refused = |head: &[u8]| run(&[head]).err().map(|a| a.reason);
         assert_eq!(
             refused(b"POST / HTTP/1.1\r\nContent-Length: 4\r\ncontent-length: 5\r\n\r\n"),
@@ -701,36 +703,33 @@ mod tests {
             refused(b"POST / HTTP/1.1\r\nContent-Length: 4, 5\r\n\r\n"),
             Some("conflicting Content-Length values")
         );
-        assert_eq!(
-            refused(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n"),
-            Some("a Transfer-Encoding whose final coding is not chunked")
-        );
-        // Lines join as one list: `chunked` must be last in it, and once.
-        let not_final = Some("chunked is not the final transfer coding");
-        assert_eq!(
-            refused(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
-            not_final
-        );
-        assert_eq!(
-            refused(
-                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n"
-            ),
-            not_final
-        );
+        // Lines join as one list, which must be one `chunked`.
+        let other = Some("a transfer coding other than chunked");
+        for head in [
+            &b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: identity, chunked\r\n\r\n0\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked,\r\n\r\n0\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding:\r\n\r\n",
+        ] {
+            assert_eq!(refused(head), other, "{}", String::from_utf8_lossy(head));
+        }
+        let twice = Some("chunked more than once");
         assert_eq!(
             refused(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n"),
-            not_final
+            twice
         );
         assert_eq!(
             refused(
                 b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\ntransfer-encoding: CHUNKED\r\n\r\n"
             ),
-            not_final
+            twice
         );
         assert_eq!(
-            refused(
-                b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
-            ),
+            refused(b"POST / HTTP/1.1\r\nTransfer-Encoding:  Chunked \r\n\r\n0\r\n\r\n"),
             None
         );
         // Found by the http1_framing fuzz target: two lines whose values
