@@ -86,7 +86,7 @@ fn head_rewrite(c: &mut Criterion) {
             || template.clone(),
             |mut h| {
                 let id = headers::request_id(&h);
-                headers::prepare_forward(&mut h, peer, false, &id);
+                headers::prepare_forward(&mut h, None, peer, false, &id);
                 black_box(h)
             },
             criterion::BatchSize::SmallInput,

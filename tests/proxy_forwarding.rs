@@ -85,6 +85,50 @@ async fn forwards_with_header_rules_both_ways() {
     assert_eq!(b.stats().requests(), 0);
 }
 
+/// `x-forwarded-host` is the host the client asked for: its `Host` on an
+/// origin-form HTTP/1 request, the target's authority on an absolute-form
+/// one (RFC 9112 §3.2.2: it wins over `Host`), `:authority` on HTTP/2,
+/// whose clients may send no `Host` at all.
+#[tokio::test]
+async fn x_forwarded_host_is_the_host_the_client_asked_for() {
+    use http_body_util::Full;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    let a = healthy_backend("a").await;
+    let proxy = start_proxy(&one_version(&a.url(), "", "")).await;
+    let forwarded_host = || {
+        a.stats()
+            .last_record()
+            .and_then(|seen| seen.header("x-forwarded-host").map(str::to_owned))
+    };
+    let origin = "POST /v1/chat HTTP/1.1\r\nhost: b.example:8080\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}";
+    let out = raw_exchange(proxy.addr, origin.as_bytes(), Duration::from_secs(2)).await;
+    assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
+    assert_eq!(forwarded_host().as_deref(), Some("b.example:8080"));
+
+    let absolute = "POST http://a.example/v1/chat HTTP/1.1\r\nhost: b.example\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}";
+    let out = raw_exchange(proxy.addr, absolute.as_bytes(), Duration::from_secs(2)).await;
+    assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
+    assert_eq!(forwarded_host().as_deref(), Some("a.example"));
+
+    let h2: Client<_, Full<bytes::Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let req = http::Request::post(format!("{}/v1/chat/completions", proxy.url()))
+        .body(Full::new(bytes::Bytes::from_static(CHAT.as_bytes())))
+        .expect("request");
+    let resp = h2.request(req).await.expect("h2c response");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(
+        forwarded_host(),
+        Some(proxy.addr.to_string()),
+        "an HTTP/2 request's :authority"
+    );
+    assert_eq!(a.stats().requests(), 3);
+}
+
 #[tokio::test]
 async fn generates_request_id_and_traceparent_when_absent_or_invalid() {
     let a = healthy_backend("a").await;

@@ -273,6 +273,9 @@ async fn a_missing_doubled_or_malformed_host_is_refused() {
         "POST /v1/chat HTTP/1.1\r\nhost: a.example:80x\r\ncontent-length: 2\r\n\r\n{}",
         "POST /v1/chat HTTP/1.1\r\nhost: a example\r\ncontent-length: 2\r\n\r\n{}",
         "POST /v1/chat HTTP/1.1\r\nhost: [::1\r\ncontent-length: 2\r\n\r\n{}",
+        // An absolute-form target's authority wins over Host, so it is
+        // held to the same rule.
+        "POST http://user@a.example/v1/chat HTTP/1.1\r\nhost: a.example\r\ncontent-length: 2\r\n\r\n{}",
     ];
     for case in refused {
         let out = raw_exchange(proxy.addr, case.as_bytes(), Duration::from_secs(2)).await;

@@ -56,7 +56,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = headers::client_ip(&request, peer, flags & 2 != 0);
     let sent_parent = request.get("traceparent").map(|v| v.as_bytes().to_vec());
     let id = headers::request_id(&request);
-    let ctx = headers::prepare_forward(&mut request, peer, flags & 4 != 0, &id);
+    let ctx = headers::prepare_forward(&mut request, None, peer, flags & 4 != 0, &id);
 
     for name in request.keys() {
         let name = name.as_str();

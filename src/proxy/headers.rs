@@ -4,6 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::Authority;
 use http::{Uri, Version};
 
 use crate::routing::sticky::IpText;
@@ -167,10 +168,13 @@ pub fn client_ip(headers: &HeaderMap, peer: SocketAddr, trust_forwarded_for: boo
 }
 
 /// Rewrite a client's request head for the upstream, except the per-target
-/// parts (`Host`, `x-cutover-version`, set/remove headers).
+/// parts (`Host`, `x-cutover-version`, set/remove headers). `authority` is
+/// the request target's, if it has one (HTTP/2's `:authority`, an HTTP/1
+/// absolute-form target): the host the client asked for, over `Host`.
 /// Returns the trace context the upstream will see.
 pub fn prepare_forward(
     headers: &mut HeaderMap,
+    authority: Option<&Authority>,
     peer: SocketAddr,
     tls: bool,
     request_id: &HeaderValue,
@@ -191,10 +195,19 @@ pub fn prepare_forward(
         X_FORWARDED_PROTO.clone(),
         HeaderValue::from_static(if tls { "https" } else { "http" }),
     );
-    if present.host
-        && let Some(host) = headers.remove(header::HOST)
-    {
-        headers.insert(X_FORWARDED_HOST.clone(), host);
+    let host = if present.host {
+        headers.remove(header::HOST)
+    } else {
+        None
+    };
+    // RFC 9112 §3.2.2: a target's authority wins over `Host`. An HTTP/2
+    // client may send no `Host` at all. (`host_problem` vetted both.)
+    let asked = match authority {
+        Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+        None => host,
+    };
+    if let Some(asked) = asked {
+        headers.insert(X_FORWARDED_HOST.clone(), asked);
     }
     headers.insert(X_REQUEST_ID.clone(), request_id.clone());
     propagate(headers, present)
@@ -352,6 +365,13 @@ pub fn ambiguous_framing(headers: &HeaderMap) -> bool {
 /// on as `x-forwarded-host`, where a backend may build links from it. On
 /// HTTP/2 a `Host` must name what `:authority` names (RFC 9113 §8.3.1).
 pub fn host_problem(version: Version, uri: &Uri, headers: &HeaderMap) -> Option<&'static str> {
+    // The target's authority travels on as `x-forwarded-host` too, and
+    // `http::Uri` accepts userinfo in it (RFC 9113 §8.3.1 forbids that).
+    if let Some(authority) = uri.authority()
+        && !valid_host(authority.as_str().as_bytes())
+    {
+        return Some("the request target's authority is not a host with an optional port");
+    }
     let mut hosts = headers.get_all(header::HOST).iter();
     match (hosts.next(), hosts.next()) {
         (None, _) if version == Version::HTTP_11 => Some("an HTTP/1.1 request needs a Host header"),
@@ -553,7 +573,7 @@ mod tests {
         h.insert("x-cutover-shadow", HeaderValue::from_static("1"));
         h.insert("x-cutover-outcome", HeaderValue::from_static("success"));
         let id = HeaderValue::from_static("rid-1");
-        prepare_forward(&mut h, peer(), true, &id);
+        prepare_forward(&mut h, None, peer(), true, &id);
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.9");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "api.example.com");
@@ -562,6 +582,34 @@ mod tests {
         assert!(!h.contains_key("x-cutover-shadow"));
         assert!(!h.contains_key("x-cutover-outcome"));
         assert_eq!(h["traceparent"].len(), 55);
+    }
+
+    #[test]
+    fn a_target_authority_is_the_forwarded_host_over_host() {
+        let uri: Uri = "http://a.example:8080/v1/chat".parse().expect("uri");
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("b.example"));
+        let id = HeaderValue::from_static("rid-1");
+        prepare_forward(&mut h, uri.authority(), peer(), false, &id);
+        assert_eq!(h["x-forwarded-host"], "a.example:8080");
+        assert!(!h.contains_key("host"));
+        // HTTP/2 clients may send no Host at all.
+        let mut h = HeaderMap::new();
+        prepare_forward(&mut h, uri.authority(), peer(), false, &id);
+        assert_eq!(h["x-forwarded-host"], "a.example:8080");
+        let mut h = HeaderMap::new();
+        prepare_forward(&mut h, None, peer(), false, &id);
+        assert!(!h.contains_key("x-forwarded-host"));
+    }
+
+    #[test]
+    fn a_target_authority_with_userinfo_is_a_host_problem() {
+        let uri: Uri = "http://user@a.example/v1/chat".parse().expect("uri");
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("a.example"));
+        assert!(host_problem(Version::HTTP_11, &uri, &h).is_some());
+        let uri: Uri = "http://a.example/v1/chat".parse().expect("uri");
+        assert_eq!(host_problem(Version::HTTP_11, &uri, &h), None);
     }
 
     fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -682,7 +730,7 @@ mod tests {
             let mut h = original.clone();
             let mut expected = original.clone();
             unconditional(&mut expected, peer(), &id);
-            prepare_forward(&mut h, peer(), false, &id);
+            prepare_forward(&mut h, None, peer(), false, &id);
             let traceparent = h.remove(&TRACEPARENT).expect("always set");
             assert_eq!(traceparent.len(), 55, "{head:?}");
             expected.remove(&TRACEPARENT);

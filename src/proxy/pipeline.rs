@@ -165,7 +165,13 @@ pub async fn handle(
     }
 
     // The head every upstream request starts from.
-    let trace = headers::prepare_forward(&mut parts.headers, conn.peer, conn.tls, &ctx.request_id);
+    let trace = headers::prepare_forward(
+        &mut parts.headers,
+        parts.uri.authority(),
+        conn.peer,
+        conn.tls,
+        &ctx.request_id,
+    );
     if ctx.plane().tracer.is_some() {
         // A parent span means the client sent a valid `traceparent`.
         let parent_sampled = trace.parent_span_id.is_some().then_some(trace.sampled);
