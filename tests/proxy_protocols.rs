@@ -355,3 +355,140 @@ fn sigterm_drains_then_exits_zero() {
         assert_eq!(status.code(), Some(0));
     });
 }
+
+/// HTTP/2 rapid reset (CVE-2023-44487): streams opened and cancelled at
+/// once, faster than they can be served. The h2 crate counts resets of
+/// streams not yet accepted (20) and answers GOAWAY `ENHANCE_YOUR_CALM`;
+/// this pins that it does so in front of cutover (it fails with that limit
+/// lifted), before the flood reaches the upstream, and that other clients
+/// are still served.
+#[tokio::test]
+async fn an_http2_rapid_reset_flood_is_cut_off_before_the_upstream() {
+    let a = healthy_backend("a").await;
+    let proxy = start_proxy(&one_version(&a.url(), "", "")).await;
+    for end_stream in [false, true] {
+        let tcp = tokio::net::TcpStream::connect(proxy.addr)
+            .await
+            .expect("connect");
+        let (mut client, conn) = h2::client::handshake(tcp).await.expect("handshake");
+        let conn = tokio::spawn(conn);
+        // One request served first: the server's SETTINGS are in, so the
+        // flood keeps within its 200 concurrent streams and only the
+        // resets can be held against it.
+        let req = http::Request::post(format!("{}/v1/chat/completions", proxy.url()))
+            .body(())
+            .expect("request");
+        let (resp, mut body) = client.send_request(req, false).expect("send");
+        body.send_data(Bytes::from_static(CHAT.as_bytes()), true)
+            .expect("body");
+        assert_eq!(resp.await.expect("served").status(), 200);
+        for _ in 0..10_000 {
+            let Ok(ready) = client.ready().await else {
+                break;
+            };
+            client = ready;
+            let req = http::Request::post(format!("{}/v1/chat/completions", proxy.url()))
+                .header("content-type", "application/json")
+                .body(())
+                .expect("request");
+            let Ok((_, mut stream)) = client.send_request(req, end_stream) else {
+                break;
+            };
+            stream.send_reset(h2::Reason::CANCEL);
+        }
+        // request_header_timeout is 10 s: an end this soon is the server's.
+        let ended = tokio::time::timeout(Duration::from_secs(5), conn)
+            .await
+            .expect("the flooding connection was closed")
+            .expect("join");
+        let Err(e) = ended else {
+            panic!("closed cleanly");
+        };
+        assert!(e.is_go_away(), "{e:?}");
+        assert_eq!(e.reason(), Some(h2::Reason::ENHANCE_YOUR_CALM), "{e:?}");
+    }
+    // The two served requests, and at most a few streams that were
+    // dispatched before their reset was read.
+    assert!(
+        a.stats().requests() < 2 + 20,
+        "the flood reached the upstream: {} requests",
+        a.stats().requests()
+    );
+    let resp = client()
+        .post(format!("{}/v1/chat/completions", proxy.url()))
+        .body(CHAT)
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(resp.status(), 200);
+}
+
+/// An HTTP/2 frame header (RFC 9113 §4.1) and its payload.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len())
+        .expect("small frame")
+        .to_be_bytes();
+    let mut frame = vec![len[1], len[2], len[3], kind, flags];
+    frame.extend_from_slice(&stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// HTTP/2 CONTINUATION flood (CVE-2024-27316 and kin): a header block that
+/// never ends, one CONTINUATION frame after another. The connection is
+/// closed with a GOAWAY once the block passes the 64 KiB head bound, long
+/// before 20 MB have been sent, and nothing is forwarded.
+#[tokio::test]
+async fn an_http2_continuation_flood_is_closed_at_the_head_bound() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = healthy_backend("a").await;
+    let proxy = start_proxy(&one_version(&a.url(), "", "")).await;
+    let mut tcp = tokio::net::TcpStream::connect(proxy.addr)
+        .await
+        .expect("connect");
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .expect("preface");
+    tcp.write_all(&h2_frame(0x4, 0, 0, &[]))
+        .await
+        .expect("settings");
+    // HPACK: :method POST, :scheme http, :path / (static table 3, 6, 4),
+    // then :authority (name 1) as a literal.
+    let mut block = vec![0x83, 0x86, 0x84, 0x01, 9];
+    block.extend_from_slice(b"127.0.0.1");
+    tcp.write_all(&h2_frame(0x1, 0, 1, &block))
+        .await
+        .expect("headers without END_HEADERS");
+    // Each CONTINUATION: one literal `x-a` field of 1,000 bytes (HPACK's
+    // length 1,000 = 127 + 873 as a 7-bit prefix and two continuation bytes).
+    let mut field = vec![0x00, 3];
+    field.extend_from_slice(b"x-a");
+    field.extend_from_slice(&[0x7f, 0x80 | (873 & 0x7f) as u8, (873 >> 7) as u8]);
+    field.extend_from_slice(&[b'v'; 1000]);
+    let continuation = h2_frame(0x9, 0, 1, &field);
+    let mut written = 0usize;
+    for _ in 0..20_000 {
+        if tcp.write_all(&continuation).await.is_err() {
+            break;
+        }
+        written += continuation.len();
+    }
+    assert!(
+        written < 1 << 20,
+        "{written} bytes of one header block were taken"
+    );
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), tcp.read_to_end(&mut out))
+        .await
+        .expect("the connection was closed");
+    // After the server's SETTINGS (and its ack), a GOAWAY (type 7).
+    let mut frames = Vec::new();
+    let mut rest = &out[..];
+    while rest.len() >= 9 {
+        let len = usize::from(rest[0]) << 16 | usize::from(rest[1]) << 8 | usize::from(rest[2]);
+        frames.push(rest[3]);
+        rest = &rest[(9 + len).min(rest.len())..];
+    }
+    assert!(frames.contains(&0x7), "no GOAWAY, frames {frames:?}");
+    assert_eq!(a.stats().requests(), 0);
+}
