@@ -254,6 +254,56 @@ async fn fallback_answers_are_not_stored() {
     assert_eq!(status(&proxy).await["cache"]["entries"], 0);
 }
 
+/// An upstream that compresses although cutover asked for `identity`: its
+/// answer reaches the client with its `content-encoding`, and is never
+/// stored, since an entry keeps only the content type and a hit would
+/// replay the compressed bytes as plain JSON.
+#[tokio::test]
+async fn a_content_coded_answer_is_not_stored() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = std::sync::Arc::clone(&answered);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let count = std::sync::Arc::clone(&count);
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                // One request a connection: read to its body's last brace.
+                while !seen.ends_with(b"}") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let body = b"\x1f\x8b not really gzip";
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                     content-encoding: gzip\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = socket.write_all(head.as_bytes()).await;
+                let _ = socket.write_all(body).await;
+            });
+        }
+    });
+    let proxy = start_proxy(&config("coded", &format!("http://{addr}"), TTL, "")).await;
+    for _ in 0..2 {
+        let r = post(&proxy, "/coded/x", CHAT, &[]).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()["x-cutover-cache"], "miss");
+        assert_eq!(r.headers()["content-encoding"], "gzip");
+        r.bytes().await.expect("body");
+    }
+    assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(status(&proxy).await["cache"]["entries"], 0);
+}
+
 #[tokio::test]
 async fn a_truncated_stream_is_not_stored() {
     let cut = backend(MockArgs {

@@ -24,6 +24,7 @@ async fn forwards_with_header_rules_both_ways() {
         .header("x-drop-me", "secret")
         .header("keep-alive", "timeout=5")
         .header("x-forwarded-for", "198.51.100.7")
+        .header("accept-encoding", "gzip, br")
         .header("x-request-id", "req-abc")
         .header("x-cutover-shadow", "1")
         .header("x-cutover-outcome", "success")
@@ -56,6 +57,11 @@ async fn forwards_with_header_rules_both_ways() {
         Some("198.51.100.7, 127.0.0.1")
     );
     assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
+    assert_eq!(
+        seen.header("accept-encoding"),
+        Some("identity"),
+        "cutover reads answers, so it asks for them uncompressed"
+    );
     assert_eq!(
         seen.header("x-drop-me"),
         None,

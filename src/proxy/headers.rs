@@ -210,6 +210,13 @@ pub fn prepare_forward(
         headers.insert(X_FORWARDED_HOST.clone(), asked);
     }
     headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+    // cutover reads every answer (usage, cache, compare, judge) and
+    // decodes no content coding: ask for the bytes as they are. A client's
+    // `gzip, br` would otherwise have OpenAI's edge compress a JSON answer.
+    headers.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
     propagate(headers, present)
 }
 
@@ -578,6 +585,7 @@ mod tests {
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "api.example.com");
         assert_eq!(h["x-request-id"], "rid-1");
+        assert_eq!(h["accept-encoding"], "identity");
         assert!(!h.contains_key("host"));
         assert!(!h.contains_key("x-cutover-shadow"));
         assert!(!h.contains_key("x-cutover-outcome"));
@@ -649,6 +657,10 @@ mod tests {
                 h.insert(X_FORWARDED_HOST.clone(), host);
             }
             h.insert(X_REQUEST_ID.clone(), id.clone());
+            h.insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_static("identity"),
+            );
             let valid = h
                 .get(&TRACEPARENT)
                 .is_some_and(|v| parse_traceparent(v.as_bytes()).is_some());

@@ -257,11 +257,17 @@ pub fn ok_json(mut ctx: Box<Ctx>, body: &'static [u8]) -> Response<ProxyBody> {
     r
 }
 
-/// A response may be stored: a 200 without `Set-Cookie` and without
-/// `Cache-Control: private` or `no-store`.
+/// A response may be stored: a 200 without `Set-Cookie`, without
+/// `Cache-Control: private` or `no-store`, and not content-coded (an entry
+/// keeps only its content type; cutover asks for `identity`, and an
+/// upstream that compresses anyway is not replayed as if it had not).
 fn storable(parts: &http::response::Parts) -> bool {
     parts.status == StatusCode::OK
         && !parts.headers.contains_key(header::SET_COOKIE)
+        && parts
+            .headers
+            .get(header::CONTENT_ENCODING)
+            .is_none_or(|v| v.as_bytes().eq_ignore_ascii_case(b"identity"))
         && !parts
             .headers
             .get_all(header::CACHE_CONTROL)
@@ -357,6 +363,8 @@ mod tests {
         assert!(!storable(&head(201, &[])));
         assert!(!storable(&head(500, &[])));
         assert!(!storable(&head(200, &[("set-cookie", "sid=1")])));
+        assert!(!storable(&head(200, &[("content-encoding", "gzip")])));
+        assert!(storable(&head(200, &[("content-encoding", "identity")])));
         assert!(!storable(&head(200, &[("cache-control", "Private")])));
         assert!(!storable(&head(
             200,
