@@ -3,12 +3,15 @@
 //! own `x-cutover-*` headers, no framing of the client's, a valid request
 //! id, the peer at the end of `X-Forwarded-For`, and a valid
 //! `traceparent`; a response head keeps none of the stripped ones either.
+//! The first line is also read as a request target: when `host_problem`
+//! lets the request through, whatever travels on as `x-forwarded-host`
+//! (the target's authority, or `Host`) is a bare host and port.
 #![no_main]
 
 use std::net::SocketAddr;
 
 use cutover::proxy::headers;
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue, Uri, Version};
 use libfuzzer_sys::fuzz_target;
 
 const HOP_BY_HOP: [&str; 9] = [
@@ -48,6 +51,16 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut request = head(data);
     let _ = headers::ambiguous_framing(&request);
+    let target = data.split(|&b| b == b'\n').next().unwrap_or_default();
+    let uri = Uri::try_from(target).ok();
+    let version = if flags & 8 == 0 {
+        Version::HTTP_11
+    } else {
+        Version::HTTP_2
+    };
+    let vetted = uri
+        .as_ref()
+        .is_some_and(|uri| headers::host_problem(version, uri, &request).is_none());
     let peer: SocketAddr = if flags & 1 == 0 {
         ([192, 0, 2, 7], 40_000).into()
     } else {
@@ -56,7 +69,16 @@ fuzz_target!(|data: &[u8]| {
     let _ = headers::client_ip(&request, peer, flags & 2 != 0);
     let sent_parent = request.get("traceparent").map(|v| v.as_bytes().to_vec());
     let id = headers::request_id(&request);
-    let ctx = headers::prepare_forward(&mut request, None, peer, flags & 4 != 0, &id);
+    let authority = uri.as_ref().and_then(Uri::authority);
+    let ctx = headers::prepare_forward(&mut request, authority, peer, flags & 4 != 0, &id);
+    if vetted && let Some(host) = request.get("x-forwarded-host") {
+        assert!(
+            host.as_bytes()
+                .iter()
+                .all(|&b| b.is_ascii_graphic() && !matches!(b, b'@' | b'/' | b'?' | b'#')),
+            "{host:?} forwarded as the host"
+        );
+    }
 
     for name in request.keys() {
         let name = name.as_str();
