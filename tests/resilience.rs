@@ -139,6 +139,35 @@ async fn read_until_end(mut resp: reqwest::Response) -> (String, bool) {
     }
 }
 
+/// A chat request over HTTP/2 with prior knowledge (h2c).
+async fn post_h2(proxy: &Proxy, body: &'static str) -> http::Response<hyper::body::Incoming> {
+    let h2: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let req = http::Request::post(format!("{}/v1/chat/completions", proxy.url()))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .expect("request");
+    h2.request(req).await.expect("h2c response")
+}
+
+/// `read_until_end` for an HTTP/2 answer: a reset stream is an error.
+async fn read_h2_until_end(resp: http::Response<hyper::body::Incoming>) -> (String, bool) {
+    let mut body = resp.into_body();
+    let mut text = String::new();
+    loop {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    text.push_str(&String::from_utf8_lossy(data));
+                }
+            }
+            Some(Err(_)) => return (text, true),
+            None => return (text, false),
+        }
+    }
+}
+
 /// A counter's value; counters that were registered but never hit read 0.
 fn count(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     metric(text, name, labels).unwrap_or(0.0)
@@ -510,30 +539,11 @@ async fn abort_mid_stream_resets_the_http2_stream_without_fallback() {
         "",
     ))
     .await;
-    let h2: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http();
-    let req = http::Request::post(format!("{}/v1/chat/completions", proxy.url()))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from_static(CHAT_STREAM.as_bytes())))
-        .expect("request");
-    let resp = h2.request(req).await.expect("h2c response");
+    let resp = post_h2(&proxy, CHAT_STREAM).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.version(), http::Version::HTTP_2);
     assert_eq!(resp.headers()["x-cutover-upstream"], "abort2-p");
-    let mut body = resp.into_body();
-    let mut text = String::new();
-    let errored = loop {
-        match body.frame().await {
-            Some(Ok(frame)) => {
-                if let Some(data) = frame.data_ref() {
-                    text.push_str(&String::from_utf8_lossy(data));
-                }
-            }
-            Some(Err(_)) => break true,
-            None => break false,
-        }
-    };
+    let (text, errored) = read_h2_until_end(resp).await;
     assert!(
         errored,
         "the h2 stream ended cleanly instead of being reset: {text}"
@@ -633,28 +643,9 @@ async fn a_stream_cut_in_the_same_read_as_its_head_reaches_the_client_as_far_as_
     assert_eq!(fb.stats().requests(), 0, "retried after the commit point");
 
     // HTTP/2: the DATA frame goes out before the RST_STREAM.
-    let h2: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http();
-    let req = http::Request::post(format!("{}/v1/chat/completions", proxy.url()))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from_static(CHAT_STREAM.as_bytes())))
-        .expect("request");
-    let resp = h2.request(req).await.expect("h2c response");
+    let resp = post_h2(&proxy, CHAT_STREAM).await;
     assert_eq!(resp.status(), 200);
-    let mut body = resp.into_body();
-    let mut text = String::new();
-    let errored = loop {
-        match body.frame().await {
-            Some(Ok(frame)) => {
-                if let Some(data) = frame.data_ref() {
-                    text.push_str(&String::from_utf8_lossy(data));
-                }
-            }
-            Some(Err(_)) => break true,
-            None => break false,
-        }
-    };
+    let (text, errored) = read_h2_until_end(resp).await;
     assert!(errored, "the h2 stream ended cleanly: {text}");
     assert_eq!(text, PARTIAL, "what came before the break was lost on h2");
 }
