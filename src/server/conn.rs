@@ -99,6 +99,14 @@ const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// hyper buffers of a response before it writes.
 const MAX_REQUEST_HEAD: usize = 64 * 1024;
 
+/// What an HTTP/2 stream may hold of its answer beyond what the socket
+/// takes. hyper's default, 400 KB, times the 200 streams a connection may
+/// open let one client that grants a large window and never reads hold
+/// ~100 MiB (`bench/h2_hold.sh`: +105 MiB, and +19 with this). 64 KiB,
+/// a stream's default window, still keeps a frame ready for a client that
+/// reads (a 50 MB stream to curl took as long).
+const MAX_STREAM_SEND_BUF: usize = 64 * 1024;
+
 /// What every connection is served with.
 pub(super) struct Settings {
     pub h1: http1::Builder,
@@ -118,7 +126,8 @@ impl Settings {
             .max_buf_size(MAX_REQUEST_HEAD);
         let mut h2 = http2::Builder::new(TokioExecutor::new());
         h2.timer(TokioTimer::new())
-            .max_header_list_size(MAX_REQUEST_HEAD as u32);
+            .max_header_list_size(MAX_REQUEST_HEAD as u32)
+            .max_send_buf_size(MAX_STREAM_SEND_BUF);
         Settings {
             h1,
             h2,
