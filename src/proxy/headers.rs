@@ -374,9 +374,8 @@ pub fn ambiguous_framing(headers: &HeaderMap) -> bool {
 pub fn host_problem(version: Version, uri: &Uri, headers: &HeaderMap) -> Option<&'static str> {
     // The target's authority travels on as `x-forwarded-host` too, and
     // `http::Uri` accepts userinfo in it (RFC 9113 §8.3.1 forbids that).
-    if let Some(authority) = uri.authority()
-        && !valid_host(authority.as_str().as_bytes())
-    {
+    let authority = uri.authority().map(|a| a.as_str().as_bytes());
+    if authority.is_some_and(|a| !valid_host(a)) {
         return Some("the request target's authority is not a host with an optional port");
     }
     let mut hosts = headers.get_all(header::HOST).iter();
@@ -387,17 +386,13 @@ pub fn host_problem(version: Version, uri: &Uri, headers: &HeaderMap) -> Option<
         (Some(host), None) if !valid_host(host.as_bytes()) => {
             Some("the Host header is not a host with an optional port")
         }
-        (Some(host), None) => match uri.authority() {
-            Some(authority)
-                if version == Version::HTTP_2
-                    && !authority.as_str().eq_ignore_ascii_case(
-                        std::str::from_utf8(host.as_bytes()).unwrap_or_default(),
-                    ) =>
-            {
-                Some("the Host header names another host than :authority")
-            }
-            _ => None,
-        },
+        (Some(host), None)
+            if version == Version::HTTP_2
+                && authority.is_some_and(|a| !a.eq_ignore_ascii_case(host.as_bytes())) =>
+        {
+            Some("the Host header names another host than :authority")
+        }
+        (Some(_), None) => None,
     }
 }
 
