@@ -13,13 +13,6 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-/// A client that speaks HTTP/2 with prior knowledge (h2c).
-fn h2c() -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
-    Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http()
-}
-
 /// A chat request to `proxy` with one extra header.
 fn chat_with(proxy: &Proxy, name: &str, value: String) -> http::Request<Full<Bytes>> {
     http::Request::post(format!("{}/v1/chat/completions", proxy.url()))

@@ -12,8 +12,6 @@ use common::*;
 use cutover::mock::{MockArgs, MockHandle};
 use http::StatusCode;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 
 /// Nothing listens on port 1: connects are refused at once.
 const DEAD: &str = "http://127.0.0.1:1";
@@ -141,14 +139,11 @@ async fn read_until_end(mut resp: reqwest::Response) -> (String, bool) {
 
 /// A chat request over HTTP/2 with prior knowledge (h2c).
 async fn post_h2(proxy: &Proxy, body: &'static str) -> http::Response<hyper::body::Incoming> {
-    let h2: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http();
     let req = http::Request::post(format!("{}/v1/chat/completions", proxy.url()))
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from_static(body.as_bytes())))
         .expect("request");
-    h2.request(req).await.expect("h2c response")
+    h2c().request(req).await.expect("h2c response")
 }
 
 /// `read_until_end` for an HTTP/2 answer: a reset stream is an error.

@@ -136,6 +136,16 @@ pub fn loopback0() -> SocketAddr {
 }
 
 /// A plain HTTP client (HTTP/1.1, keep-alive).
+/// A client that speaks HTTP/2 with prior knowledge (h2c).
+pub fn h2c() -> hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Full<bytes::Bytes>,
+> {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
+}
+
 pub fn client() -> reqwest::Client {
     // reqwest is built without a bundled crypto provider (we use ring).
     let _ = std::sync::Arc::unwrap_or_clone(cutover::crypto::provider()).install_default();
